@@ -1,0 +1,113 @@
+"""The contract between the master and every batch system."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from typing import NewType, Sequence
+
+from ..resources import Resources
+
+BatchJobId = NewType("BatchJobId", str)
+
+
+class ExitReason(enum.Enum):
+    """Why an issued job ended."""
+
+    FINISHED = "finished"
+    """The job's process exited 0."""
+    FAILED = "failed"
+    """The job exited non-zero (the target raised, or the worker could not start)."""
+    KILLED = "killed"
+    """The job was killed on purpose (by jobtree, a user or the scheduler)."""
+    LOST = "lost"
+    """The batch system no longer knows the job and it left no result."""
+    MEMLIMIT = "out of memory"
+    """The job ran out of memory or over its memory limit."""
+    TIMEOUT = "timeout"
+    """The job ran over its wall time (or --maxJobDuration)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """One job to issue.
+
+    Attributes:
+        job_id: jobtree's id of the job.
+        attempt: the attempt number (1 for the first try).
+        argv: the worker command.
+        resources: what the job needs, defaults applied.
+        name: a short name for the scheduler's listing.
+        log_path: where the job's standard output and error go.
+    """
+
+    job_id: int
+    attempt: int
+    argv: Sequence[str]
+    resources: Resources
+    name: str
+    log_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """A job that ended.
+
+    Attributes:
+        batch_id: the batch system's id of the job.
+        exit_code: its exit status (None if unknown).
+        reason: why it ended.
+        wall: seconds it ran, if known.
+        memory: its peak memory in bytes, if known.
+    """
+
+    batch_id: BatchJobId
+    exit_code: int | None
+    reason: ExitReason
+    wall: float | None = None
+    memory: int | None = None
+
+
+class BatchSystem(abc.ABC):
+    """What the master needs from a batch system.
+
+    One object owns all the state of its jobs; the master calls it from one
+    thread.
+    """
+
+    #: the name given to --batchSystem
+    name: str = ""
+    #: whether jobs run on this machine (so the master can clean their local temp dirs)
+    local: bool = False
+
+    @abc.abstractmethod
+    def limits(self) -> Resources:
+        """The largest cpu and memory one job may ask for (None = no limit known)."""
+
+    @abc.abstractmethod
+    def capacity(self) -> int:
+        """How many jobs the master should keep issued at once."""
+
+    @abc.abstractmethod
+    def issue(self, spec: JobSpec) -> BatchJobId:
+        """Hands a job to the batch system and returns its id."""
+
+    @abc.abstractmethod
+    def kill(self, ids: Sequence[BatchJobId]) -> None:
+        """Stops the given jobs; each still produces an Update (KILLED)."""
+
+    @abc.abstractmethod
+    def issued(self) -> set[BatchJobId]:
+        """Ids of the jobs issued and not yet reported by next_update."""
+
+    @abc.abstractmethod
+    def running(self) -> dict[BatchJobId, float]:
+        """Seconds each running job has been running."""
+
+    @abc.abstractmethod
+    def next_update(self, timeout: float) -> Update | None:
+        """Waits up to ``timeout`` seconds for a job to end."""
+
+    def close(self) -> None:
+        """Stops every job this object issued and releases its resources."""

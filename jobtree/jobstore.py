@@ -1,0 +1,484 @@
+"""The on-disk job tree: an SQLite index, the only code that writes it.
+
+Every job is one row. A job's ``parent`` is the target whose ``pending``
+count its chain decrements when the chain closes; ``followon`` points to the
+next target of the chain; ``chain`` is the id of the chain's founder (the key
+of its global temp dir). All state changes go through this class, inside
+explicit transactions that the master batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import sqlite3
+import time
+from typing import Any, Iterator, NewType, Sequence
+
+from . import _version
+from .errors import TreeError
+from .paths import TreePaths
+
+JobId = NewType("JobId", int)
+
+FORMAT_VERSION = 1
+
+
+class JobState(enum.IntEnum):
+    """Where a job stands."""
+
+    WAITING = 0
+    """A follow-on waiting for its predecessor's children to finish."""
+    READY = 1
+    """Can be issued."""
+    ISSUED = 2
+    """Handed to a batch system (queued or running)."""
+    RAN = 3
+    """Ran; waiting for its children's chains to finish."""
+    DONE = 4
+    """Ran and all its children's chains finished."""
+    FAILED = 5
+    """Failed on every try; waits for a restart."""
+
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL,
+    parent INTEGER,
+    predecessor INTEGER,
+    chain INTEGER NOT NULL,
+    followon INTEGER,
+    pending INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    tries_left INTEGER NOT NULL,
+    cls TEXT NOT NULL,
+    description TEXT NOT NULL,
+    cpu REAL, memory INTEGER, time REAL, disk INTEGER,
+    pickle BLOB,
+    batch TEXT, batch_id TEXT, issued_at REAL, started_at REAL,
+    chain_closed INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT
+);
+CREATE INDEX jobs_state ON jobs(state);
+CREATE TABLE failures (
+    job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
+    reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
+    log TEXT, message TEXT, permanent INTEGER NOT NULL,
+    PRIMARY KEY (job, attempt)
+);
+CREATE TABLE messages (
+    job INTEGER NOT NULL, at REAL NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL
+);
+CREATE TABLE stats (
+    job INTEGER NOT NULL, cls TEXT NOT NULL, wall REAL, cpu REAL, wait REAL,
+    memory INTEGER, started REAL
+);
+"""
+
+_COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
+            "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
+            "disk", "batch", "batch_id", "issued_at", "started_at")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobRow:
+    """One job as the index holds it (without its pickle)."""
+
+    id: JobId
+    state: JobState
+    parent: JobId | None
+    predecessor: JobId | None
+    chain: JobId
+    followon: JobId | None
+    pending: int
+    attempt: int
+    tries_left: int
+    cls: str
+    description: str
+    cpu: float | None
+    memory: int | None
+    time: float | None
+    disk: int | None
+    batch: str | None
+    batch_id: str | None
+    issued_at: float | None
+    started_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    """A target a worker created, as it goes into the index."""
+
+    cls: str
+    description: str
+    cpu: float | None
+    memory: int | None
+    time: float | None
+    disk: int | None
+    pickle: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One target a worker ran: itself, or a follow-on it chained.
+
+    ``children`` and ``followon`` are what the step added; a chained step
+    (index > 0) is the previous step's follow-on and had no pickle stored.
+    """
+
+    cls: str
+    description: str
+    children: Sequence[NewJob]
+    followon: NewJob | None
+    messages: Sequence[tuple[int, str]]
+    stats: dict[str, float] | None
+
+
+@dataclasses.dataclass
+class Settled:
+    """What one ingestion did, for the master to act on after commit."""
+
+    closed_chains: list[int] = dataclasses.field(default_factory=list)
+    messages: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    new_ready: int = 0
+    done: int = 0
+    root_done: bool = False
+
+
+def _row(values: Sequence[Any]) -> JobRow:
+    data = dict(zip(_COLUMNS, values))
+    data["state"] = JobState(data["state"])
+    return JobRow(**data)
+
+
+class JobStore:
+    """The index of one tree. Open it with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, paths: TreePaths, connection: sqlite3.Connection,
+                 readonly: bool) -> None:
+        self.paths = paths
+        self._db = connection
+        self._readonly = readonly
+        self._in_transaction = False
+        self._next_id = 0
+        if not readonly:
+            self._next_id = (self._db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0) + 1
+
+    # ------------------------------------------------------------ opening
+    @staticmethod
+    def _connect(path: str, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                 timeout=30)
+        else:
+            db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    @classmethod
+    def initialise(cls, paths: TreePaths, meta: dict[str, Any], root: NewJob,
+                   tries: int) -> None:
+        """Writes a new index holding the root job (in a folder not yet public)."""
+        db = cls._connect(paths.db, readonly=False)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            meta = dict(meta, format_version=FORMAT_VERSION,
+                        jobtree_version=_version.__version__, created=time.time())
+            db.executemany("INSERT INTO meta VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in meta.items()])
+            db.execute(
+                "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
+                " description, cpu, memory, time, disk, pickle) "
+                "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (JobState.READY, tries, root.cls, root.description, root.cpu, root.memory,
+                 root.time, root.disk, root.pickle))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    @classmethod
+    def open(cls, paths: TreePaths, readonly: bool = False) -> JobStore:
+        """Opens the index of an existing tree.
+
+        Raises:
+            TreeError: there is no index, or a newer jobtree wrote it.
+        """
+        if not os.path.isfile(paths.db):
+            raise TreeError(
+                f"{paths.root} is not a job tree (it has no tree.db). Check the "
+                f"--jobTree path; a new tree is made by running your pipeline script.")
+        try:
+            db = cls._connect(paths.db, readonly)
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as err:
+            raise TreeError(
+                f"The index {paths.db} cannot be read ({err}). If another program "
+                f"changed it, the tree is lost: remove it with jobTreeClean and start again.") from err
+        version = json.loads(rows.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            db.close()
+            raise TreeError(
+                f"{paths.root} was written by jobtree "
+                f"{json.loads(rows.get('jobtree_version', '?'))} in format {version}; this "
+                f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
+                f"Continue it with the newer jobtree.")
+        return cls(paths, db, readonly)
+
+    def close(self) -> None:
+        """Closes the index."""
+        self._db.close()
+
+    # -------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Runs the block as one transaction (nested blocks join the outer one)."""
+        if self._in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        self._db.execute("COMMIT")
+
+    # --------------------------------------------------------------- meta
+    def meta(self) -> dict[str, Any]:
+        """Every stored meta value."""
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Stores one meta value."""
+        with self.transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -------------------------------------------------------------- reads
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+        found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+        return {state: found.get(int(state), 0) for state in JobState}
+
+    def job(self, job_id: int) -> JobRow:
+        """One job."""
+        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
+                               (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return _row(row)
+
+    def jobs_in(self, state: JobState, limit: int = -1) -> list[JobRow]:
+        """Jobs in one state, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
+            (int(state), limit))
+        return [_row(r) for r in rows]
+
+    def pickle_of(self, job_id: int) -> bytes:
+        """The pickled target of a job that has not run yet."""
+        row = self._db.execute("SELECT pickle FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or row[0] is None:
+            raise KeyError(job_id)
+        return bytes(row[0])
+
+    def failures(self, permanent_only: bool = True) -> list[dict[str, Any]]:
+        """Recorded failed attempts, newest last, with their job's class and description."""
+        where = "WHERE f.permanent = 1 AND j.state = ?" if permanent_only else ""
+        args: tuple[Any, ...] = (int(JobState.FAILED),) if permanent_only else ()
+        rows = self._db.execute(
+            "SELECT f.job, f.attempt, f.at, f.reason, f.exit_code, f.batch, f.batch_id, "
+            "f.log, f.message, j.cls, j.description FROM failures f JOIN jobs j ON j.id = f.job "
+            f"{where} ORDER BY f.at", args)
+        keys = ("job", "attempt", "at", "reason", "exit_code", "batch", "batch_id", "log",
+                "message", "cls", "description")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def stats_rows(self) -> list[tuple[str, float, float, float, int]]:
+        """(class, wall, cpu, wait, memory) of every recorded run."""
+        return list(self._db.execute("SELECT cls, wall, cpu, wait, memory FROM stats"))
+
+    def chain_is_closed(self, chain_id: int) -> bool:
+        """Whether the chain founded by ``chain_id`` has finished (or never existed)."""
+        row = self._db.execute("SELECT chain_closed FROM jobs WHERE id = ?",
+                               (chain_id,)).fetchone()
+        return row is None or bool(row[0])
+
+    def run_ids(self) -> list[tuple[int, int | None, str | None]]:
+        """(id, parent, run id) of every job, for checking exactly-once commits."""
+        return list(self._db.execute("SELECT id, predecessor, run_id FROM jobs"))
+
+    # ------------------------------------------------------------- writes
+    def mark_issued(self, job_id: int, batch: str, now: float) -> int:
+        """Marks a ready job issued and returns its new attempt number."""
+        row = self._db.execute("SELECT attempt FROM jobs WHERE id = ? AND state = ?",
+                               (job_id, int(JobState.READY))).fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        attempt = row[0] + 1
+        self._db.execute(
+            "UPDATE jobs SET state = ?, attempt = ?, batch = ?, batch_id = NULL, "
+            "issued_at = ?, started_at = NULL WHERE id = ?",
+            (int(JobState.ISSUED), attempt, batch, now, job_id))
+        return attempt
+
+    def set_batch_id(self, job_id: int, attempt: int, batch_id: str) -> None:
+        """Records the batch system's id of an issued attempt."""
+        self._db.execute("UPDATE jobs SET batch_id = ? WHERE id = ? AND attempt = ? AND state = ?",
+                         (batch_id, job_id, attempt, int(JobState.ISSUED)))
+
+    def set_started(self, job_id: int, attempt: int, started: float) -> None:
+        """Records when an issued attempt started running."""
+        self._db.execute(
+            "UPDATE jobs SET started_at = ? WHERE id = ? AND attempt = ? AND state = ?",
+            (started, job_id, attempt, int(JobState.ISSUED)))
+
+    def is_current(self, job_id: int, attempt: int) -> bool:
+        """Whether (job, attempt) is issued now, so its result may be ingested."""
+        row = self._db.execute("SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
+                               (job_id, attempt, int(JobState.ISSUED))).fetchone()
+        return row is not None
+
+    def ingest_success(self, job_id: int, attempt: int, steps: Sequence[Step],
+                       run_id: str, tries: int, now: float) -> Settled | None:
+        """Commits what a successful attempt did (inside the caller's transaction).
+
+        Idempotent: a stale or repeated (job, attempt) changes nothing and
+        returns None.
+        """
+        if not steps or not self.is_current(job_id, attempt):
+            return None
+        settled = Settled()
+        job = self.job(job_id)
+        current = job
+        self._db.execute("UPDATE jobs SET pickle = NULL, run_id = ? WHERE id = ?",
+                         (run_id, job_id))
+        for index, step in enumerate(steps):
+            if index > 0:  # a follow-on the worker chained: record it as run
+                chained = self._insert(
+                    JobState.RAN, parent=current.parent, predecessor=current.id,
+                    chain=current.chain, tries=tries,
+                    new=NewJob(step.cls, step.description, None, None, None, None, b""),
+                    pickle=None, run_id=run_id)
+                self._db.execute("UPDATE jobs SET followon = ?, state = ? WHERE id = ?",
+                                 (chained, int(JobState.DONE), current.id))
+                settled.done += 1
+                current = self.job(chained)
+            for level, text in step.messages:
+                self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
+                                 (current.id, now, level, text))
+                settled.messages.append((level, step.description, text))
+            if step.stats is not None:
+                self._db.execute(
+                    "INSERT INTO stats VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (current.id, step.cls, step.stats.get("wall"), step.stats.get("cpu"),
+                     step.stats.get("wait"), step.stats.get("memory"),
+                     step.stats.get("started")))
+        last = steps[-1]
+        for child in last.children:
+            self._insert(JobState.READY, parent=current.id, predecessor=None, chain=None,
+                         tries=tries, new=child, pickle=child.pickle, run_id=None)
+        settled.new_ready += len(last.children)
+        followon = None
+        if last.followon is not None:
+            followon = self._insert(JobState.WAITING, parent=current.parent,
+                                    predecessor=current.id, chain=current.chain, tries=tries,
+                                    new=last.followon, pickle=last.followon.pickle,
+                                    run_id=None)
+        self._db.execute(
+            "UPDATE jobs SET state = ?, pending = ?, followon = ?, batch_id = NULL WHERE id = ?",
+            (int(JobState.RAN), len(last.children), followon, current.id))
+        if not last.children:
+            self._settle(current.id, settled)
+        return settled
+
+    def _insert(self, state: JobState, parent: int | None, predecessor: int | None,
+                chain: int | None, tries: int, new: NewJob, pickle: bytes | None,
+                run_id: str | None) -> JobId:
+        job_id = self._next_id
+        self._next_id += 1
+        self._db.execute(
+            "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
+            " description, cpu, memory, time, disk, pickle, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, int(state), parent, predecessor, chain if chain is not None else job_id,
+             tries, new.cls, new.description, new.cpu, new.memory, new.time, new.disk,
+             pickle, run_id))
+        return JobId(job_id)
+
+    def _settle(self, job_id: int, settled: Settled) -> None:
+        """A job ran and all its children's chains finished: start its follow-on,
+        or close its chain and tell the chain's parent. Iterative, O(depth)."""
+        while True:
+            parent, followon, chain = self._db.execute(
+                "SELECT parent, followon, chain FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            self._db.execute("UPDATE jobs SET state = ? WHERE id = ?",
+                             (int(JobState.DONE), job_id))
+            settled.done += 1
+            if followon is not None:
+                self._db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?",
+                                 (int(JobState.READY), followon, int(JobState.WAITING)))
+                settled.new_ready += 1
+                return
+            self._db.execute("UPDATE jobs SET chain_closed = 1 WHERE id = ?", (chain,))
+            settled.closed_chains.append(chain)
+            if parent is None:
+                settled.root_done = True
+                return
+            self._db.execute("UPDATE jobs SET pending = pending - 1 WHERE id = ?", (parent,))
+            pending, state = self._db.execute(
+                "SELECT pending, state FROM jobs WHERE id = ?", (parent,)).fetchone()
+            if pending > 0 or state != JobState.RAN:
+                return
+            job_id = parent
+
+    def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
+                       log: str | None, message: str | None, now: float,
+                       permanent: bool = False) -> bool | None:
+        """Records a failed attempt; the job is retried or fails for good.
+
+        Returns:
+            True if it failed for good, False if it will be retried, None if
+            (job, attempt) was stale and nothing changed.
+        """
+        row = self._db.execute(
+            "SELECT tries_left, batch, batch_id FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
+            (job_id, attempt, int(JobState.ISSUED))).fetchone()
+        if row is None:
+            return None
+        tries_left, batch, batch_id = row
+        permanent = permanent or tries_left <= 0
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, attempt, now, reason, exit_code, batch, batch_id, log, message,
+             int(permanent)))
+        self._db.execute(
+            "UPDATE jobs SET state = ?, tries_left = ?, batch_id = NULL WHERE id = ?",
+            (int(JobState.FAILED if permanent else JobState.READY), max(tries_left - 1, 0),
+             job_id))
+        return permanent
+
+    def return_to_ready(self, job_id: int, attempt: int) -> bool:
+        """Puts an issued attempt back to ready without counting a try (it was
+        stopped by the user or lost with the master)."""
+        cursor = self._db.execute(
+            "UPDATE jobs SET state = ?, batch_id = NULL, started_at = NULL "
+            "WHERE id = ? AND attempt = ? AND state = ?",
+            (int(JobState.READY), job_id, attempt, int(JobState.ISSUED)))
+        return cursor.rowcount > 0
+
+    def retry_failed(self, tries: int) -> int:
+        """Makes every failed job ready again with ``tries`` tries (a restart)."""
+        cursor = self._db.execute("UPDATE jobs SET state = ?, tries_left = ? WHERE state = ?",
+                                  (int(JobState.READY), tries, int(JobState.FAILED)))
+        return cursor.rowcount

@@ -1,0 +1,468 @@
+"""The master loop: recover, issue ready jobs, ingest results, retry, rescue.
+
+The master is crash-only: everything it knows is in the index, every
+transition is committed before it has effects, and starting is recovering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import shutil
+import sys
+import time
+from typing import Any, Callable, Iterable
+
+from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from .errors import JobTreeError
+from .jobstore import JobRow, JobState, JobStore, NewJob, Settled, Step
+from .options import Config
+from .paths import TreePaths, local_temp_root, write_atomic
+from .report import failure_report
+from .resources import Resources, format_duration
+
+logger = logging.getLogger(__name__)
+
+#: seconds between progress lines in the log
+PROGRESS_EVERY = 60.0
+#: seconds between looks at running jobs (durations, start times, kill requests)
+HOUSEKEEPING_EVERY = 2.0
+
+
+class TreeStopped(JobTreeError):
+    """The master was stopped (jobTreeKill, SIGTERM or Ctrl-C); the tree can be
+    continued with jobTreeRun."""
+
+
+@dataclasses.dataclass
+class _Issued:
+    job_id: int
+    attempt: int
+    batch: str
+    description: str
+    timed_out: bool = False
+
+
+class Master:
+    """Runs one tree to completion (or until it cannot go further).
+
+    Args:
+        store: the tree's index (opened for writing; the caller holds the lock).
+        config: this run's options.
+        batches: the batch systems by role ("main", and "big" if configured).
+        clock: the time source (injectable for tests).
+    """
+
+    def __init__(self, store: JobStore, config: Config, batches: dict[str, BatchSystem],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.paths = store.paths
+        self.config = config
+        self.batches = batches
+        self.clock = clock
+        self.meta = store.meta()
+        self.defaults = Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
+                                  time=config.defaultTime, disk=config.defaultDisk)
+        self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
+        self._stop_reason: str | None = None
+        self._last_progress = 0.0
+        self._last_housekeeping = 0.0
+        self._last_rescue = clock()
+
+    # ------------------------------------------------------------- public
+    def request_stop(self, reason: str) -> None:
+        """Asks the loop to stop at its next turn (safe from a signal handler)."""
+        self._stop_reason = reason
+
+    def run(self) -> int:
+        """Recovers, then runs until nothing more can run.
+
+        Returns:
+            the number of targets that failed permanently.
+
+        Raises:
+            TreeStopped: a stop was requested; the tree is left restartable.
+        """
+        self.recover()
+        self._log_progress(force=True)
+        while True:
+            self._housekeeping()
+            if self._stop_reason:
+                self._stop()
+            self._issue_ready()
+            if not self._issued:
+                break
+            self._wait_and_ingest()
+        return self._finish()
+
+    # ----------------------------------------------------------- recovery
+    def recover(self) -> None:
+        """Makes the tree consistent after whatever happened to the last master."""
+        self._write_worker_config()
+        leftovers = self._ingest_result_files()
+        with self.store.transaction():
+            returned = sum(self.store.return_to_ready(j.id, j.attempt)
+                           for j in self.store.jobs_in(JobState.ISSUED))
+            retried = self.store.retry_failed(self.config.retryCount)
+        if leftovers or returned or retried:
+            logger.info("recovered the tree: %d results ingested, %d interrupted targets "
+                        "to run again, %d failed targets to try again",
+                        leftovers, returned, retried)
+        self._clean_files()
+
+    def _write_worker_config(self) -> None:
+        limits = self._largest_limits()
+        config = {
+            "tree_id": self.meta["tree_id"], "environ": self.meta["environ"],
+            "sys_path": self.meta["sys_path"], "cwd": self.meta["cwd"],
+            "defaults": self.defaults.to_dict(),
+            "limits": {"cpu": limits.cpu, "memory": limits.memory},
+            "job_time": self.config.jobTime, "stats": self.config.stats,
+            "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
+        }
+        write_atomic(self.paths.config, json.dumps(config).encode())
+
+    def _largest_limits(self) -> Resources:
+        cpus = [b.limits().cpu for b in self.batches.values()]
+        memories = [b.limits().memory for b in self.batches.values()]
+        return Resources(cpu=None if None in cpus else max(c for c in cpus if c is not None),
+                         memory=None if None in memories else max(
+                             m for m in memories if m is not None))
+
+    def _ingest_result_files(self) -> int:
+        ingested = 0
+        for name in sorted(os.listdir(self.paths.results)):
+            if name.startswith("."):
+                continue
+            try:
+                job_id, attempt = (int(x) for x in name.split("."))
+            except ValueError:
+                continue
+            with self.store.transaction():
+                if self._ingest(job_id, attempt, None, "left behind"):
+                    ingested += 1
+        return ingested
+
+    def _clean_files(self) -> None:
+        """Removes what no job needs any more: inputs, stale temp dirs, partial writes."""
+        live = {j.id for j in self.store.jobs_in(JobState.ISSUED)}
+        for folder in (self.paths.jobs, self.paths.results):
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-") or (folder == self.paths.jobs and
+                                                 name.isdigit() and int(name) not in live):
+                    _remove(os.path.join(folder, name))
+        for name in os.listdir(self.paths.global_tmp):
+            if not name.isdigit() or self.store.chain_is_closed(int(name)):
+                shutil.rmtree(self.paths.chain_dir(int(name)) if name.isdigit()
+                              else os.path.join(self.paths.global_tmp, name),
+                              ignore_errors=True)
+        if any(b.local for b in self.batches.values()):
+            shutil.rmtree(local_temp_root(self.meta["tree_id"]), ignore_errors=True)
+        _remove(self.paths.kill_request)
+
+    # ------------------------------------------------------------ issuing
+    def _issue_ready(self) -> None:
+        room = sum(b.capacity() for b in self.batches.values()) - len(self._issued)
+        if room <= 0:
+            return
+        rows = self.store.jobs_in(JobState.READY, limit=room)
+        if not rows:
+            return
+        now = self.clock()
+        plan: list[tuple[JobRow, str, Resources, int]] = []
+        with self.store.transaction():
+            for row in rows:
+                resources = Resources(row.cpu, row.memory, row.time, row.disk).with_defaults(
+                    self.defaults)
+                role = self._route(resources)
+                attempt = self.store.mark_issued(row.id, role, now)
+                problem = self._too_big(resources, role)
+                if problem:
+                    self.store.record_failure(row.id, attempt, "too big", None, None, problem,
+                                              now, permanent=True)
+                    logger.error("%s cannot run: %s", row.description, problem)
+                    continue
+                plan.append((row, role, resources, attempt))
+        for row, role, resources, attempt in plan:
+            try:
+                self._hand_over(row, role, resources, attempt, now)
+            except JobTreeError:
+                with self.store.transaction():
+                    self.store.return_to_ready(row.id, attempt)
+                raise
+
+    def _route(self, resources: Resources) -> str:
+        if "big" not in self.batches:
+            return "main"
+        memory_limit = self.config.bigMemoryThreshold
+        cpu_limit = self.config.bigCpuThreshold
+        if ((memory_limit is not None and (resources.memory or 0) >= memory_limit)
+                or (cpu_limit is not None and (resources.cpu or 0) >= cpu_limit)):
+            return "big"
+        return "main"
+
+    def _too_big(self, resources: Resources, role: str) -> str | None:
+        limits = self.batches[role].limits()
+        name = self.batches[role].name
+        if limits.cpu is not None and (resources.cpu or 0) > limits.cpu + 1e-9:
+            return (f"it asks for {resources.cpu:g} cores; {name} gives at most "
+                    f"{limits.cpu:g} (--maxCpus)")
+        if limits.memory is not None and (resources.memory or 0) > limits.memory:
+            return (f"it asks for {resources.describe()}; {name} gives at most "
+                    f"{Resources(memory=limits.memory).describe()} of memory (--maxMemory)")
+        return None
+
+    def _hand_over(self, row: JobRow, role: str, resources: Resources, attempt: int,
+                   now: float) -> None:
+        job = {"pickle": self.store.pickle_of(row.id), "chain": row.chain,
+               "resources": resources.to_dict(), "description": row.description,
+               "issued_at": now}
+        write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
+        spec = JobSpec(job_id=row.id, attempt=attempt,
+                       argv=[sys.executable, "-m", "jobtree.worker", self.paths.root,
+                             str(row.id), str(attempt)],
+                       resources=resources, name=f"jt{row.id}.{attempt}",
+                       log_path=self.paths.log(row.id, attempt))
+        batch = self.batches[role]
+        batch_id = batch.issue(spec)
+        self._issued[(role, batch_id)] = _Issued(row.id, attempt, role, row.description)
+        if not batch.local:
+            with self.store.transaction():
+                self.store.set_batch_id(row.id, attempt, batch_id)
+        logger.debug("issued %s as %s job %s", row.description, batch.name, batch_id)
+
+    # ---------------------------------------------------------- ingesting
+    def _wait_and_ingest(self) -> None:
+        updates = self._collect_updates()
+        if not updates:
+            return
+        settled_all: list[Settled] = []
+        with self.store.transaction():
+            for role, update in updates:
+                issued = self._issued.pop((role, update.batch_id), None)
+                if issued is None:
+                    continue
+                settled = self._ingest(issued.job_id, issued.attempt, update, None,
+                                       timed_out=issued.timed_out)
+                if isinstance(settled, Settled):
+                    settled_all.append(settled)
+        for settled in settled_all:
+            self._after_commit(settled)
+        self._log_progress()
+
+    def _collect_updates(self) -> list[tuple[str, Update]]:
+        roles = list(self.batches)
+        timeout = 1.0 / len(roles)
+        updates: list[tuple[str, Update]] = []
+        for role in roles:
+            update = self.batches[role].next_update(timeout if not updates else 0)
+            while update is not None:
+                updates.append((role, update))
+                if len(updates) >= 1000:
+                    break
+                update = self.batches[role].next_update(0)
+        return updates
+
+    def _ingest(self, job_id: int, attempt: int, update: Update | None,
+                note: str | None, timed_out: bool = False) -> Settled | bool:
+        """Ingests the outcome of one attempt inside the caller's transaction.
+
+        Returns:
+            the Settled of a success, True for a recorded failure, False if
+            the attempt was stale.
+        """
+        path = self.paths.result(job_id, attempt)
+        result = _read_result(path)
+        if not self.store.is_current(job_id, attempt):
+            _remove(path)
+            return False
+        if result is not None and result.get("ok"):
+            settled = self.store.ingest_success(
+                job_id, attempt, [_step(s) for s in result["steps"]], result["run_id"],
+                self.config.retryCount, self.clock())
+            if settled is not None:
+                _remove(self.paths.job_input(job_id))
+                _remove(self.paths.log(job_id, attempt))
+                _remove(path)
+                return settled
+        self._record_failure(job_id, attempt, update, result, timed_out)
+        _remove(path)
+        return True
+
+    def _record_failure(self, job_id: int, attempt: int, update: Update | None,
+                        result: dict[str, Any] | None, timed_out: bool) -> None:
+        if update is not None:
+            reason = update.reason
+        else:
+            reason = ExitReason.FAILED if result is not None else ExitReason.LOST
+        if timed_out:
+            reason = ExitReason.TIMEOUT
+        message = result.get("error") if result else None
+        if message is None and update is not None and update.reason is ExitReason.FINISHED:
+            message = "the worker exited 0 but left no result"
+        if message is None and update is not None and update.exit_code is not None \
+                and update.exit_code < 0:
+            message = f"killed by signal {-update.exit_code}"
+        log = self.paths.log(job_id, attempt)
+        permanent = self.store.record_failure(
+            job_id, attempt, reason.value, update.exit_code if update else None,
+            log if os.path.exists(log) else None, message, self.clock())
+        if permanent is None:
+            return
+        description = self.store.job(job_id).description
+        if permanent:
+            logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,
+                         attempt, reason.value, message or "see the log", log)
+        else:
+            logger.warning("%s failed (attempt %d, %s): %s; trying again", description,
+                           attempt, reason.value, message or f"see {log}")
+
+    def _after_commit(self, settled: Settled) -> None:
+        for level, description, text in settled.messages:
+            logger.log(level, "%s: %s", description, text)
+        for chain in settled.closed_chains:
+            shutil.rmtree(self.paths.chain_dir(chain), ignore_errors=True)
+
+    # ------------------------------------------------------- housekeeping
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if now - self._last_housekeeping < HOUSEKEEPING_EVERY:
+            return
+        self._last_housekeeping = now
+        if os.path.exists(self.paths.kill_request):
+            self.request_stop("jobTreeKill asked the master to stop")
+        self._watch_running(now)
+        if now - self._last_rescue >= self.config.rescueJobsFrequency:
+            self._last_rescue = now
+            self._rescue()
+
+    def _watch_running(self, now: float) -> None:
+        limit = self.config.maxJobDuration
+        starts: list[tuple[_Issued, float]] = []
+        for role, batch in self.batches.items():
+            over: list[BatchJobId] = []
+            for batch_id, seconds in batch.running().items():
+                issued = self._issued.get((role, batch_id))
+                if issued is None:
+                    continue
+                starts.append((issued, now - seconds))
+                if limit is not None and seconds > limit and not issued.timed_out:
+                    issued.timed_out = True
+                    over.append(batch_id)
+                    logger.warning("%s ran for %s, over --maxJobDuration %s; killing it",
+                                   issued.description, format_duration(seconds),
+                                   format_duration(limit))
+            if over:
+                batch.kill(over)
+        if starts:
+            with self.store.transaction():
+                for issued, started in starts:
+                    self.store.set_started(issued.job_id, issued.attempt, started)
+
+    def _rescue(self) -> None:
+        """Fails (and so retries) jobs their batch system no longer knows."""
+        for role, batch in self.batches.items():
+            known = batch.issued()
+            lost = [key for key in self._issued if key[0] == role and key[1] not in known]
+            if not lost:
+                continue
+            outcomes = []
+            with self.store.transaction():
+                for key in lost:
+                    issued = self._issued.pop(key)
+                    logger.warning("%s job %s vanished from %s; rescuing it",
+                                   issued.description, key[1], batch.name)
+                    outcomes.append(self._ingest(issued.job_id, issued.attempt, None, "lost"))
+            for outcome in outcomes:
+                if isinstance(outcome, Settled):
+                    self._after_commit(outcome)
+
+    # ----------------------------------------------------------- stopping
+    def _stop(self) -> None:
+        reason = self._stop_reason or "stopped"
+        logger.warning("%s; stopping %d running targets", reason, len(self._issued))
+        for role, batch in self.batches.items():
+            batch.kill([key[1] for key in self._issued if key[0] == role])
+        deadline = self.clock() + 30
+        while self._issued and self.clock() < deadline:
+            for role, update in self._collect_updates():
+                issued = self._issued.pop((role, update.batch_id), None)
+                if issued is None:
+                    continue
+                with self.store.transaction():
+                    if update.reason is ExitReason.FINISHED:
+                        settled = self._ingest(issued.job_id, issued.attempt, update, None)
+                        if isinstance(settled, Settled):
+                            self._after_commit(settled)
+                    else:
+                        self.store.return_to_ready(issued.job_id, issued.attempt)
+                        _remove(self.paths.result(issued.job_id, issued.attempt))
+        with self.store.transaction():
+            for issued in self._issued.values():
+                self.store.return_to_ready(issued.job_id, issued.attempt)
+        self._issued.clear()
+        raise TreeStopped(
+            f"The master was stopped ({reason}). Nothing is lost: finished targets stay "
+            f"done and interrupted ones will run again. Continue with:  "
+            f"jobTreeRun --jobTree {self.paths.root}")
+
+    def _finish(self) -> int:
+        counts = self.store.counts()
+        failed = counts[JobState.FAILED]
+        if failed:
+            logger.error("%s", failure_report(self.store, self.config.retryCount))
+        elif counts[JobState.DONE] == sum(counts.values()):
+            logger.info("the tree finished: %d targets done", counts[JobState.DONE])
+        else:
+            logger.error("the master has nothing left to run, but %d targets are not done; "
+                         "this is a bug in jobtree: please report it with the output of "
+                         "jobTreeStatus --verbose", sum(counts.values()) - counts[JobState.DONE])
+            return max(failed, 1)
+        return failed
+
+    def _log_progress(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_progress < PROGRESS_EVERY:
+            return
+        self._last_progress = now
+        c = self.store.counts()
+        logger.info("%d done, %d running or queued, %d ready, %d waiting, %d failed",
+                    c[JobState.DONE], len(self._issued), c[JobState.READY],
+                    c[JobState.WAITING] + c[JobState.RAN], c[JobState.FAILED])
+
+
+def _step(data: dict[str, Any]) -> Step:
+    def new(job: Iterable[Any] | None) -> NewJob | None:
+        if job is None:
+            return None
+        cls, description, cpu, memory, time_, pickled, resources = job
+        return NewJob(cls, description, cpu, memory, time_, resources.get("disk"), pickled)
+
+    children = [new(c) for c in data["children"]]
+    return Step(cls=data["cls"], description=data["description"],
+                children=[c for c in children if c is not None],
+                followon=new(data["followon"]), messages=data["messages"],
+                stats=data["stats"])
+
+
+def _read_result(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as handle:
+            result = pickle.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, pickle.UnpicklingError, EOFError) as err:
+        logger.warning("cannot read the result %s (%s); counting the attempt as failed",
+                       path, err)
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,271 @@
+"""Every jobtree option in one table: its name, kind, default and help.
+
+The parser holds None for an option the user did not give, so that on a
+restart the values stored with the tree apply unless the user overrides them.
+:func:`resolve` turns parsed options (argparse or optparse) into a checked
+:class:`Config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import optparse
+import os
+from typing import Any, Callable
+
+from .errors import BadOptionError, ResourceError
+from .resources import format_bytes, parse_cpu, parse_duration, parse_size
+
+LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+              "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
+              "OFF": logging.CRITICAL + 10}
+
+
+def _int_at_least(minimum: int) -> Callable[[Any, str], int]:
+    def parse(value: Any, name: str) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise BadOptionError(f"--{name} must be a whole number, not {value!r}.") from None
+        if number < minimum:
+            raise BadOptionError(f"--{name} must be at least {minimum}, not {number}.")
+        return number
+    return parse
+
+
+def _checked(parser: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def parse(value: Any, name: str) -> Any:
+        try:
+            return parser(value, f"--{name}")
+        except ResourceError as err:
+            raise BadOptionError(str(err)) from None
+    return parse
+
+
+def _log_level(value: Any, name: str) -> str:
+    text = str(value).upper()
+    if text not in LOG_LEVELS:
+        raise BadOptionError(f"--{name} must be one of {', '.join(LOG_LEVELS)}, not {value!r}.")
+    return text
+
+
+def _text(value: Any, name: str) -> str:
+    return str(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    return bool(value)
+
+
+_SIZE = _checked(parse_size)
+_DURATION = _checked(parse_duration)
+_CPU = _checked(parse_cpu)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option: ``--name``, how to parse it, its default and help."""
+
+    name: str
+    parse: Callable[[Any, str], Any]
+    default: Any
+    help: str
+    flag: bool = False
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("jobTree", _text, "./jobTree",
+           "Directory holding the job tree; created if absent, continued if it exists "
+           "(default: %(default)s).", metavar="DIR"),
+    Option("batchSystem", _text, "singleMachine",
+           "Where targets run: singleMachine (this machine) (default: %(default)s).",
+           metavar="NAME"),
+    Option("maxThreads", _int_at_least(1), None,
+           "Most targets run at once by singleMachine (default: the number of usable cores).",
+           metavar="N"),
+    Option("maxCpus", _CPU, None,
+           "Most cores in use at once, and the largest cpu request allowed "
+           "(default: all cores for singleMachine; the scheduler's limit otherwise).",
+           metavar="N"),
+    Option("maxMemory", _SIZE, None,
+           "Most memory in use at once, and the largest memory request allowed, e.g. 64G "
+           "(default: physical memory for singleMachine).", metavar="SIZE"),
+    Option("defaultMemory", _SIZE, 1024 ** 3,
+           "Memory of targets that do not say, e.g. 2G (default: 1 GiB).", metavar="SIZE"),
+    Option("defaultCpu", _CPU, 1, "Cores of targets that do not say (default: 1).",
+           metavar="N"),
+    Option("defaultDisk", _SIZE, None,
+           "Local scratch of targets that do not say (default: no request).", metavar="SIZE"),
+    Option("defaultTime", _DURATION, None,
+           "Wall time of targets that do not say, e.g. 4:00:00 (default: no limit asked).",
+           metavar="TIME"),
+    Option("retryCount", _int_at_least(0), 2,
+           "Times a failed target is tried again before it counts as failed "
+           "(default: 2, so 3 tries).", metavar="N"),
+    Option("maxJobDuration", _DURATION, None,
+           "Kill (and retry) a target running longer than this, e.g. 12:00:00 "
+           "(default: never).", metavar="TIME"),
+    Option("rescueJobsFrequency", _DURATION, 300.0,
+           "Seconds between checks for targets the batch system lost (default: 300).",
+           metavar="TIME"),
+    Option("jobTime", _DURATION, 30.0,
+           "A worker that finished a target with no children runs its follow-on itself "
+           "while it has run for less than this many seconds (default: 30; 0 turns "
+           "chaining off).", metavar="TIME"),
+    Option("stats", _flag, False,
+           "Record wall time, CPU time, wait and memory of every target, for jobTreeStats.",
+           flag=True),
+    Option("logLevel", _log_level, "INFO",
+           "Master log level: DEBUG, INFO, WARNING, ERROR, CRITICAL or OFF (default: INFO).",
+           metavar="LEVEL"),
+    Option("logInfo", _flag, False, "Same as --logLevel INFO.", flag=True),
+    Option("logDebug", _flag, False, "Same as --logLevel DEBUG.", flag=True),
+    Option("logOff", _flag, False, "Same as --logLevel OFF.", flag=True),
+    Option("logFile", _text, None, "Also write the master's log to this file.",
+           metavar="FILE"),
+    Option("rotatingLogging", _flag, False,
+           "Rotate --logFile when it reaches --maxLogFileSize (keeps 3 old files).",
+           flag=True),
+    Option("maxLogFileSize", _SIZE, 64 * 1024 ** 2,
+           "Size at which --rotatingLogging rotates the log (default: 64M).",
+           metavar="SIZE"),
+    Option("bigBatchSystem", _text, None,
+           "A second batch system for big targets (those at or above a --big*Threshold).",
+           metavar="NAME"),
+    Option("bigMemoryThreshold", _SIZE, None,
+           "Targets asking for at least this much memory go to --bigBatchSystem.",
+           metavar="SIZE"),
+    Option("bigCpuThreshold", _CPU, None,
+           "Targets asking for at least this many cores go to --bigBatchSystem.",
+           metavar="N"),
+    Option("bigMaxCpus", _CPU, None, "--maxCpus for --bigBatchSystem.", metavar="N"),
+    Option("bigMaxMemory", _SIZE, None, "--maxMemory for --bigBatchSystem.", metavar="SIZE"),
+)
+
+_BY_NAME = {option.name: option for option in OPTIONS}
+# Options that only shape how this run logs, never stored with the tree.
+_NOT_STORED = {"jobTree", "logInfo", "logDebug", "logOff"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The checked options of one run of the master."""
+
+    jobTree: str
+    batchSystem: str
+    maxThreads: int | None
+    maxCpus: float | None
+    maxMemory: int | None
+    defaultMemory: int | None
+    defaultCpu: float | None
+    defaultDisk: int | None
+    defaultTime: float | None
+    retryCount: int
+    maxJobDuration: float | None
+    rescueJobsFrequency: float
+    jobTime: float
+    stats: bool
+    logLevel: str
+    logInfo: bool
+    logDebug: bool
+    logOff: bool
+    logFile: str | None
+    rotatingLogging: bool
+    maxLogFileSize: int
+    bigBatchSystem: str | None
+    bigMemoryThreshold: int | None
+    bigCpuThreshold: float | None
+    bigMaxCpus: float | None
+    bigMaxMemory: int | None
+
+    def stored(self) -> dict[str, Any]:
+        """The values kept with the tree (to be the defaults of a restart)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _NOT_STORED}
+
+    @property
+    def log_level(self) -> int:
+        """The numeric logging level."""
+        return LOG_LEVELS[self.logLevel]
+
+
+def add_options(parser: Any) -> None:
+    """Adds jobtree's options to an argparse or optparse parser."""
+    if isinstance(parser, argparse.ArgumentParser):
+        group: Any = parser.add_argument_group("jobtree options")
+        for option in OPTIONS:
+            kwargs: dict[str, Any] = {"dest": option.name, "help": option.help,
+                                      "default": option.default if option.name == "jobTree" else None}
+            if option.flag:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["metavar"] = option.metavar
+            group.add_argument(f"--{option.name}", **kwargs)
+    elif isinstance(parser, optparse.OptionParser):
+        group = optparse.OptionGroup(parser, "jobtree options")
+        for option in OPTIONS:
+            help_text = option.help.replace("%(default)s", str(option.default))
+            kwargs = {"dest": option.name, "help": help_text,
+                      "default": option.default if option.name == "jobTree" else None}
+            if option.flag:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs["metavar"] = option.metavar
+            group.add_option(f"--{option.name}", **kwargs)
+        parser.add_option_group(group)
+    else:
+        raise BadOptionError(
+            f"addJobTreeOptions needs an argparse.ArgumentParser or optparse.OptionParser, "
+            f"not {type(parser).__name__}.")
+
+
+def default_options() -> argparse.Namespace:
+    """Options as a parser would give them with nothing on the command line."""
+    namespace = argparse.Namespace()
+    for option in OPTIONS:
+        setattr(namespace, option.name, option.default if option.name == "jobTree" else None)
+    return namespace
+
+
+def resolve(options: Any, stored: dict[str, Any] | None = None) -> tuple[Config, list[str]]:
+    """Checks parsed options, filling what was not given from ``stored`` (the
+    tree's values from its last run) and then from the defaults.
+
+    Returns:
+        the Config, and a list of "name: old -> new" for values that differ
+        from the stored ones.
+
+    Raises:
+        BadOptionError: naming the first bad option.
+    """
+    values: dict[str, Any] = {}
+    changed: list[str] = []
+    for option in OPTIONS:
+        given = getattr(options, option.name, None)
+        if option.flag and not given:
+            given = None
+        if given is not None:
+            value = option.parse(given, option.name)
+        elif stored is not None and option.name in stored:
+            value = stored[option.name]
+        else:
+            value = option.default
+        if (stored is not None and option.name in stored and given is not None
+                and stored[option.name] != value):
+            changed.append(f"{option.name}: {_show(stored[option.name])} -> {_show(value)}")
+        values[option.name] = value
+    for flag, level in (("logDebug", "DEBUG"), ("logInfo", "INFO"), ("logOff", "OFF")):
+        if values[flag]:
+            values["logLevel"] = level
+    if not values["jobTree"]:
+        raise BadOptionError("--jobTree must name a directory.")
+    values["jobTree"] = os.path.abspath(os.path.expanduser(values["jobTree"]))
+    return Config(**values), changed
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1024 ** 2:
+        return format_bytes(value)
+    return repr(value)

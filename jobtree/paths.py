@@ -1,0 +1,105 @@
+"""Where everything lives inside a ``--jobTree`` directory, and atomic file writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+
+@dataclasses.dataclass(frozen=True)
+class TreePaths:
+    """The files and folders of one tree.
+
+    ``tree.db`` is the index (only the master writes it); ``jobs/`` holds the
+    input of issued jobs, ``results/`` the results workers leave, ``logs/``
+    the logs of attempts (kept for failures), ``tmp/global/`` the global temp
+    dirs of chains, ``control/`` requests to a running master.
+    """
+
+    root: str
+
+    @property
+    def db(self) -> str:
+        return os.path.join(self.root, "tree.db")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.root, "master.lock")
+
+    @property
+    def master_info(self) -> str:
+        return os.path.join(self.root, "master.json")
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.root, "config.json")
+
+    @property
+    def environ(self) -> str:
+        return os.path.join(self.root, "environ.json")
+
+    @property
+    def jobs(self) -> str:
+        return os.path.join(self.root, "jobs")
+
+    @property
+    def results(self) -> str:
+        return os.path.join(self.root, "results")
+
+    @property
+    def logs(self) -> str:
+        return os.path.join(self.root, "logs")
+
+    @property
+    def global_tmp(self) -> str:
+        return os.path.join(self.root, "tmp", "global")
+
+    @property
+    def control(self) -> str:
+        return os.path.join(self.root, "control")
+
+    @property
+    def kill_request(self) -> str:
+        return os.path.join(self.control, "kill")
+
+    def job_input(self, job_id: int) -> str:
+        return os.path.join(self.jobs, str(job_id))
+
+    def result(self, job_id: int, attempt: int) -> str:
+        return os.path.join(self.results, f"{job_id}.{attempt}")
+
+    def log(self, job_id: int, attempt: int) -> str:
+        return os.path.join(self.logs, f"{job_id}.{attempt}.log")
+
+    def chain_dir(self, chain_id: int) -> str:
+        return os.path.join(self.global_tmp, str(chain_id))
+
+    def folders(self) -> tuple[str, ...]:
+        return (self.jobs, self.results, self.logs, self.global_tmp, self.control)
+
+
+def local_temp_root(tree_id: str) -> str:
+    """The node-local folder under which workers of one tree make their local
+    temp dirs (``$TMPDIR`` or /tmp)."""
+    return os.path.join(tempfile.gettempdir(), f"jobtree-{os.getuid()}", tree_id)
+
+
+def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
+    """Writes ``data`` to ``path`` so that the file is either whole or absent:
+    a temporary name in the same folder, fsync, rename."""
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

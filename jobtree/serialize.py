@@ -1,0 +1,165 @@
+"""Pickling targets so that fixed code runs after a restart.
+
+Classes and functions are pickled by reference to the module that defines
+them, so a worker re-imports them and a user who fixes a script gets the fixed
+code. A script run as ``__main__`` is not importable under that name: its
+top-level classes and functions are pickled as (script path, qualified name),
+and the worker imports the script file as a module of its own (its
+``if __name__ == "__main__":`` block does not run). Only what cannot be
+imported (lambdas, closures, interactive definitions) is pickled by value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import pickle
+import sys
+import types
+from typing import Any
+
+import cloudpickle
+
+from .errors import UnpicklableTargetError
+
+PROTOCOL = 5
+
+
+def _script_module_name(path: str) -> str:
+    """The name under which the script at ``path`` is imported on workers."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    safe = "".join(c if c.isalnum() else "_" for c in stem)
+    digest = hashlib.sha1(path.encode()).hexdigest()[:8]
+    return f"_jobtree_script_{safe}_{digest}"
+
+
+def import_script(path: str) -> types.ModuleType:
+    """Imports the script file at ``path`` as a module (once per process).
+
+    Its folder goes first on ``sys.path`` so its neighbours import too.
+    """
+    name = _script_module_name(path)
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the script {path}")
+    module = importlib.util.module_from_spec(spec)
+    module.__jobtree_script__ = path  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_script_attribute(path: str, qualname: str) -> Any:
+    """Finds ``qualname`` in the script at ``path`` (the unpickling side)."""
+    obj: Any = import_script(path)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _script_path_of(module_name: str | None) -> str | None:
+    """The file of a script module whose objects must go by script reference."""
+    if module_name is None:
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    path = getattr(module, "__jobtree_script__", None)
+    if path is not None:
+        return str(path)
+    if module_name == "__main__" and getattr(module, "__spec__", None) is None:
+        file = getattr(module, "__file__", None)
+        if file and file.endswith(".py") and os.path.isfile(file):
+            return os.path.abspath(file)
+    return None
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, but script-level definitions go by (path, qualname)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)):
+            qualname = getattr(obj, "__qualname__", "")
+            path = _script_path_of(getattr(obj, "__module__", None))
+            if path is not None and "<" not in qualname and _is_top_level(obj, qualname):
+                return load_script_attribute, (path, qualname)
+        return super().reducer_override(obj)
+
+
+def _is_top_level(obj: Any, qualname: str) -> bool:
+    module = sys.modules.get(obj.__module__)
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is obj
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickles ``obj`` with the rules of this module."""
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """Unpickles what :func:`dumps` wrote."""
+    return pickle.loads(data)
+
+
+def dump_target(target: Any) -> bytes:
+    """Pickles a target, explaining which attribute is at fault if it cannot.
+
+    Raises:
+        UnpicklableTargetError: naming the target and the attribute.
+    """
+    try:
+        return dumps(target)
+    except Exception as err:  # noqa: BLE001 - any pickling failure is reported
+        raise UnpicklableTargetError(_explain(target, err)) from err
+
+
+def _explain(target: Any, err: Exception) -> str:
+    name = type(target).__name__
+    culprit = _find_unpicklable(target, f"{name}", depth=3)
+    where = (f"its attribute {culprit[0]} holds a {culprit[1]}, which cannot be pickled"
+             if culprit else "it cannot be pickled")
+    return (f"The target {name} cannot be saved to the job tree: {where} "
+            f"({type(err).__name__}: {err}). Targets are pickled so they can run in "
+            f"other processes and after a restart; keep only picklable values "
+            f"(file names, numbers, strings, lists, dicts) as attributes, and open "
+            f"files, connections and locks inside run().")
+
+
+def _find_unpicklable(obj: Any, path: str, depth: int) -> tuple[str, str] | None:
+    """Walks attributes and containers to find the first unpicklable leaf."""
+    if depth < 0:
+        return None
+    items: list[tuple[str, Any]] = []
+    state = getattr(obj, "__dict__", None)
+    if isinstance(obj, dict):
+        items = [(f"{path}[{k!r}]", v) for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+    elif isinstance(state, dict):
+        items = [(f"{path}.{k}", v) for k, v in state.items()
+                 if not k.startswith("_Target__") and not k.startswith("_jt_")]
+    for label, value in items:
+        try:
+            dumps(value)
+        except Exception:  # noqa: BLE001
+            deeper = _find_unpicklable(value, label, depth - 1)
+            return deeper or (f"'{label.split('.', 1)[-1]}'" if "." in label else f"'{label}'",
+                              type(value).__qualname__)
+    return None

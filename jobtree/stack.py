@@ -1,0 +1,132 @@
+"""Stack: the options and ``startJobTree``, the entry point of a pipeline script."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from types import TracebackType
+from typing import Any
+
+from . import batch as batch_systems
+from . import serialize, tree
+from .errors import JobTreeError, TargetDefinitionError
+from .jobstore import JobStore, NewJob
+from .options import add_options, default_options, resolve
+from .paths import TreePaths
+from .resources import Resources
+from .target import Target, check_fits, class_name
+
+
+class Stack:
+    """Runs a tree whose root is ``target``.
+
+    Example::
+
+        parser = argparse.ArgumentParser()
+        Stack.addJobTreeOptions(parser)
+        options = parser.parse_args()
+        failed = Stack(Setup(options.input)).startJobTree(options)
+    """
+
+    def __init__(self, target: Target) -> None:
+        if not isinstance(target, Target) or "_jt_resources" not in target.__dict__:
+            raise TargetDefinitionError(
+                f"Stack() takes a Target whose __init__ calls Target.__init__, not "
+                f"{type(target).__name__}.")
+        self.target = target
+
+    @staticmethod
+    def addJobTreeOptions(parser: Any) -> None:
+        """Adds jobtree's options (``--jobTree``, ``--batchSystem``, ...) to an
+        argparse.ArgumentParser or optparse.OptionParser."""
+        add_options(parser)
+
+    @staticmethod
+    def getDefaultOptions() -> argparse.Namespace:
+        """Options as if none were given on the command line (edit ``jobTree``)."""
+        return default_options()
+
+    def startJobTree(self, options: Any) -> int:
+        """Runs the tree in ``options.jobTree``: creates it if absent, continues it
+        if it exists (as jobTreeRun does).
+
+        Returns:
+            the number of targets that failed permanently (0 = success).
+
+        Raises:
+            JobTreeError: the options, the target or the tree directory cannot be
+                used; printed without a traceback if the script does not catch it.
+        """
+        _install_excepthook()
+        paths = TreePaths(os.path.abspath(os.path.expanduser(
+            getattr(options, "jobTree", None) or "./jobTree")))
+        fingerprint = _fingerprint(self.target)
+        if os.path.exists(paths.root) and not tree.exists_but_empty(paths):
+            tree.check_owner(paths)
+            store = JobStore.open(paths, readonly=True)
+            try:
+                tree.check_same_pipeline(store, fingerprint)
+                stored = store.meta().get("options")
+            finally:
+                store.close()
+            config, changed = resolve(options, stored)
+            batch_systems.canonical_name(config.batchSystem)
+        else:
+            config, changed = resolve(options)
+            root = self._root_job(config)
+            tree.create(paths, root, config, fingerprint)
+        return tree.run(paths, config, changed)
+
+    def _root_job(self, config: Any) -> NewJob:
+        """Checks the root against the batch system and pickles it."""
+        batches = tree.make_batches(config)
+        try:
+            defaults = Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
+                                 time=config.defaultTime, disk=config.defaultDisk)
+            wanted = self.target.getResources().with_defaults(defaults)
+            role = "main"
+            if "big" in batches and (
+                    (config.bigMemoryThreshold is not None
+                     and (wanted.memory or 0) >= config.bigMemoryThreshold)
+                    or (config.bigCpuThreshold is not None
+                        and (wanted.cpu or 0) >= config.bigCpuThreshold)):
+                role = "big"
+            check_fits(self.target, wanted, batches[role].limits(),
+                       f"{batches[role].name} (--maxCpus/--maxMemory)")
+        finally:
+            for batch in batches.values():
+                batch.close()
+        data = serialize.dump_target(self.target)
+        res = self.target.getResources()
+        return NewJob(class_name(self.target), self.target._jt_describe(), res.cpu,
+                      res.memory, res.time, res.disk, data)
+
+
+def _fingerprint(target: Target) -> dict[str, Any]:
+    """What identifies a pipeline: its script and its root target's class."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    script: str | None = None
+    if spec is not None and getattr(spec, "name", None):
+        script = spec.name
+    elif getattr(main, "__file__", None):
+        script = os.path.realpath(main.__file__)  # type: ignore[union-attr]
+    return {"script": script, "root_class": class_name(target)}
+
+
+def _install_excepthook() -> None:
+    """Makes an uncaught JobTreeError print as one paragraph, without a traceback."""
+    previous = sys.excepthook
+    if getattr(previous, "jobtree", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException,
+             trace: TracebackType | None) -> None:
+        if isinstance(value, JobTreeError):
+            print(tree.report_errors(value), file=sys.stderr)
+            return
+        previous(kind, value, trace)
+
+    hook.jobtree = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -1,0 +1,315 @@
+"""Target, the unit of work, and the targets that wrap functions and commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from .errors import JobTreeError, ResourceError, TargetDefinitionError
+from .resources import Resources, SizeLike, format_bytes
+
+if TYPE_CHECKING:
+    from .worker import RunContext
+
+
+class Target:
+    """A piece of work: subclass it and override :meth:`run`.
+
+    ``run()`` may add children (run in parallel once it returns) and at most
+    one follow-on (run after every child and all their descendants finished).
+    A target is pickled, so keep only picklable values as attributes; it may
+    run more than once (after a crash or a retry), so write its outputs in a
+    way that is safe to repeat.
+
+    Args:
+        time: expected wall time: seconds, ``"HH:MM:SS"`` or ``"90m"``.
+        memory: bytes or a size such as ``"2G"``.
+        cpu: cores.
+        disk: bytes of local scratch, or a size such as ``"10G"``.
+        Unset values take the tree's defaults (``--defaultMemory``, ...).
+    """
+
+    def __init__(self, time: SizeLike = None, memory: SizeLike = None,
+                 cpu: SizeLike = None, disk: SizeLike = None) -> None:
+        self._jt_resources = Resources.parse(time=time, memory=memory, cpu=cpu, disk=disk)
+        self._jt_children: list[Target] = []
+        self._jt_followon: Target | None = None
+        self._jt_runtime: RunContext | None = None
+
+    def run(self) -> None:
+        """Does the work; override it. The default does nothing."""
+
+    # ----------------------------------------------------------- the tree
+    def addChildTarget(self, childTarget: Target) -> Target:
+        """Adds a child, run in parallel with its siblings after this run.
+
+        Returns:
+            the child, for chaining.
+        """
+        self._check_new(childTarget, "addChildTarget")
+        self._jt_children.append(childTarget)
+        return childTarget
+
+    def addChildFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+                   kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                   memory: SizeLike = None, cpu: SizeLike = None,
+                   disk: SizeLike = None) -> Target:
+        """Adds a child that calls ``fn(*args, **kwargs)``."""
+        return self.addChildTarget(FunctionWrappingTarget(
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+
+    def addChildTargetFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+                         kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                         memory: SizeLike = None, cpu: SizeLike = None,
+                         disk: SizeLike = None) -> Target:
+        """Adds a child that calls ``fn(target, *args, **kwargs)``; ``fn`` can
+        use the target to add children, a follow-on and temp dirs."""
+        return self.addChildTarget(TargetFunctionWrappingTarget(
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+
+    def addChildCommand(self, childCommand: str, time: SizeLike = None,
+                        runTime: SizeLike = None) -> Target:
+        """Adds a child that runs a shell command; a non-zero exit fails it."""
+        return self.addChildTarget(CommandTarget(
+            childCommand, time=time if time is not None else runTime))
+
+    def setFollowOnTarget(self, followOnTarget: Target) -> Target:
+        """Sets the follow-on: it runs after every child of this target and all
+        their descendants have finished. A target has at most one.
+
+        Raises:
+            TargetDefinitionError: a follow-on is already set.
+        """
+        self._check_new(followOnTarget, "setFollowOnTarget")
+        if self._jt_followon is not None:
+            raise TargetDefinitionError(
+                f"{self._jt_describe()} already has a follow-on "
+                f"({self._jt_followon._jt_describe()}); a target has at most one. To run "
+                f"several targets afterwards, make them children of the follow-on.")
+        self._jt_followon = followOnTarget
+        return followOnTarget
+
+    def setFollowOnFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+                      kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                      memory: SizeLike = None, cpu: SizeLike = None,
+                      disk: SizeLike = None) -> Target:
+        """Sets a follow-on that calls ``fn(*args, **kwargs)``."""
+        return self.setFollowOnTarget(FunctionWrappingTarget(
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+
+    def setFollowOnTargetFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+                            kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                            memory: SizeLike = None, cpu: SizeLike = None,
+                            disk: SizeLike = None) -> Target:
+        """Sets a follow-on that calls ``fn(target, *args, **kwargs)``."""
+        return self.setFollowOnTarget(TargetFunctionWrappingTarget(
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+
+    @staticmethod
+    def makeTargetFn(fn: Callable[..., Any], args: Sequence[Any] = (),
+                     kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                     memory: SizeLike = None, cpu: SizeLike = None,
+                     disk: SizeLike = None) -> Target:
+        """Makes a target that calls ``fn(target, *args, **kwargs)``."""
+        return TargetFunctionWrappingTarget(fn, args, kwargs, time=time, memory=memory,
+                                            cpu=cpu, disk=disk)
+
+    # ------------------------------------------------------ during a run
+    def getLocalTempDir(self) -> str:
+        """An empty directory private to this run, removed when it ends
+        (also when it fails or the process is killed)."""
+        return self._context("getLocalTempDir").local_temp_dir()
+
+    def getGlobalTempDir(self) -> str:
+        """A directory shared by this target and its follow-ons (the chain),
+        readable by their children, removed after the chain has finished."""
+        return self._context("getGlobalTempDir").global_temp_dir()
+
+    def logToMaster(self, string: str, level: int = logging.INFO) -> None:
+        """Sends a message to the master's log (once, even if this target is
+        re-run)."""
+        self._context("logToMaster").messages.append((int(level), str(string)))
+
+    # ------------------------------------------------------------ getters
+    def getResources(self) -> Resources:
+        """The resources asked for (None where the tree's default applies)."""
+        return self._jt_resources
+
+    def getMemory(self) -> int | None:
+        """Bytes of memory asked for; inside a run, with the default applied."""
+        return self._effective().memory
+
+    def getCpu(self) -> float | None:
+        """Cores asked for; inside a run, with the default applied."""
+        return self._effective().cpu
+
+    def getDisk(self) -> int | None:
+        """Bytes of local disk asked for; inside a run, with the default applied."""
+        return self._effective().disk
+
+    def getRunTime(self) -> float | None:
+        """Expected wall time in seconds (None if not given)."""
+        return self._effective().time
+
+    getTime = getRunTime
+
+    def getFollowOn(self) -> Target | None:
+        """The follow-on set so far, or None."""
+        return self._jt_followon
+
+    def getChildren(self) -> list[Target]:
+        """The children added so far."""
+        return list(self._jt_children)
+
+    def getChildCommands(self) -> list[tuple[str, float | None]]:
+        """The shell-command children added so far, as (command, time)."""
+        return [(c.command, c._jt_resources.time) for c in self._jt_children
+                if isinstance(c, CommandTarget)]
+
+    # ------------------------------------------------------------ private
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_jt_runtime", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._jt_runtime = None
+
+    def _context(self, method: str) -> RunContext:
+        runtime = getattr(self, "_jt_runtime", None)
+        if runtime is None:
+            raise TargetDefinitionError(
+                f"{method}() works only while the target runs (inside run()); "
+                f"{self._jt_describe()} is not running.")
+        return runtime
+
+    def _effective(self) -> Resources:
+        runtime = getattr(self, "_jt_runtime", None)
+        if runtime is None:
+            return self._jt_resources
+        return self._jt_resources.with_defaults(runtime.defaults)
+
+    def _check_new(self, other: object, method: str) -> None:
+        if not isinstance(other, Target):
+            raise TargetDefinitionError(
+                f"{method}() takes a Target, not {type(other).__name__}; wrap a "
+                f"function with addChildFn/setFollowOnFn instead.")
+        if "_jt_resources" not in other.__dict__:
+            raise TargetDefinitionError(
+                f"{type(other).__name__}.__init__ does not call Target.__init__; add "
+                f"`super().__init__()` (or Target.__init__(self, ...)) to it.")
+        if other is self:
+            raise TargetDefinitionError(f"{self._jt_describe()} cannot be its own {method[3:]}.")
+        runtime = getattr(self, "_jt_runtime", None)
+        if runtime is not None:
+            runtime.check_fits(other)
+
+    def _jt_describe(self) -> str:
+        """A readable one-line description used in reports and status."""
+        if type(self).__repr__ is not object.__repr__:
+            try:
+                return _clip(repr(self), 120)
+            except Exception:  # noqa: BLE001 - a broken __repr__ must not break reports
+                pass
+        fields = [f"{k}={_clip(repr(v), 40)}" for k, v in vars(self).items()
+                  if not k.startswith("_")]
+        return _clip(f"{type(self).__name__}({', '.join(fields)})", 120)
+
+
+def class_name(target: Target) -> str:
+    """The class of a target as reports show it (module.Class; Class for scripts)."""
+    module = type(target).__module__
+    if module.startswith("_jobtree_script_") or module == "__main__":
+        return type(target).__qualname__
+    return f"{module}.{type(target).__qualname__}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class FunctionWrappingTarget(Target):
+    """A target that calls ``fn(*args, **kwargs)``.
+
+    The function is pickled by reference when it can be imported (so a fixed
+    version runs after a restart) and by value otherwise (lambdas, closures).
+    The resources given here are the ones the target asks for.
+    """
+
+    def __init__(self, fn: Callable[..., Any], args: Sequence[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
+                 memory: SizeLike = None, cpu: SizeLike = None,
+                 disk: SizeLike = None) -> None:
+        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk)
+        if not callable(fn):
+            raise TargetDefinitionError(f"{fn!r} is not a function; pass a callable.")
+        self._fn = fn
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs or {})
+
+    def run(self) -> None:
+        self._fn(*self._args, **self._kwargs)
+
+    def _jt_describe(self) -> str:
+        name = getattr(self._fn, "__qualname__", repr(self._fn))
+        parts = [_clip(repr(a), 30) for a in self._args]
+        parts += [f"{k}={_clip(repr(v), 30)}" for k, v in self._kwargs.items()]
+        return _clip(f"{name}({', '.join(parts)})", 120)
+
+
+class TargetFunctionWrappingTarget(FunctionWrappingTarget):
+    """A target that calls ``fn(target, *args, **kwargs)``, so the function can
+    add children and a follow-on and use the temp dirs."""
+
+    def run(self) -> None:
+        self._fn(self, *self._args, **self._kwargs)
+
+
+class CommandTarget(Target):
+    """A target that runs a shell command; a non-zero exit fails the target."""
+
+    def __init__(self, command: str, time: SizeLike = None, memory: SizeLike = None,
+                 cpu: SizeLike = None, disk: SizeLike = None) -> None:
+        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk)
+        self.command = str(command)
+
+    def run(self) -> None:
+        completed = subprocess.run(self.command, shell=True, check=False,
+                                   cwd=os.getcwd())  # the user's own shell command
+        if completed.returncode != 0:
+            raise CommandFailedError(
+                f"The command `{self.command}` exited with status {completed.returncode}.")
+
+    def _jt_describe(self) -> str:
+        return _clip(f"command({self.command})", 120)
+
+
+class CommandFailedError(JobTreeError):
+    """A child command exited with a non-zero status."""
+
+
+def check_fits(target: Target, resources: Resources, limits: Resources,
+               where: str) -> None:
+    """Raises ResourceError if ``resources`` exceed ``limits``.
+
+    Args:
+        target: the target (named in the message).
+        resources: its resources, defaults applied.
+        limits: the largest cpu and memory that can be given (None = no limit).
+        where: which option or machine sets the limit, for the message.
+    """
+    problems = []
+    if limits.cpu is not None and resources.cpu is not None and resources.cpu > limits.cpu:
+        problems.append(f"{resources.cpu:g} cores (the most is {limits.cpu:g})")
+    if (limits.memory is not None and resources.memory is not None
+            and resources.memory > limits.memory):
+        problems.append(f"{format_bytes(resources.memory)} of memory "
+                        f"(the most is {format_bytes(limits.memory)})")
+    if problems:
+        raise ResourceError(
+            f"The target {target._jt_describe()} asks for {' and '.join(problems)}, more "
+            f"than {where} can give. Ask for less in its Target(...) arguments, or "
+            f"raise --maxCpus/--maxMemory (or use a --bigBatchSystem for big targets).")

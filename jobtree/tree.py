@@ -1,0 +1,259 @@
+"""Creating, checking, locking and running a tree (shared by Stack and jobTreeRun)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Iterator
+
+import filelock
+
+from . import batch as batch_systems
+from .batch import BatchSystem
+from .errors import JobTreeError, TreeError, TreeLockedError
+from .jobstore import JobStore, NewJob
+from .master import Master
+from .options import Config
+from .paths import TreePaths
+
+logger = logging.getLogger(__name__)
+
+
+def check_owner(paths: TreePaths) -> None:
+    """Refuses a tree that is missing, not a directory, or another user's.
+
+    Raises:
+        TreeError: saying what is wrong and what to do.
+    """
+    try:
+        info = os.stat(paths.root)
+    except FileNotFoundError:
+        raise TreeError(
+            f"There is no job tree at {paths.root}. Check the --jobTree path; a new tree "
+            f"is made by running your pipeline script with --jobTree.") from None
+    if not os.path.isdir(paths.root):
+        raise TreeError(f"{paths.root} is a file, not a job tree directory. Check --jobTree.")
+    if info.st_uid != os.geteuid():
+        raise TreeError(
+            f"The job tree {paths.root} belongs to another user (uid {info.st_uid}). Its "
+            f"pickled targets would run code as you, so jobtree will not use it. Use a "
+            f"--jobTree directory of your own.")
+
+
+def is_tree(paths: TreePaths) -> bool:
+    """Whether the folder holds a job tree (an index)."""
+    return os.path.isfile(paths.db)
+
+
+def exists_but_empty(paths: TreePaths) -> bool:
+    """Whether ``--jobTree`` names an existing, empty directory (usable for a new tree)."""
+    return os.path.isdir(paths.root) and not os.listdir(paths.root)
+
+
+def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str, Any]) -> None:
+    """Makes a new tree holding ``root``, atomically: it is whole or absent.
+
+    Raises:
+        TreeError: the directory cannot be made.
+    """
+    parent = os.path.dirname(paths.root)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(paths.root)}.new-", dir=parent)
+    except OSError as err:
+        raise TreeError(f"Cannot create the job tree {paths.root}: {err}. Choose a --jobTree "
+                        f"in a folder you can write.") from err
+    try:
+        staged = TreePaths(staging)
+        for folder in staged.folders():
+            os.makedirs(folder, mode=0o700)
+        meta = dict(fingerprint, tree_id=uuid.uuid4().hex, environ=dict(os.environ),
+                    sys_path=[os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)],
+                    cwd=os.getcwd(), options=config.stored(), user=os.geteuid(),
+                    host=socket.gethostname())
+        JobStore.initialise(staged, meta, root, config.retryCount)
+        os.chmod(staging, 0o700)
+        os.rename(staging, paths.root)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise TreeError(f"Cannot create the job tree {paths.root}: {err}.") from err
+        raise
+    logger.info("created the job tree %s", paths.root)
+
+
+def check_same_pipeline(store: JobStore, fingerprint: dict[str, Any]) -> None:
+    """Refuses to continue a tree made by a different pipeline.
+
+    Raises:
+        TreeError: naming both pipelines.
+    """
+    meta = store.meta()
+    stored = {"script": meta.get("script"), "root_class": meta.get("root_class")}
+    if stored != fingerprint:
+        raise TreeError(
+            f"The job tree {store.paths.root} belongs to another pipeline (script "
+            f"{stored['script']}, root target {stored['root_class']}); this one is "
+            f"{fingerprint['script']} with root target {fingerprint['root_class']}. Use a "
+            f"different --jobTree, or remove the old tree with:  jobTreeClean --jobTree "
+            f"{store.paths.root}")
+
+
+def holder(paths: TreePaths) -> dict[str, Any]:
+    """What the last master wrote about itself (host, pid, started)."""
+    try:
+        with open(paths.master_info, encoding="utf-8") as handle:
+            return dict(json.load(handle))
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_holder(paths: TreePaths) -> str:
+    """'host X, pid N, since T' for messages."""
+    info = holder(paths)
+    if not info:
+        return "an unknown process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    return f"host {info.get('host')}, pid {info.get('pid')}, since {since}"
+
+
+@contextlib.contextmanager
+def master_lock(paths: TreePaths) -> Iterator[None]:
+    """Holds the tree's master lock, so there is one writer.
+
+    Raises:
+        TreeLockedError: another master holds it.
+    """
+    lock = filelock.FileLock(paths.lock)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise TreeLockedError(
+            f"Another jobtree master is running the tree {paths.root} ({describe_holder(paths)}). "
+            f"Wait for it to finish, follow it with jobTreeStatus --jobTree {paths.root}, or "
+            f"stop it with jobTreeKill --jobTree {paths.root}.") from None
+    try:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        with open(paths.master_info, "w", encoding="utf-8") as handle:
+            json.dump(info, handle)
+        yield
+    finally:
+        lock.release()
+
+
+def is_locked(paths: TreePaths) -> bool:
+    """Whether a master holds the tree now."""
+    lock = filelock.FileLock(paths.lock)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def make_batches(config: Config) -> dict[str, BatchSystem]:
+    """The batch systems a run uses ("main", and "big" if configured).
+
+    Raises:
+        BatchSystemError: a name is unknown.
+    """
+    batches = {"main": batch_systems.create(config.batchSystem, config.maxThreads,
+                                            config.maxCpus, config.maxMemory)}
+    if config.bigBatchSystem:
+        batches["big"] = batch_systems.create(config.bigBatchSystem, config.maxThreads,
+                                              config.bigMaxCpus, config.bigMaxMemory)
+    return batches
+
+
+@contextlib.contextmanager
+def master_logging(config: Config) -> Iterator[None]:
+    """Sends jobtree's log to stderr (and --logFile) for the length of a run."""
+    log = logging.getLogger("jobtree")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if config.logFile:
+        if config.rotatingLogging:
+            handlers.append(logging.handlers.RotatingFileHandler(
+                config.logFile, maxBytes=config.maxLogFileSize, backupCount=3))
+        else:
+            handlers.append(logging.FileHandler(config.logFile))
+    formatter = logging.Formatter("%(asctime)s jobtree %(levelname)s: %(message)s",
+                                  "%Y-%m-%d %H:%M:%S")
+    saved = (log.level, log.propagate)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
+    log.setLevel(config.log_level)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _stop_on_signals(master: Master) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and master._stop_reason:
+            raise KeyboardInterrupt
+        master.request_stop(f"received {signal.Signals(signum).name}")
+
+    saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
+    """Runs the master on an existing tree until nothing more can run.
+
+    Returns:
+        the number of targets that failed permanently.
+
+    Raises:
+        JobTreeError: the tree cannot be run (locked, bad batch system, ...).
+    """
+    with master_logging(config), master_lock(paths):
+        store = JobStore.open(paths)
+        try:
+            if changed:
+                logger.info("options changed since the last run: %s", "; ".join(changed))
+            store.set_meta("options", config.stored())
+            batches = make_batches(config)
+            try:
+                master = Master(store, config, batches)
+                logger.info("running %s on %s", paths.root, ", ".join(
+                    f"{b.name}" for b in batches.values()))
+                with _stop_on_signals(master):
+                    return master.run()
+            finally:
+                for batch in batches.values():
+                    batch.close()
+        finally:
+            store.close()
+
+
+def report_errors(err: JobTreeError) -> str:
+    """The one-paragraph text of an error for people."""
+    return f"jobtree: {err}"

@@ -1,0 +1,247 @@
+"""Runs one issued job on a node: ``python -m jobtree.worker TREE JOB ATTEMPT``.
+
+The worker loads the target, runs it with fresh temp dirs, and writes one
+result file (atomically) holding everything the run added to the tree. When
+the target added no children, it runs the follow-on itself as well while the
+``--jobTime`` budget lasts (chaining). It never touches the index.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import pickle
+import resource
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+import uuid
+from typing import Any
+
+from . import serialize
+from .batch.local import EXIT_MEMORY
+from .errors import JobTreeError
+from .paths import TreePaths, local_temp_root, write_atomic
+from .resources import Resources
+from .target import Target, check_fits, class_name
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_SETUP = 2
+
+
+class RunContext:
+    """What a running target can reach: temp dirs, messages, the limits."""
+
+    def __init__(self, paths: TreePaths, chain: int, local_dir: str,
+                 defaults: Resources, limits: Resources) -> None:
+        self._paths = paths
+        self._chain = chain
+        self._local_dir = local_dir
+        self.defaults = defaults
+        self.limits = limits
+        self.messages: list[tuple[int, str]] = []
+
+    def local_temp_dir(self) -> str:
+        os.makedirs(self._local_dir, mode=0o700, exist_ok=True)
+        return self._local_dir
+
+    def global_temp_dir(self) -> str:
+        path = self._paths.chain_dir(self._chain)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def check_fits(self, target: Target) -> None:
+        check_fits(target, target.getResources().with_defaults(self.defaults), self.limits,
+                   "the batch system (--maxCpus/--maxMemory)")
+
+
+def _resources(data: dict[str, Any] | None) -> Resources:
+    return Resources(**(data or {}))
+
+
+def _die_with_master() -> None:
+    """Asks Linux to SIGTERM this process when the master that started it dies."""
+    master = os.environ.get("JOBTREE_MASTER_PID")
+    if not master or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(master):  # the master died before prctl
+        raise SystemExit(EXIT_SETUP)
+
+
+class Terminated(BaseException):
+    """The worker was asked to stop (SIGTERM: a kill, or the master died)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+class Worker:
+    """One execution of one issued job."""
+
+    def __init__(self, tree: str, job_id: int, attempt: int) -> None:
+        self.paths = TreePaths(tree)
+        self.job_id = job_id
+        self.attempt = attempt
+        self.run_id = uuid.uuid4().hex
+        with open(self.paths.config, encoding="utf-8") as handle:
+            self.config = json.load(handle)
+        self.defaults = _resources(self.config["defaults"])
+        self.limits = _resources(self.config["limits"])
+        self.local_root = os.path.join(local_temp_root(self.config["tree_id"]),
+                                       f"{job_id}.{attempt}")
+
+    def prepare(self) -> None:
+        """Gives the process the environment of the process that started the tree."""
+        keep = {k: v for k, v in os.environ.items()
+                if k.startswith(("SLURM_", "SGE_", "PBS_", "LSB_", "LSF_", "JOB_", "JOBTREE_"))
+                or k in ("TMPDIR", "HOSTNAME", "NSLOTS", "NHOSTS", "OMP_NUM_THREADS")}
+        os.environ.clear()
+        os.environ.update(self.config["environ"])
+        os.environ.update(keep)
+        for entry in reversed(self.config["sys_path"]):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        try:
+            os.chdir(self.config["cwd"])
+        except OSError:
+            logger.warning("cannot enter %s; running in %s", self.config["cwd"], os.getcwd())
+        logging.basicConfig(level=self.config["log_level"], stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def run(self) -> int:
+        """Runs the job (and chained follow-ons); returns the exit status."""
+        started = time.time()
+        with open(self.paths.job_input(self.job_id), "rb") as handle:
+            job = pickle.load(handle)
+        print(f"jobtree: job {self.job_id} attempt {self.attempt} on {socket.gethostname()} "
+              f"pid {os.getpid()}: {job['description']}", file=sys.stderr, flush=True)
+        steps: list[dict[str, Any]] = []
+        data, resources = job["pickle"], _resources(job["resources"])
+        wait = started - job["issued_at"] if job.get("issued_at") else None
+        while True:
+            step, followon = self._run_one(data, job["chain"], resources, wait, len(steps))
+            steps.append(step)
+            if followon is None or step["children"]:
+                break
+            budget = float(self.config["job_time"])
+            follow_res = _resources(followon[6]).with_defaults(self.defaults)
+            if (time.time() - started >= budget or (follow_res.cpu or 1) > (resources.cpu or 1)
+                    or (follow_res.memory or 0) > (resources.memory or 0)):
+                break
+            step["followon"] = None
+            step["chained"] = True
+            data, wait = followon[5], 0.0
+            logger.debug("chaining the follow-on %s", followon[1])
+        result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
+                  "run_id": self.run_id, "steps": steps}
+        write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5))
+        return 0
+
+    def _run_one(self, data: bytes, chain: int, resources: Resources, wait: float | None,
+                 index: int) -> tuple[dict[str, Any], tuple[Any, ...] | None]:
+        target: Target = serialize.loads(data)
+        local_dir = os.path.join(self.local_root, str(index))
+        context = RunContext(self.paths, chain, local_dir, resources, self.limits)
+        target._jt_runtime = context
+        target._jt_children = list(target._jt_children)
+        usage_before = _cpu_seconds()
+        began = time.time()
+        try:
+            target.run()
+            children = [_new_job(c, self.defaults) for c in target._jt_children]
+            followon = target._jt_followon
+            follow = _new_job(followon, self.defaults) if followon is not None else None
+        finally:
+            target._jt_runtime = None
+            shutil.rmtree(local_dir, ignore_errors=True)
+        stats = None
+        if self.config["stats"]:
+            stats = {"wall": time.time() - began, "cpu": _cpu_seconds() - usage_before,
+                     "wait": wait, "memory": _peak_memory(), "started": began}
+        step = {"cls": class_name(target), "description": target._jt_describe(),
+                "children": children, "followon": follow, "messages": context.messages,
+                "stats": stats}
+        return step, follow
+
+
+def _new_job(target: Target, defaults: Resources) -> tuple[Any, ...]:
+    res = target.getResources()
+    return (class_name(target), target._jt_describe(), res.cpu, res.memory, res.time,
+            serialize.dump_target(target), res.to_dict())
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _peak_memory() -> int:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) * 1024
+
+
+def _write_failure(worker: Worker, error: str) -> None:
+    result = {"job": worker.job_id, "attempt": worker.attempt, "ok": False,
+              "run_id": worker.run_id, "error": error}
+    try:
+        write_atomic(worker.paths.result(worker.job_id, worker.attempt),
+                     pickle.dumps(result, 5))
+    except OSError as err:
+        print(f"jobtree: cannot write the failure result: {err}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The worker's entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        print("usage: python -m jobtree.worker TREE JOB ATTEMPT", file=sys.stderr)
+        return EXIT_SETUP
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    _die_with_master()
+    try:
+        worker = Worker(args[0], int(args[1]), int(args[2]))
+        worker.prepare()
+    except (OSError, ValueError, KeyError) as err:
+        print(f"jobtree: the worker cannot start: {err}", file=sys.stderr)
+        return EXIT_SETUP
+    try:
+        return worker.run()
+    except Terminated:
+        print("jobtree: the worker was stopped (SIGTERM); no result written", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
+    except MemoryError:
+        traceback.print_exc()
+        _write_failure(worker, "MemoryError: the target ran out of memory")
+        return EXIT_MEMORY
+    except JobTreeError as err:
+        traceback.print_exc()
+        print(f"jobtree: {err}", file=sys.stderr)
+        _write_failure(worker, f"{type(err).__name__}: {err}")
+        return EXIT_FAILED
+    except BaseException as err:  # noqa: BLE001 - a target may raise anything
+        if isinstance(err, SystemExit) and err.code in (None, 0):
+            err = RuntimeError("the target called sys.exit(0) inside run()")
+        traceback.print_exc()
+        _write_failure(worker, "".join(traceback.format_exception_only(type(err), err)).strip())
+        return EXIT_FAILED
+    finally:
+        shutil.rmtree(worker.local_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

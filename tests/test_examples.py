@@ -1,0 +1,283 @@
+"""Runs the example scripts end to end, as a user would, and checks their results.
+
+Each run is a fresh ``python examples/<script>.py`` subprocess with its own
+``--jobTree`` under ``tmp_path``, on the single machine batch system with two
+threads. The chunk sizes are small so that the trees have many targets and
+some depth.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+TIMEOUT = 180  # seconds for one script run; a run takes a few seconds
+
+
+def run_example(script: str, *args: str, cwd: Path, check: bool = True
+                ) -> subprocess.CompletedProcess[str]:
+    """Runs examples/<script> with the given arguments and two worker threads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    command = [sys.executable, str(EXAMPLES / script), *args,
+               "--batchSystem", "singleMachine", "--maxThreads", "2"]
+    process = subprocess.run(command, cwd=cwd, env=env, capture_output=True,
+                             text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    if check:
+        assert process.returncode == 0, (
+            f"{' '.join(command)} exited with {process.returncode}\n"
+            f"--- stdout ---\n{process.stdout}\n--- stderr ---\n{process.stderr}")
+    return process
+
+
+def sorted_lines(path: Path) -> list[bytes]:
+    """What the sort must produce: Python's sorted() of the file's lines."""
+    return sorted(path.read_bytes().splitlines(keepends=True))
+
+
+def random_lines(seed: int, size: int) -> bytes:
+    """About `size` bytes of random lines, with repeats, empty lines and UTF-8."""
+    rng = random.Random(seed)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 \t.,-éßж€"
+    lines: list[str] = []
+    written = 0
+    while written < size:
+        if lines and rng.random() < 0.1:
+            line = rng.choice(lines)
+        elif rng.random() < 0.03:
+            line = "\n"
+        else:
+            line = "".join(rng.choices(alphabet, k=rng.randint(1, 60))) + "\n"
+        lines.append(line)
+        written += len(line.encode())
+    return "".join(lines).encode()
+
+
+# --- examples/sort.py --------------------------------------------------------
+
+SORT_CASES = {
+    # name: (file contents, --N)
+    "empty": (b"", 1000),
+    "one-line": (b"just one line\n", 1000),
+    "two-lines": (b"zebra\napple\n", 1),
+    "ties-and-blanks": (b"b\n\na\nb\n\n  a\na\n\tb\nB\n", 4),
+    "line-longer-than-N": (b"m" * 500 + b"\n" + b"short\n" * 30 + b"a" * 300 + b"\n", 50),
+    "10KB-deep-tree": (random_lines(1, 10_000), 700),
+    "300KB": (random_lines(2, 300_000), 40_000),
+}
+
+
+@pytest.mark.parametrize("name", list(SORT_CASES))
+def test_sort_in_place(tmp_path: Path, name: str) -> None:
+    contents, chunk = SORT_CASES[name]
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(contents)
+    expected = sorted_lines(to_sort)
+
+    run_example("sort.py", "--fileToSort", str(to_sort), "--N", str(chunk),
+                "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path)
+
+    assert to_sort.read_bytes().splitlines(keepends=True) == expected
+
+
+def test_sort_generate_to_output(tmp_path: Path) -> None:
+    to_sort = tmp_path / "generated.txt"
+    output = tmp_path / "sorted.txt"
+    run_example("sort.py", "--generate", "100K", "--seed", "7",
+                "--fileToSort", str(to_sort), "--output", str(output),
+                "--N", "8K", "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path)
+
+    original = to_sort.read_bytes()
+    assert 100 * 1024 <= len(original) < 100 * 1024 + 200
+    assert original.endswith(b"\n")
+    lines = original.splitlines(keepends=True)
+    assert len(set(lines)) < len(lines)  # the generator makes some repeats
+    # --output leaves the input alone.
+    assert lines != sorted(lines)
+    assert output.read_bytes().splitlines(keepends=True) == sorted(lines)
+
+
+def test_sort_generate_is_reproducible(tmp_path: Path) -> None:
+    """The same --seed makes the same file; another seed another file."""
+    outputs = []
+    for run, seed in enumerate(["3", "3", "4"]):
+        path = tmp_path / f"file{run}.txt"
+        run_example("sort.py", "--generate", "5K", "--seed", seed,
+                    "--fileToSort", str(path), "--output", str(tmp_path / f"out{run}.txt"),
+                    "--jobTree", str(tmp_path / f"jobTree{run}"), cwd=tmp_path)
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert outputs[0] != outputs[2]
+
+
+def test_sort_default_job_tree_in_working_directory(tmp_path: Path) -> None:
+    """The documented command line, with relative paths and the default ./jobTree."""
+    run_example("sort.py", "--generate", "20K", "--fileToSort", "x.txt",
+                "--output", "y.txt", "--N", "4K", cwd=tmp_path)
+    assert (tmp_path / "y.txt").read_bytes().splitlines(keepends=True) == \
+        sorted_lines(tmp_path / "x.txt")
+
+
+def test_sort_second_run_on_finished_tree(tmp_path: Path) -> None:
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(random_lines(3, 20_000))
+    expected = sorted_lines(to_sort)
+    args = ("--fileToSort", str(to_sort), "--N", "3000",
+            "--jobTree", str(tmp_path / "jobTree"))
+
+    run_example("sort.py", *args, cwd=tmp_path)
+    assert to_sort.read_bytes().splitlines(keepends=True) == expected
+    sorted_bytes = to_sort.read_bytes()
+
+    # The same command again on the finished tree succeeds and changes nothing.
+    run_example("sort.py", *args, cwd=tmp_path)
+    assert to_sort.read_bytes() == sorted_bytes
+
+
+def test_sort_second_run_with_generate_keeps_input(tmp_path: Path) -> None:
+    """Re-running a --generate command on its tree must not regenerate the input."""
+    to_sort = tmp_path / "input.txt"
+    output = tmp_path / "output.txt"
+    args = ("--generate", "30K", "--fileToSort", str(to_sort), "--output", str(output),
+            "--N", "5K", "--jobTree", str(tmp_path / "jobTree"))
+    run_example("sort.py", *args, cwd=tmp_path)
+    generated = to_sort.read_bytes()
+    result = output.read_bytes()
+    assert result.splitlines(keepends=True) == sorted(generated.splitlines(keepends=True))
+
+    run_example("sort.py", *args, "--seed", "99", cwd=tmp_path)
+    assert to_sort.read_bytes() == generated
+    assert output.read_bytes() == result
+
+
+def test_sort_reports_failure(tmp_path: Path) -> None:
+    """A target that fails for good makes the script exit non-zero with a message."""
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(b"b\na\n")
+    # Cleanup cannot write into a directory that does not exist.
+    output = tmp_path / "no" / "such" / "dir" / "out.txt"
+    process = run_example("sort.py", "--fileToSort", str(to_sort), "--output", str(output),
+                          "--jobTree", str(tmp_path / "jobTree"), "--retryCount", "0",
+                          cwd=tmp_path, check=False)
+    assert process.returncode != 0, process.stdout + process.stderr
+    assert "failed" in process.stderr
+    assert to_sort.read_bytes() == b"b\na\n"
+
+
+def test_sort_missing_input_is_a_usage_error(tmp_path: Path) -> None:
+    process = run_example("sort.py", "--fileToSort", str(tmp_path / "missing.txt"),
+                          "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path,
+                          check=False)
+    assert process.returncode == 2
+    assert "missing.txt" in process.stderr
+
+
+# --- examples/wordcount.py ---------------------------------------------------
+
+WORD = re.compile(r"[\w']+")
+
+
+def expected_counts(input_dir: Path) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for path in sorted(input_dir.glob("*.txt")):
+        counts.update(WORD.findall(path.read_text(encoding="utf-8").lower()))
+    return counts
+
+
+def read_table(path: Path) -> list[tuple[str, int]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, count = line.split("\t")
+        rows.append((word, int(count)))
+    return rows
+
+
+def test_wordcount_generated(tmp_path: Path) -> None:
+    input_dir = tmp_path / "texts"
+    output = tmp_path / "counts.tsv"
+    run_example("wordcount.py", "--generate", "6", "--fileSize", "30K",
+                "--inputDir", str(input_dir), "--output", str(output),
+                "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path)
+
+    files = sorted(input_dir.glob("*.txt"))
+    assert len(files) == 6
+    expected = expected_counts(input_dir)
+    table = read_table(output)
+    assert dict(table) == dict(expected)
+    # Most frequent first, ties in word order.
+    assert table == sorted(expected.items(), key=lambda item: (-item[1], item[0]))
+
+    summary = json.loads((tmp_path / "counts.tsv.summary.json").read_text())
+    assert summary["files"] == 6
+    assert summary["words"] == sum(expected.values())
+    assert summary["distinctWords"] == len(expected)
+    assert summary["bytes"] == sum(path.stat().st_size for path in files)
+    assert summary["lines"] == sum(len(path.read_bytes().splitlines()) for path in files)
+
+
+def test_wordcount_given_files(tmp_path: Path) -> None:
+    input_dir = tmp_path / "in"
+    input_dir.mkdir()
+    (input_dir / "a.txt").write_text("The cat sat on the mat.\nThe END\n", encoding="utf-8")
+    (input_dir / "b.txt").write_text("It's the cat's mat; it's THE mat!\n", encoding="utf-8")
+    (input_dir / "c.txt").write_text("Café, café, naïve_word 42 42\n", encoding="utf-8")
+    (input_dir / "empty.txt").write_text("", encoding="utf-8")
+    (input_dir / "ignored.md").write_text("not counted not counted\n", encoding="utf-8")
+    output = tmp_path / "out.tsv"
+    summary = tmp_path / "summary.json"
+    run_example("wordcount.py", "--inputDir", str(input_dir), "--output", str(output),
+                "--summary", str(summary), "--jobTree", str(tmp_path / "jobTree"),
+                cwd=tmp_path)
+
+    assert read_table(output) == [
+        ("the", 5), ("mat", 3), ("42", 2), ("café", 2), ("it's", 2), ("cat", 1),
+        ("cat's", 1), ("end", 1), ("naïve_word", 1), ("on", 1), ("sat", 1)]
+    assert dict(read_table(output)) == dict(expected_counts(input_dir))
+    assert json.loads(summary.read_text())["files"] == 4
+
+
+def test_wordcount_many_files_default_output(tmp_path: Path) -> None:
+    """Many small files make a wide tree; the output defaults to ./wordcounts.tsv."""
+    input_dir = tmp_path / "texts"
+    run_example("wordcount.py", "--generate", "25", "--fileSize", "2K", "--seed", "5",
+                "--inputDir", "texts", cwd=tmp_path)
+    assert dict(read_table(tmp_path / "wordcounts.tsv")) == dict(expected_counts(input_dir))
+
+
+def test_examples_import_without_side_effects(tmp_path: Path) -> None:
+    """Workers re-import the scripts: importing must not run anything."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    code = ("import importlib.util, sys\n"
+            "for name in ('sort', 'wordcount'):\n"
+            f"    path = {str(EXAMPLES)!r} + '/' + name + '.py'\n"
+            "    spec = importlib.util.spec_from_file_location('example_' + name, path)\n"
+            "    module = importlib.util.module_from_spec(spec)\n"
+            "    spec.loader.exec_module(module)\n"
+            "    assert callable(module.main)\n"
+            "print('ok')\n")
+    process = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout == "ok\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sort_leaves_no_temp_files_next_to_output(tmp_path: Path) -> None:
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(random_lines(4, 5_000))
+    run_example("sort.py", "--fileToSort", str(to_sort), "--N", "1000",
+                "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} <= {"input.txt", "jobTree"}
