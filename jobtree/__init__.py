@@ -10,8 +10,7 @@ from __future__ import annotations
 from ._version import __version__
 from .errors import (BadOptionError, BatchSystemError, JobTreeError, ResourceError,
                      SchedulerCommandError, TargetDefinitionError, TreeError, TreeLockedError,
-                     UnpicklableTargetError)
-from .master import TreeStopped
+                     TreeStopped, UnpicklableTargetError)
 from .stack import Stack
 from .target import (CommandTarget, FunctionWrappingTarget, Target,
                      TargetFunctionWrappingTarget)

@@ -66,3 +66,8 @@ class SchedulerCommandError(BatchSystemError):
             + ("This looks transient; jobtree will try again."
                if transient else
                "Check that the scheduler is up and the request is valid."))
+
+
+class TreeStopped(JobTreeError):
+    """The master was stopped (jobTreeKill, SIGTERM or Ctrl-C); the tree can be
+    continued with jobTreeRun."""

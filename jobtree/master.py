@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
-from .errors import JobTreeError
+from .errors import JobTreeError, TreeStopped
 from .jobstore import JobRow, JobState, JobStore, NewJob, Settled, Step
 from .options import Config
 from .paths import TreePaths, local_temp_root, write_atomic
@@ -30,11 +30,6 @@ logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 60.0
 #: seconds between looks at running jobs (durations, start times, kill requests)
 HOUSEKEEPING_EVERY = 2.0
-
-
-class TreeStopped(JobTreeError):
-    """The master was stopped (jobTreeKill, SIGTERM or Ctrl-C); the tree can be
-    continued with jobTreeRun."""
 
 
 @dataclasses.dataclass

@@ -8,14 +8,17 @@ import sys
 from types import TracebackType
 from typing import Any
 
-from . import batch as batch_systems
-from . import serialize, tree
+from typing import TYPE_CHECKING
+
 from .errors import JobTreeError, TargetDefinitionError
-from .jobstore import JobStore, NewJob
-from .options import add_options, default_options, resolve
-from .paths import TreePaths
-from .resources import Resources
-from .target import Target, check_fits, class_name
+from .options import add_options, default_options
+from .target import Target, class_name
+
+if TYPE_CHECKING:
+    from .jobstore import NewJob
+
+# The master's modules (sqlite3, filelock, the batch systems) are imported in
+# startJobTree, so that a worker importing a pipeline script stays quick.
 
 
 class Stack:
@@ -58,6 +61,12 @@ class Stack:
             JobTreeError: the options, the target or the tree directory cannot be
                 used; printed without a traceback if the script does not catch it.
         """
+        from . import batch as batch_systems
+        from . import tree
+        from .jobstore import JobStore
+        from .options import resolve
+        from .paths import TreePaths
+
         _install_excepthook()
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
@@ -80,6 +89,11 @@ class Stack:
 
     def _root_job(self, config: Any) -> NewJob:
         """Checks the root against the batch system and pickles it."""
+        from . import serialize, tree
+        from .jobstore import NewJob
+        from .resources import Resources
+        from .target import check_fits
+
         batches = tree.make_batches(config)
         try:
             defaults = Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
@@ -124,7 +138,7 @@ def _install_excepthook() -> None:
     def hook(kind: type[BaseException], value: BaseException,
              trace: TracebackType | None) -> None:
         if isinstance(value, JobTreeError):
-            print(tree.report_errors(value), file=sys.stderr)
+            print(f"jobtree: {value}", file=sys.stderr)
             return
         previous(kind, value, trace)
 

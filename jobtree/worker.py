@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 from . import serialize
-from .batch.local import EXIT_MEMORY
+from .batch.base import EXIT_MEMORY
 from .errors import JobTreeError
 from .paths import TreePaths, local_temp_root, write_atomic
 from .resources import Resources
@@ -66,17 +66,17 @@ def _resources(data: dict[str, Any] | None) -> Resources:
     return Resources(**(data or {}))
 
 
-def _die_with_master() -> None:
-    """Asks Linux to SIGTERM this process when the master that started it dies."""
-    master = os.environ.get("JOBTREE_MASTER_PID")
-    if not master or not sys.platform.startswith("linux"):
+def die_with_parent(parent: int) -> None:
+    """Asks Linux to SIGTERM this process when its parent ``parent`` dies
+    (so workers do not outlive a killed master for long)."""
+    if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != int(master):  # the master died before prctl
+    if os.getppid() != parent:  # the parent died before prctl
         raise SystemExit(EXIT_SETUP)
 
 
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m jobtree.worker TREE JOB ATTEMPT", file=sys.stderr)
         return EXIT_SETUP
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _die_with_master()
+    if os.environ.get("JOBTREE_MASTER_PID"):
+        die_with_parent(int(os.environ["JOBTREE_MASTER_PID"]))
     try:
         worker = Worker(args[0], int(args[1]), int(args[2]))
         worker.prepare()

@@ -11,6 +11,9 @@ from ..resources import Resources
 
 BatchJobId = NewType("BatchJobId", str)
 
+#: exit status of a worker whose target ran out of memory
+EXIT_MEMORY = 3
+
 
 class ExitReason(enum.Enum):
     """Why an issued job ended."""

@@ -1,27 +1,33 @@
 """singleMachine: runs jobs as processes on this machine within cpu, memory
-and thread limits."""
+and thread limits.
+
+Worker commands go to a fork server (see :mod:`.forkserver`), which forks a
+ready-imported worker in about a millisecond; any other command is started
+with subprocess. Every job is a process group of its own, killed whole.
+"""
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
-from typing import Sequence
+from typing import IO, Sequence
 
 from ..resources import Resources
-from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 
 logger = logging.getLogger(__name__)
 
 #: seconds between SIGTERM and SIGKILL when a job is killed
 KILL_GRACE = 5.0
-#: exit status the worker uses when the target ran out of memory
-EXIT_MEMORY = 3
+_WORKER = ("-m", "jobtree.worker")
 
 
 def machine_cpus() -> int:
@@ -40,11 +46,56 @@ def machine_memory() -> int:
 class _Running:
     """A started job."""
 
-    def __init__(self, spec: JobSpec, process: subprocess.Popen[bytes], started: float) -> None:
+    def __init__(self, spec: JobSpec, started: float) -> None:
         self.spec = spec
-        self.process = process
         self.started = started
+        self.pid: int | None = None
         self.killed_at: float | None = None
+
+
+class _ForkServer:
+    """The master's end of the fork server: sends spawns, reads exits."""
+
+    def __init__(self, ended: queue.Queue[tuple[BatchJobId, int | None, int | None]],
+                 started: queue.Queue[tuple[BatchJobId, int]]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jobtree.batch.forkserver"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True)
+        self._ended = ended
+        self._started = started
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,),
+                                        daemon=True, name="jobtree-forkserver")
+        self._reader.start()
+
+    def spawn(self, key: BatchJobId, argv: Sequence[str], log: str) -> None:
+        assert self.process.stdin is not None
+        line = json.dumps({"spawn": key, "argv": list(argv), "log": log}) + "\n"
+        self.process.stdin.write(line.encode())
+        self.process.stdin.flush()
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            message = json.loads(line)
+            if "started" in message:
+                self._started.put((BatchJobId(message["started"]), int(message["pid"])))
+            else:
+                self._ended.put((BatchJobId(message["exited"]), message["code"],
+                                 message["maxrss"]))
+        self.alive = False
+        self._ended.put((BatchJobId(""), None, None))  # wake the master: the server is gone
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(timeout=KILL_GRACE * 2 + 5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 class SingleMachine(BatchSystem):
@@ -68,7 +119,10 @@ class SingleMachine(BatchSystem):
         self._max_memory = min(max_memory, memory) if max_memory else memory
         self._waiting: collections.OrderedDict[BatchJobId, JobSpec] = collections.OrderedDict()
         self._running: dict[BatchJobId, _Running] = {}
-        self._ended: queue.Queue[Update] = queue.Queue()
+        self._ended: queue.Queue[tuple[BatchJobId, int | None, int | None]] = queue.Queue()
+        self._started: queue.Queue[tuple[BatchJobId, int]] = queue.Queue()
+        self._server: _ForkServer | None = None
+        self._synthetic: collections.deque[Update] = collections.deque()
         self._cpu_used = 0.0
         self._memory_used = 0
         self._counter = 0
@@ -87,13 +141,11 @@ class SingleMachine(BatchSystem):
         return batch_id
 
     def _fits(self, spec: JobSpec) -> bool:
-        cpu = float(spec.resources.cpu or 1)
-        memory = int(spec.resources.memory or 0)
         if not self._running:
-            return True  # never starve a job that fits the limits on its own
+            return True  # a job within the limits always gets to run alone
         return (len(self._running) < self._max_threads
-                and self._cpu_used + cpu <= self._max_cpus + 1e-9
-                and self._memory_used + memory <= self._max_memory)
+                and self._cpu_used + float(spec.resources.cpu or 1) <= self._max_cpus + 1e-9
+                and self._memory_used + int(spec.resources.memory or 0) <= self._max_memory)
 
     def _start_what_fits(self) -> None:
         for batch_id, spec in list(self._waiting.items()):
@@ -104,30 +156,102 @@ class SingleMachine(BatchSystem):
                 self._start(batch_id, spec)
 
     def _start(self, batch_id: BatchJobId, spec: JobSpec) -> None:
-        env = dict(os.environ, JOBTREE_MASTER_PID=str(os.getpid()))
-        with open(spec.log_path, "ab") as log:
-            try:
-                process = subprocess.Popen(
-                    list(spec.argv), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                    env=env)
-            except OSError as err:
-                log.write(f"jobtree: cannot start the worker {spec.argv[0]}: {err}\n".encode())
-                self._ended.put(Update(batch_id, None, ExitReason.FAILED))
-                return
-        logger.debug("started job %s (pid %d): %s", batch_id, process.pid, spec.argv)
-        running = _Running(spec, process, time.time())
+        running = _Running(spec, time.time())
         self._running[batch_id] = running
         self._cpu_used += float(spec.resources.cpu or 1)
         self._memory_used += int(spec.resources.memory or 0)
-        threading.Thread(target=self._wait, args=(batch_id, running), daemon=True,
-                         name=f"wait-{batch_id}").start()
+        argv = list(spec.argv)
+        if argv[1:3] == list(_WORKER) and sys.platform.startswith("linux"):
+            if self._server is None or not self._server.alive:
+                self._server = _ForkServer(self._ended, self._started)
+            self._server.spawn(batch_id, argv[3:], spec.log_path)
+        else:
+            self._popen(batch_id, running, argv)
+        logger.debug("started job %s: %s", batch_id, argv)
 
-    def _wait(self, batch_id: BatchJobId, running: _Running) -> None:
-        _, status, usage = os.wait4(running.process.pid, 0)
-        running.process.returncode = os.waitstatus_to_exitcode(status)
-        code = running.process.returncode
-        wall = time.time() - running.started
+    def _popen(self, batch_id: BatchJobId, running: _Running, argv: list[str]) -> None:
+        env = dict(os.environ, JOBTREE_MASTER_PID=str(os.getpid()))
+        with open(running.spec.log_path, "ab") as log:
+            try:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           close_fds=True, env=env)
+            except OSError as err:
+                log.write(f"jobtree: cannot start {argv[0]}: {err}\n".encode())
+                self._ended.put((batch_id, 127, None))
+                return
+        running.pid = process.pid
+
+        def wait() -> None:
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            self._ended.put((batch_id, process.returncode, usage.ru_maxrss * 1024))
+
+        threading.Thread(target=wait, daemon=True, name=f"wait-{batch_id}").start()
+
+    def kill(self, ids: Sequence[BatchJobId]) -> None:
+        now = time.time()
+        self._note_starts()
+        for batch_id in ids:
+            if self._waiting.pop(batch_id, None) is not None:
+                self._synthetic.append(Update(batch_id, None, ExitReason.KILLED))
+                continue
+            running = self._running.get(batch_id)
+            if running is not None and running.killed_at is None:
+                running.killed_at = now
+                if running.pid is not None:
+                    _signal_group(running.pid, signal.SIGTERM)
+
+    def issued(self) -> set[BatchJobId]:
+        return set(self._waiting) | set(self._running)
+
+    def running(self) -> dict[BatchJobId, float]:
+        self._note_starts()
+        now = time.time()
+        return {i: now - r.started for i, r in self._running.items() if r.pid is not None}
+
+    def _note_starts(self) -> None:
+        while True:
+            try:
+                batch_id, pid = self._started.get_nowait()
+            except queue.Empty:
+                return
+            running = self._running.get(batch_id)
+            if running is not None:
+                running.pid = pid
+                if running.killed_at is not None:
+                    _signal_group(pid, signal.SIGTERM)
+
+    def next_update(self, timeout: float) -> Update | None:
+        self._note_starts()
+        self._escalate_kills()
+        if self._synthetic:
+            return self._synthetic.popleft()
+        deadline = time.time() + max(timeout, 0)
+        while True:
+            try:
+                batch_id, code, maxrss = self._ended.get(
+                    timeout=max(deadline - time.time(), 0))
+            except queue.Empty:
+                return None
+            if batch_id == "":
+                self._server_died()
+                continue
+            update = self._finish(batch_id, code, maxrss)
+            if update is not None:
+                return update
+
+    def _finish(self, batch_id: BatchJobId, code: int | None,
+                maxrss: int | None) -> Update | None:
+        self._note_starts()
+        running = self._running.pop(batch_id, None)
+        if running is None:
+            return None
+        self._cpu_used -= float(running.spec.resources.cpu or 1)
+        self._memory_used -= int(running.spec.resources.memory or 0)
+        if running.pid is not None:
+            _signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
+        self._start_what_fits()
         if code == 0:
             reason = ExitReason.FINISHED
         elif running.killed_at is not None:
@@ -136,55 +260,41 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.MEMLIMIT
         else:
             reason = ExitReason.FAILED
-        self._ended.put(Update(batch_id, code, reason, wall, usage.ru_maxrss * 1024))
+        return Update(batch_id, code, reason, time.time() - running.started, maxrss)
 
-    def kill(self, ids: Sequence[BatchJobId]) -> None:
-        now = time.time()
-        for batch_id in ids:
-            if self._waiting.pop(batch_id, None) is not None:
-                self._ended.put(Update(batch_id, None, ExitReason.KILLED))
-                continue
-            running = self._running.get(batch_id)
-            if running is not None and running.killed_at is None:
-                running.killed_at = now
-                _signal_group(running.process.pid, signal.SIGTERM)
-
-    def issued(self) -> set[BatchJobId]:
-        return set(self._waiting) | set(self._running)
-
-    def running(self) -> dict[BatchJobId, float]:
-        now = time.time()
-        return {i: now - r.started for i, r in self._running.items()}
-
-    def next_update(self, timeout: float) -> Update | None:
-        self._escalate_kills()
-        try:
-            update = self._ended.get(timeout=max(timeout, 0))
-        except queue.Empty:
-            return None
-        running = self._running.pop(update.batch_id, None)
-        if running is not None:
-            self._cpu_used -= float(running.spec.resources.cpu or 1)
-            self._memory_used -= int(running.spec.resources.memory or 0)
-            _signal_group(running.process.pid, signal.SIGKILL)  # leftovers of the job
-        self._start_what_fits()
-        return update
+    def _server_died(self) -> None:
+        """The fork server is gone: its jobs are lost (the master rescues them)."""
+        if self._server is None or self._server.alive:
+            return
+        lost = [i for i, r in self._running.items() if r.spec.argv[1:3] == list(_WORKER)]
+        logger.warning("the singleMachine fork server exited; %d jobs are lost", len(lost))
+        for batch_id in lost:
+            self._ended.put((batch_id, None, None))
+        self._server = None
 
     def _escalate_kills(self) -> None:
         now = time.time()
         for running in self._running.values():
-            if running.killed_at is not None and now - running.killed_at > KILL_GRACE:
-                _signal_group(running.process.pid, signal.SIGKILL)
+            if (running.killed_at is not None and running.pid is not None
+                    and now - running.killed_at > KILL_GRACE):
+                _signal_group(running.pid, signal.SIGKILL)
 
     def close(self) -> None:
         self._waiting.clear()
+        self._note_starts()
         for running in self._running.values():
-            _signal_group(running.process.pid, signal.SIGTERM)
+            if running.pid is not None:
+                _signal_group(running.pid, signal.SIGTERM)
+        if self._server is not None:
+            self._server.close()  # stops (TERM, then KILL) the workers it forked
+            self._server = None
         deadline = time.time() + KILL_GRACE
+        while self._running and time.time() < deadline:
+            if self.next_update(0.05) is None and self._ended.empty():
+                self._note_starts()
         for running in self._running.values():
-            while running.process.returncode is None and time.time() < deadline:
-                time.sleep(0.05)
-            _signal_group(running.process.pid, signal.SIGKILL)
+            if running.pid is not None:
+                _signal_group(running.pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:
