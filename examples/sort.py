@@ -48,12 +48,23 @@ import sys
 
 from jobtree import Stack, Target
 
+# Resources: each target may say what it needs (memory, cpu, time, disk), so
+# the batch system can fit as many targets on a machine as are safe. Merging
+# streams through the files and needs little; sorting a range in memory needs
+# a few times its size (Python keeps every line as an object of its own).
+SMALL_MEMORY = 256 * 1024 ** 2
+
+
+def sortMemory(size: int) -> int:
+    """The memory to ask for to sort `size` bytes in memory."""
+    return SMALL_MEMORY + 5 * size
+
 
 class Setup(Target):
     """The root target: starts the sort of the whole file and sets the clean up."""
 
     def __init__(self, inputFile: str, outputFile: str, N: int):
-        super().__init__()
+        super().__init__(memory=SMALL_MEMORY)
         self.inputFile = inputFile
         self.outputFile = outputFile
         self.N = N
@@ -62,7 +73,7 @@ class Setup(Target):
         size = os.path.getsize(self.inputFile)
         # The global temp dir of Setup lasts until its follow-on (Cleanup) has
         # finished, and its children can see it: the right place for the
-        # sorted copy that Down makes and Cleanup moves into place. A fixed
+        # sorted copy that Down makes and Cleanup copies into place. A fixed
         # name keeps a re-run of this target from leaving strays behind.
         sortedFile = os.path.join(self.getGlobalTempDir(), "sorted.txt")
         self.logToMaster(f"Sorting {self.inputFile} ({size} bytes) in chunks "
@@ -79,7 +90,8 @@ class Down(Target):
 
     def __init__(self, inputFile: str, fileStart: int, fileEnd: int, N: int,
                  outputFile: str):
-        super().__init__()
+        # This target sorts at most min(N, its range) bytes in memory.
+        super().__init__(memory=sortMemory(min(N, fileEnd - fileStart)))
         self.inputFile = inputFile
         self.fileStart = fileStart
         self.fileEnd = fileEnd
@@ -111,7 +123,7 @@ class Up(Target):
     """Merges two sorted files into outputFile (the merge step of merge sort)."""
 
     def __init__(self, inputFile1: str, inputFile2: str, outputFile: str):
-        super().__init__()
+        super().__init__(memory=SMALL_MEMORY)
         self.inputFile1 = inputFile1
         self.inputFile2 = inputFile2
         self.outputFile = outputFile
@@ -124,7 +136,7 @@ class Cleanup(Target):
     """Puts the sorted file where it belongs: over the input, or at --output."""
 
     def __init__(self, sortedFile: str, outputFile: str):
-        super().__init__()
+        super().__init__(memory=SMALL_MEMORY)
         self.sortedFile = sortedFile
         self.outputFile = outputFile
 
@@ -234,9 +246,9 @@ def generateFile(path: str, size: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Sorts the lines of a file with a parallel merge sort run by jobTree.")
-    parser.add_argument("--fileToSort", required=True,
+    parser.add_argument("--fileToSort", required=True, metavar="FILE",
                         help="The file to sort. It is sorted in place unless --output is given.")
-    parser.add_argument("--output", default=None,
+    parser.add_argument("--output", default=None, metavar="FILE",
                         help="Write the sorted lines here and leave --fileToSort as it is.")
     parser.add_argument("--N", type=parseSize, default=1_000_000,
                         help="Ranges of at most this many bytes are sorted in memory "

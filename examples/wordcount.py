@@ -4,12 +4,13 @@
 Not every step needs a Target subclass: plain functions make targets too.
 This example builds its whole tree from functions::
 
-    countWords (root: a "target function", gets the target as first argument)
-     ├─ child per file:  countFile   (addChildTargetFn: uses the target's
-     │                                local temp dir and logToMaster)
-     ├─ child:           measureInputs (addChildFn: a plain function)
-     └─ follow-on:       mergeCounts   (setFollowOnFn: runs once all the
-                                        children are done)
+    countWords            root, made by Target.makeTargetFn: a "target
+     │                    function", called with its target first
+     ├─ countFile (each)  children, addChildTargetFn: use their target's local
+     │                    temp dir and logToMaster
+     ├─ measureInputs     child, addChildFn: a plain function
+     └─ mergeCounts       follow-on, setFollowOnFn: runs once all the children
+                          are done
 
 The children leave their results in the global temp dir of ``countWords``,
 which lasts until its follow-on ``mergeCounts`` has read them and is then
@@ -59,7 +60,8 @@ def countWords(target: Target, inputFiles: list[str], outputFile: str,
         countsFile = os.path.join(countsDir, f"{index:06d}.counts.json")
         countFiles.append(countsFile)
         # A target function: countFile(childTarget, inputFile, countsFile).
-        target.addChildTargetFn(countFile, args=(inputFile, countsFile))
+        # Function targets take the same resource requests as Target().
+        target.addChildTargetFn(countFile, args=(inputFile, countsFile), memory="512M")
     # A plain function: it needs nothing from its target.
     sizesFile = os.path.join(countsDir, "sizes.json")
     target.addChildFn(measureInputs, args=(inputFiles, sizesFile))
@@ -195,11 +197,11 @@ def parseSize(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Counts the words of the *.txt files of a directory in parallel.")
-    parser.add_argument("--inputDir", required=True,
+    parser.add_argument("--inputDir", required=True, metavar="DIR",
                         help="Count the words of every *.txt file in this directory.")
-    parser.add_argument("--output", default="wordcounts.tsv",
+    parser.add_argument("--output", default="wordcounts.tsv", metavar="FILE",
                         help="The word<TAB>count table (default wordcounts.tsv).")
-    parser.add_argument("--summary", default=None,
+    parser.add_argument("--summary", default=None, metavar="FILE",
                         help="A JSON summary of the counts (default OUTPUT.summary.json).")
     parser.add_argument("--generate", type=int, default=None, metavar="FILES",
                         help="First write FILES random text files into --inputDir.")

@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import pickle
+import queue
 import shutil
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -63,6 +65,8 @@ class Master:
                                   time=config.defaultTime, disk=config.defaultDisk)
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
+        self._garbage: list[str] = []  # files to remove once the transaction commits
+        self._janitor = _Janitor()
         self._last_progress = 0.0
         self._last_housekeeping = 0.0
         self._last_rescue = clock()
@@ -81,6 +85,12 @@ class Master:
         Raises:
             TreeStopped: a stop was requested; the tree is left restartable.
         """
+        try:
+            return self._run()
+        finally:
+            self._janitor.close()
+
+    def _run(self) -> int:
         self.recover()
         self._log_progress(force=True)
         while True:
@@ -139,6 +149,7 @@ class Master:
             with self.store.transaction():
                 if self._ingest(job_id, attempt, None, "left behind"):
                     ingested += 1
+            self._janitor.remove(self._garbage)
         return ingested
 
     def _clean_files(self) -> None:
@@ -244,6 +255,7 @@ class Master:
                                        timed_out=issued.timed_out)
                 if isinstance(settled, Settled):
                     settled_all.append(settled)
+        self._janitor.remove(self._garbage)
         for settled in settled_all:
             self._after_commit(settled)
         self._log_progress()
@@ -272,19 +284,18 @@ class Master:
         path = self.paths.result(job_id, attempt)
         result = _read_result(path)
         if not self.store.is_current(job_id, attempt):
-            _remove(path)
+            self._garbage.append(path)
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
                 job_id, attempt, [_step(s) for s in result["steps"]], result["run_id"],
                 self.config.retryCount, self.clock())
             if settled is not None:
-                _remove(self.paths.job_input(job_id))
-                _remove(self.paths.log(job_id, attempt))
-                _remove(path)
+                self._garbage.extend((self.paths.job_input(job_id),
+                                      self.paths.log(job_id, attempt), path))
                 return settled
         self._record_failure(job_id, attempt, update, result, timed_out)
-        _remove(path)
+        self._garbage.append(path)
         return True
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
@@ -371,6 +382,7 @@ class Master:
                     logger.warning("%s job %s vanished from %s; rescuing it",
                                    issued.description, key[1], batch.name)
                     outcomes.append(self._ingest(issued.job_id, issued.attempt, None, "lost"))
+            self._janitor.remove(self._garbage)
             for outcome in outcomes:
                 if isinstance(outcome, Settled):
                     self._after_commit(outcome)
@@ -390,11 +402,13 @@ class Master:
                 with self.store.transaction():
                     if update.reason is ExitReason.FINISHED:
                         settled = self._ingest(issued.job_id, issued.attempt, update, None)
-                        if isinstance(settled, Settled):
-                            self._after_commit(settled)
                     else:
+                        settled = None
                         self.store.return_to_ready(issued.job_id, issued.attempt)
-                        _remove(self.paths.result(issued.job_id, issued.attempt))
+                        self._garbage.append(self.paths.result(issued.job_id, issued.attempt))
+                self._janitor.remove(self._garbage)
+                if isinstance(settled, Settled):
+                    self._after_commit(settled)
         with self.store.transaction():
             for issued in self._issued.values():
                 self.store.return_to_ready(issued.job_id, issued.attempt)
@@ -454,6 +468,37 @@ def _read_result(path: str) -> dict[str, Any] | None:
                        path, err)
         return None
     return result if isinstance(result, dict) else None
+
+
+class _Janitor:
+    """Removes files in a background thread, off the master's critical path.
+
+    A file the master no longer needs but that survives a crash is removed by
+    the next start's recovery.
+    """
+
+    def __init__(self) -> None:
+        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, daemon=True, name="jobtree-janitor")
+        self._thread.start()
+
+    def remove(self, paths: list[str]) -> None:
+        """Queues ``paths`` for removal and empties the list."""
+        for path in paths:
+            self._paths.put(path)
+        paths.clear()
+
+    def _work(self) -> None:
+        while True:
+            path = self._paths.get()
+            if path is None:
+                return
+            _remove(path)
+
+    def close(self) -> None:
+        """Finishes the queued removals."""
+        self._paths.put(None)
+        self._thread.join()
 
 
 def _remove(path: str) -> None:

@@ -1,0 +1,1 @@
+"""The jobTree commands: jobTreeRun, jobTreeStatus, jobTreeKill, jobTreeStats, jobTreeClean."""

@@ -1,0 +1,44 @@
+"""What every command shares: the --jobTree argument, opening a tree, and
+printing errors as one paragraph (exit status 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from typing import Callable
+
+from ..errors import JobTreeError
+from ..paths import TreePaths
+
+#: exit status of a command stopped by an error the user can fix
+EXIT_ERROR = 2
+
+
+def tree_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--jobTree DIR`` (required)."""
+    parser.add_argument("--jobTree", required=True, metavar="DIR",
+                        help="the job tree directory")
+
+
+def tree_paths(value: str) -> TreePaths:
+    """The paths of the tree named on the command line."""
+    return TreePaths(os.path.abspath(os.path.expanduser(value)))
+
+
+def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wraps a command's main: JobTreeError and Ctrl-C become one line on stderr."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except JobTreeError as err:
+            print(f"jobtree: {err}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("jobtree: interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper
