@@ -444,7 +444,7 @@ class JobStore:
 
     def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
                        log: str | None, message: str | None, now: float,
-                       permanent: bool = False) -> bool | None:
+                       permanent: bool = False, batch_id: str | None = None) -> bool | None:
         """Records a failed attempt; the job is retried or fails for good.
 
         Returns:
@@ -456,7 +456,8 @@ class JobStore:
             (job_id, attempt, int(JobState.ISSUED))).fetchone()
         if row is None:
             return None
-        tries_left, batch, batch_id = row
+        tries_left, batch, stored_id = row
+        batch_id = batch_id or stored_id
         permanent = permanent or tries_left <= 0
         self._db.execute(
             "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -184,7 +184,7 @@ class Master:
                 resources = Resources(row.cpu, row.memory, row.time, row.disk).with_defaults(
                     self.defaults)
                 role = self._route(resources)
-                attempt = self.store.mark_issued(row.id, role, now)
+                attempt = self.store.mark_issued(row.id, self.batches[role].name, now)
                 problem = self._too_big(resources, role)
                 if problem:
                     self.store.record_failure(row.id, attempt, "too big", None, None, problem,
@@ -315,7 +315,8 @@ class Master:
         log = self.paths.log(job_id, attempt)
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
-            log if os.path.exists(log) else None, message, self.clock())
+            log if os.path.exists(log) else None, message, self.clock(),
+            batch_id=update.batch_id if update else None)
         if permanent is None:
             return
         description = self.store.job(job_id).description
@@ -422,7 +423,7 @@ class Master:
         counts = self.store.counts()
         failed = counts[JobState.FAILED]
         if failed:
-            logger.error("%s", failure_report(self.store, self.config.retryCount))
+            logger.error("%s", failure_report(self.store))
         elif counts[JobState.DONE] == sum(counts.values()):
             logger.info("the tree finished: %d targets done", counts[JobState.DONE])
         else:

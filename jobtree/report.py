@@ -26,35 +26,34 @@ def tail(path: str | None, lines: int = TAIL_LINES) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
-def describe_failure(failure: dict[str, Any], root: str) -> list[str]:
-    """The lines that describe one failed attempt."""
+def describe_failure(failure: dict[str, Any], tries: int | None = None) -> list[str]:
+    """The lines that describe one failed target by its last failed attempt."""
     code = failure["exit_code"]
     how = f"exit {code}" if code is not None else "no exit status"
-    where = f" on {failure['batch_system'] or failure['batch']} job {failure['batch_id']}" \
-        if failure.get("batch_id") else ""
+    if failure.get("batch_id"):
+        how += f" on {failure['batch']} job {failure['batch_id']}"
+    count = f"failed {tries} times" if tries and tries > 1 else "failed"
     lines = [f"  {failure['description']}  [{failure['cls']}, job {failure['job']}]",
-             f"    attempt {failure['attempt']}: {how}{where} ({failure['reason']})"
+             f"    {count}; last: {how} ({failure['reason']})"
              + (f": {failure['message']}" if failure["message"] else "")]
-    log = failure["log"]
-    if log:
-        lines.append(f"    log: {os.path.relpath(log) if log.startswith(root) else log}")
-        lines.extend(f"    | {line}" for line in tail(log))
+    if failure["log"]:
+        lines.append(f"    log: {failure['log']}")
+        lines.extend(f"    | {line}" for line in tail(failure["log"]))
     return lines
 
 
-def failure_report(store: JobStore, retry_count: int | None = None) -> str:
+def failure_report(store: JobStore) -> str:
     """The report of every target that failed for good, with how to continue."""
-    failures = store.failures(permanent_only=True)
     latest: dict[int, dict[str, Any]] = {}
-    for failure in failures:
-        failure.setdefault("batch_system", None)
+    tries: dict[int, int] = {}
+    for failure in store.failures(permanent_only=False):
         latest[failure["job"]] = failure
-    count = len(latest)
-    noun = "target" if count == 1 else "targets"
-    tries = f" (each tried {retry_count + 1} times unless noted)" if retry_count else ""
-    lines = [f"jobtree: {count} {noun} failed{tries}."]
-    for failure in latest.values():
-        lines.extend(describe_failure(failure, store.paths.root))
+        tries[failure["job"]] = tries.get(failure["job"], 0) + 1
+    failed = {f["job"] for f in store.failures(permanent_only=True)}
+    noun = "target" if len(failed) == 1 else "targets"
+    lines = [f"jobtree: {len(failed)} {noun} failed."]
+    for job in sorted(failed):
+        lines.extend(describe_failure(latest[job], tries[job]))
     lines.append("Targets that do not depend on them have finished. Fix the cause, then "
                  f"continue with:  jobTreeRun --jobTree {store.paths.root}")
     return "\n".join(lines)

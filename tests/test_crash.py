@@ -1,0 +1,96 @@
+"""The crash test: SIGKILL the master at random moments, continue with
+jobTreeRun each time, and check that the finished tree equals a clean run
+and that no target's children were committed by two executions of it."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import PIPELINES
+
+KILLS = int(os.environ.get("JOBTREE_CRASH_KILLS", "25"))
+
+
+def _start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _outputs(base: Path) -> dict[str, str]:
+    return {name: (base / "out" / name).read_text() for name in os.listdir(base / "out")
+            if ".tmp" not in name}
+
+
+def _no_workers_left(tree: Path) -> bool:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(tree).encode() in cmdline and b"jobtree.worker" in cmdline:
+            return False
+    return True
+
+
+def test_master_killed_at_random_moments(tmp_path: Path) -> None:
+    script = str(PIPELINES / "crashtree.py")
+    clean = tmp_path / "clean"
+    done = subprocess.run([sys.executable, script, "--base", str(clean), "--jobTree",
+                           str(tmp_path / "clean-tree"), "--logLevel", "WARNING"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = _outputs(clean)
+    assert len(expected) == 1 + 4 + 16 + 64 + 256
+
+    base = tmp_path / "crashed"
+    tree = tmp_path / "tree"
+    rng = random.Random(1234)
+    first = [script, "--base", str(base), "--jobTree", str(tree), "--logLevel", "WARNING"]
+    again = ["-m", "jobtree.cli.run", "--jobTree", str(tree)]
+    kills = 0
+    finished = False
+    for round_ in range(KILLS + 50):
+        process = _start(first if round_ == 0 or not tree.exists() else again)
+        if kills < KILLS:
+            try:
+                process.wait(timeout=rng.uniform(0.05, 1.2))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                kills += 1
+                continue
+        else:
+            process.wait(timeout=300)
+        if process.returncode == 0:
+            finished = True
+            break
+        assert process.returncode in (0, -signal.SIGKILL), process.returncode
+    assert finished, "the tree never finished"
+    assert kills >= min(KILLS, 10), f"only {kills} kills landed before the tree finished"
+    assert _outputs(base) == expected
+
+    # every target's children were committed by one execution of it
+    creators: dict[str, set[str]] = collections.defaultdict(set)
+    for name in os.listdir(base / "runs"):
+        path, _ = name.split(".")
+        if path == "r":
+            continue
+        parent = path.rsplit("-", 1)[0]
+        creators[parent].add((base / "runs" / name).read_text())
+    assert len(creators) == 1 + 4 + 16 + 64
+    for parent, executions in creators.items():
+        assert len(executions) == 1, f"children of {parent} came from {executions}"
+    deadline = time.time() + 10
+    while not _no_workers_left(tree) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _no_workers_left(tree)
+    print(f"crash test: the tree survived {kills} master kills")

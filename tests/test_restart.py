@@ -1,0 +1,118 @@
+"""Failures, retries and restarts: a failed target does not stop its
+siblings, a fixed script continues with jobTreeRun, finished work never runs
+again, and a worker killed by a signal is retried."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import run_command, run_script
+
+PIPELINE = '''
+import argparse, os, signal
+from jobtree import Stack, Target
+
+BUG = {bug}
+
+class Item(Target):
+    def __init__(self, i, runs):
+        Target.__init__(self)
+        self.i = i
+        self.runs = runs
+
+    def run(self):
+        with open(os.path.join(self.runs, "item%d.%d" % (self.i, os.getpid())), "w"):
+            pass
+        if BUG and self.i == 3:
+            raise RuntimeError("item 3 is broken")
+        if self.i == 5 and not os.path.exists(os.path.join(self.runs, "killed")):
+            open(os.path.join(self.runs, "killed"), "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Done(Target):
+    def __init__(self, runs):
+        Target.__init__(self)
+        self.runs = runs
+
+    def run(self):
+        open(os.path.join(self.runs, "done.%d" % os.getpid()), "w").close()
+
+
+class Root(Target):
+    def __init__(self, runs):
+        Target.__init__(self)
+        self.runs = runs
+
+    def run(self):
+        open(os.path.join(self.runs, "root.%d" % os.getpid()), "w").close()
+        for i in range(8):
+            self.addChildTarget(Item(i, self.runs))
+        self.setFollowOnTarget(Done(self.runs))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", required=True)
+    Stack.addJobTreeOptions(parser)
+    options = parser.parse_args()
+    raise SystemExit(1 if Stack(Root(options.runs)).startJobTree(options) else 0)
+'''
+
+
+def _runs(folder: Path, prefix: str) -> int:
+    return len([n for n in os.listdir(folder) if n.startswith(prefix + ".")])
+
+
+def test_failure_then_fix_then_jobTreeRun(tmp_path: Path) -> None:
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE.format(bug=True))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    tree = tmp_path / "jt"
+    first = run_script(script, "--runs", str(runs), "--jobTree", str(tree), "--retryCount", "1")
+    assert first.returncode == 1
+    # the failure report names the target, the error, the log and how to continue
+    assert "1 target failed" in first.stderr
+    assert "Item(i=3" in first.stderr
+    assert "item 3 is broken" in first.stderr
+    assert f"jobTreeRun --jobTree {tree}" in first.stderr
+    assert "Traceback" not in first.stderr.split("1 target failed")[1].split("log:")[0]
+    assert _runs(runs, "item3") == 2  # tried twice (--retryCount 1)
+    for i in (0, 1, 2, 4, 6, 7):
+        assert _runs(runs, f"item{i}") == 1  # siblings finished
+    assert _runs(runs, "item5") == 2  # SIGKILLed once, retried
+    assert _runs(runs, "done") == 0  # the follow-on waits for every child
+    logs = sorted(os.listdir(tree / "logs"))
+    assert len(logs) == 3 and all(name.endswith(".log") for name in logs)
+
+    status = run_command("status", "--jobTree", str(tree), "--failIfNotComplete")
+    assert status.returncode != 0
+
+    script.write_text(PIPELINE.format(bug=False))  # the user fixes the script
+    second = subprocess.run([sys.executable, "-m", "jobtree.cli.run", "--jobTree", str(tree)],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert _runs(runs, "item3") == 3  # the fixed code ran
+    assert _runs(runs, "root") == 1  # nothing finished ran again
+    for i in (0, 1, 2, 4, 6, 7):
+        assert _runs(runs, f"item{i}") == 1
+    assert _runs(runs, "item5") == 2
+    assert _runs(runs, "done") == 1
+    status = run_command("status", "--jobTree", str(tree), "--failIfNotComplete")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_worker_killed_by_signal_is_retried(tmp_path: Path) -> None:
+    script = tmp_path / "pipeline.py"
+    script.write_text(PIPELINE.format(bug=False))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    done = run_script(script, "--runs", str(runs), "--jobTree", str(tmp_path / "jt"))
+    assert done.returncode == 0, done.stderr
+    assert _runs(runs, "item5") == 2
+    assert "killed by signal 9" in done.stderr
+    assert _runs(runs, "done") == 1
