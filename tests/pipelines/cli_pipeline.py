@@ -4,7 +4,8 @@ that fails or one that sleeps.
 
 ``--mode ok`` runs a root with three children and a follow-on; ``--mode fail``
 makes the second child raise; ``--mode sleep`` makes the second child write
-``--marker`` and then sleep for ``--seconds``.
+``--marker`` and then sleep for ``--seconds``, the first time only: when it runs
+again (after jobTreeKill, say) the marker exists and it returns at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Child(Target):
             print("about to fail on purpose", file=sys.stderr)
             raise ValueError(f"child {self.index} failed on purpose")
         if self.index == 1 and self.mode == "sleep":
+            if self.marker and os.path.exists(self.marker):
+                return
             if self.marker:
                 with open(self.marker, "w", encoding="utf-8") as handle:
                     handle.write(str(os.getpid()))

@@ -1,0 +1,363 @@
+"""jobTreeStatus: how far a tree has got, what runs now and what failed, read
+without disturbing a running master.
+
+The index is opened read-only (SQLite ``mode=ro``; in WAL mode readers never
+block the master, the one writer), and whether a master holds the tree is
+found without taking its lock where this machine can tell (``/proc/locks``
+and the pid the master recorded); only a master on another host sharing the
+tree is looked for by trying the lock for an instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import socket
+import sqlite3
+import time
+from typing import Any
+
+from .. import tree
+from ..errors import TreeError
+from ..jobstore import JobState, JobStore
+from ..paths import TreePaths
+from ..report import describe_failure
+from ..resources import format_duration
+from .common import entry_point, tree_argument, tree_paths
+
+#: issued targets listed one by one with --verbose (the rest are counted)
+SHOWN_ISSUED = 20
+#: failed targets described with --verbose (the rest are counted)
+SHOWN_FAILED = 20
+#: latest logToMaster messages shown with --verbose
+SHOWN_MESSAGES = 5
+
+
+# ------------------------------------------------------------- the master
+@dataclasses.dataclass(frozen=True)
+class MasterState:
+    """Whether a master holds a tree, and what it recorded about itself.
+
+    Attributes:
+        running: a master holds the tree's lock now.
+        host: the host the (last) master recorded, if any.
+        pid: its pid on that host, if any.
+        started: when it took the tree (epoch seconds), if known.
+        local_pid: the pid of the lock holder when it runs on this host and
+            this machine can see it (None otherwise).
+    """
+
+    running: bool
+    host: str | None
+    pid: int | None
+    started: float | None
+    local_pid: int | None
+
+    def describe(self) -> str:
+        """'host X, pid N, since T' for messages."""
+        if not self.host:
+            return "an unknown process"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started or 0))
+        return f"host {self.host}, pid {self.pid}, since {since}"
+
+
+def find_master(paths: TreePaths) -> MasterState:
+    """Finds out whether a master holds the tree, taking its lock only if nothing
+    else can tell (a master on another host sharing the tree).
+
+    The master's lock is an ``flock`` on ``master.lock``: on Linux every lock
+    taken on this host is listed in ``/proc/locks`` with its holder's pid. A
+    lock not listed there can still be held from another host (NFS), unless the
+    master that last took the tree ran here and its process is gone.
+    """
+    info = tree.holder(paths)
+    host = info.get("host")
+    pid = info.get("pid") if isinstance(info.get("pid"), int) else None
+    started = info.get("started") if isinstance(info.get("started"), (int, float)) else None
+
+    def state(running: bool, local_pid: int | None = None) -> MasterState:
+        return MasterState(running, host, pid, started, local_pid)
+
+    if not os.path.exists(paths.lock):
+        return state(False)  # a master makes the lock file before it takes it
+    holder_pid = _local_lock_holder(paths.lock)
+    if holder_pid is not None:
+        return state(True, holder_pid or None)
+    if host == socket.gethostname() and pid is not None and not _alive(pid):
+        return state(False)
+    running = tree.is_locked(paths)
+    local = pid if running and host == socket.gethostname() else None
+    return state(running, local)
+
+
+def _local_lock_holder(path: str) -> int | None:
+    """The pid holding a lock on ``path`` as ``/proc/locks`` lists it (0 when the
+    holder is in another pid namespace), or None if no lock on this host is seen."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            if (int(inode) == info.st_ino and int(major, 16) == os.major(info.st_dev)
+                    and int(minor, 16) == os.minor(info.st_dev)):
+                return max(pid, 0)
+        except (IndexError, ValueError):
+            continue
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- reading
+def open_tree(paths: TreePaths) -> JobStore:
+    """Opens an existing tree of this user read-only.
+
+    Raises:
+        TreeError: the directory is missing, another user's, or not a tree.
+    """
+    tree.check_owner(paths)
+    return JobStore.open(paths, readonly=True)
+
+
+def readonly_connection(paths: TreePaths) -> sqlite3.Connection:
+    """A read-only connection to the tree's index, for queries JobStore does not
+    offer (yet). Open the tree with :func:`open_tree` first: it checks the
+    owner and the format version.
+
+    Raises:
+        TreeError: the index cannot be opened.
+    """
+    uri = pathlib.Path(paths.db).as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+        db.execute("PRAGMA busy_timeout=30000")
+    except sqlite3.Error as err:
+        raise TreeError(f"The index {paths.db} cannot be read ({err}). Check that the "
+                        f"file is readable, then try again.") from err
+    return db
+
+
+@dataclasses.dataclass(frozen=True)
+class Issued:
+    """How many issued targets have started, and the oldest of each kind."""
+
+    running: int
+    queued: int
+    oldest_start: float | None
+    oldest_issue: float | None
+
+
+def issued_summary(db: sqlite3.Connection) -> Issued:
+    """Counts issued targets that started running and those still queued."""
+    row = db.execute(
+        "SELECT COUNT(started_at), COUNT(*) - COUNT(started_at), MIN(started_at), "
+        "MIN(CASE WHEN started_at IS NULL THEN issued_at END) FROM jobs WHERE state = ?",
+        (int(JobState.ISSUED),)).fetchone()
+    return Issued(running=row[0], queued=row[1], oldest_start=row[2], oldest_issue=row[3])
+
+
+def latest_messages(db: sqlite3.Connection, limit: int) -> list[tuple[float, str, str]]:
+    """The latest ``limit`` logToMaster messages: (time, target, text), oldest first."""
+    rows = db.execute(
+        "SELECT m.at, j.description, m.text FROM messages m JOIN jobs j ON j.id = m.job "
+        "ORDER BY m.rowid DESC LIMIT ?", (limit,)).fetchall()
+    return [(at, description, text) for at, description, text in reversed(rows)]
+
+
+# --------------------------------------------------------------- printing
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _ago(stamp: float | None, now: float) -> str:
+    return format_duration(max(0.0, now - stamp)) if stamp else "?"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def header_lines(paths: TreePaths, meta: dict[str, Any]) -> list[str]:
+    """What the tree is: its pipeline, root target and age."""
+    script = meta.get("script") or "?"
+    return [f"Job tree {paths.root}",
+            f"  pipeline {script}, root target {meta.get('root_class', '?')}, "
+            f"created {_when(meta.get('created'))} with jobtree {meta.get('jobtree_version', '?')}"]
+
+
+def master_lines(master: MasterState) -> list[str]:
+    """Who runs the tree now."""
+    if master.running:
+        return [f"Master: running ({master.describe()})."]
+    if master.host:
+        return [f"Master: none is running (the last one ran on host {master.host}, "
+                f"pid {master.pid}, from {_when(master.started)})."]
+    return ["Master: none is running."]
+
+
+def count_lines(counts: dict[JobState, int], issued: Issued, now: float) -> list[str]:
+    """The targets per state, with how long the issued ones have waited or run."""
+    total = sum(counts.values())
+    done = counts[JobState.DONE]
+    percent = f" ({100.0 * done / total:.0f}%)" if total else ""
+    waiting = counts[JobState.WAITING] + counts[JobState.RAN]
+    running = f"{issued.running} running"
+    if issued.running:
+        running += f" (longest for {_ago(issued.oldest_start, now)})"
+    queued = f"{issued.queued} queued"
+    if issued.queued:
+        queued += f" (longest for {_ago(issued.oldest_issue, now)})"
+    rows = [
+        ("done", done, ""),
+        ("issued", counts[JobState.ISSUED], f"{running}, {queued}"),
+        ("ready", counts[JobState.READY], "can be issued now"),
+        ("waiting", waiting,
+         f"{_plural(counts[JobState.RAN], 'target')} that ran, waiting for children; "
+         f"{_plural(counts[JobState.WAITING], 'follow-on')} not started yet"),
+        ("failed", counts[JobState.FAILED], "failed on every try"),
+    ]
+    width = len(str(max(total, 1)))
+    grows = "" if done == total else " so far (the total grows as targets add children)"
+    lines = [f"Progress: {done} of {_plural(total, 'target')} done{percent}{grows}."]
+    lines.extend(f"  {name:<8} {count:>{width}}" + (f"  {note}" if note and count else "")
+                 for name, count, note in rows)
+    return lines
+
+
+def issued_lines(store: JobStore, now: float) -> list[str]:
+    """Each issued target (up to SHOWN_ISSUED): where it runs and for how long."""
+    rows = store.jobs_in(JobState.ISSUED, limit=SHOWN_ISSUED + 1)
+    if not rows:
+        return []
+    lines = ["Issued targets:"]
+    for row in rows[:SHOWN_ISSUED]:
+        where = f"{row.batch} job {row.batch_id}" if row.batch_id else (row.batch or "?")
+        if row.started_at:
+            how = f"running for {_ago(row.started_at, now)}"
+        else:
+            how = f"issued {_ago(row.issued_at, now)} ago, not started yet"
+        lines.append(f"  {row.description}  [{row.cls}, job {row.id}, attempt {row.attempt}, "
+                     f"{where}]  {how}")
+    if len(rows) > SHOWN_ISSUED:
+        lines.append(f"  ... and more (only the first {SHOWN_ISSUED} are listed)")
+    return lines
+
+
+def failure_lines(store: JobStore) -> list[str]:
+    """Every target that failed for good (up to SHOWN_FAILED), by its last attempt."""
+    failed = {f["job"] for f in store.failures(permanent_only=True)}
+    if not failed:
+        return []
+    latest: dict[int, dict[str, Any]] = {}
+    tries: dict[int, int] = {}
+    for failure in store.failures(permanent_only=False):
+        if failure["job"] in failed:
+            latest[failure["job"]] = failure
+            tries[failure["job"]] = tries.get(failure["job"], 0) + 1
+    lines = [f"Failed targets ({len(failed)}):"]
+    for job in sorted(failed)[:SHOWN_FAILED]:
+        lines.extend(describe_failure(latest[job], tries[job]))
+    if len(failed) > SHOWN_FAILED:
+        lines.append(f"  ... and {len(failed) - SHOWN_FAILED} more")
+    return lines
+
+
+def message_lines(db: sqlite3.Connection) -> list[str]:
+    """The latest logToMaster messages."""
+    messages = latest_messages(db, SHOWN_MESSAGES)
+    if not messages:
+        return []
+    lines = ["Latest messages (logToMaster):"]
+    lines.extend(f"  {_when(at)}  {description}: {text}" for at, description, text in messages)
+    return lines
+
+
+def advice_lines(paths: TreePaths, counts: dict[JobState, int], master: MasterState,
+                 verbose: bool) -> list[str]:
+    """What the user can do next."""
+    total = sum(counts.values())
+    failed = counts[JobState.FAILED]
+    issued = counts[JobState.ISSUED]
+    continue_with = f"jobTreeRun --jobTree {paths.root}"
+    if counts[JobState.DONE] == total:
+        return [f"The tree finished: all {_plural(total, 'target')} are done."]
+    if master.running:
+        return [f"Follow it with:  jobTreeStatus --jobTree {paths.root}   "
+                f"stop it with:  jobTreeKill --jobTree {paths.root}"]
+    lines = []
+    if issued:
+        lines.append(f"{_plural(issued, 'target')} are still marked as issued by a master "
+                     f"that stopped without returning them; jobTreeRun will run them again.")
+    if failed:
+        more = "" if verbose else f" (see why with:  jobTreeStatus --jobTree {paths.root} --verbose)"
+        lines.append(f"{_plural(failed, 'target')} failed for good{more}. Fix the cause, then "
+                     f"continue with:  {continue_with}")
+    else:
+        lines.append(f"Nothing runs the tree. Continue it with:  {continue_with}")
+    return lines
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Prints the state of a tree; with --failIfNotComplete exits 1 unless every
+    target is done."""
+    parser = argparse.ArgumentParser(
+        prog="jobTreeStatus",
+        description="Show how far the job tree in --jobTree has got: targets done, issued "
+                    "(running or queued), ready, waiting and failed, and whether a master "
+                    "runs it now. Safe while a master runs: the tree is only read, never "
+                    "locked. Exit status: 0, or 1 with --failIfNotComplete when some target "
+                    "is not done; 2 when the tree cannot be read.")
+    tree_argument(parser)
+    parser.add_argument("--verbose", action="store_true",
+                        help="also list issued targets, failed targets (with their error, "
+                             "log file and its last lines) and the latest logToMaster messages")
+    parser.add_argument("--failIfNotComplete", action="store_true",
+                        help="exit with status 1 if any target is not done")
+    options = parser.parse_args(argv)
+    paths = tree_paths(options.jobTree)
+    store = open_tree(paths)
+    try:
+        db = readonly_connection(paths)
+        try:
+            now = time.time()
+            meta = store.meta()
+            counts = store.counts()
+            issued = issued_summary(db)
+            master = find_master(paths)
+            lines = header_lines(paths, meta) + master_lines(master)
+            lines += count_lines(counts, issued, now)
+            if options.verbose:
+                lines += issued_lines(store, now) + failure_lines(store) + message_lines(db)
+            lines += advice_lines(paths, counts, master, options.verbose)
+        finally:
+            db.close()
+    finally:
+        store.close()
+    print("\n".join(lines))
+    complete = counts[JobState.DONE] == sum(counts.values())
+    return 1 if options.failIfNotComplete and not complete else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
