@@ -184,7 +184,7 @@ class Master:
                 resources = Resources(row.cpu, row.memory, row.time, row.disk).with_defaults(
                     self.defaults)
                 role = self._route(resources)
-                attempt = self.store.mark_issued(row.id, self.batches[role].name, now)
+                attempt = self.store.mark_issued(row.id, self._batch_label(role), now)
                 problem = self._too_big(resources, role)
                 if problem:
                     self.store.record_failure(row.id, attempt, "too big", None, None, problem,
@@ -199,6 +199,10 @@ class Master:
                 with self.store.transaction():
                     self.store.return_to_ready(row.id, attempt)
                 raise
+
+    def _batch_label(self, role: str) -> str:
+        name = self.batches[role].name
+        return name if role == "main" else f"{name} (big)"
 
     def _route(self, resources: Resources) -> str:
         if "big" not in self.batches:

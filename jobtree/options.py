@@ -240,10 +240,14 @@ def resolve(options: Any, stored: dict[str, Any] | None = None) -> tuple[Config,
     Raises:
         BadOptionError: naming the first bad option.
     """
+    given_values = {option.name: getattr(options, option.name, None) for option in OPTIONS}
+    for flag, level in (("logOff", "OFF"), ("logInfo", "INFO"), ("logDebug", "DEBUG")):
+        if given_values[flag]:
+            given_values["logLevel"] = level
     values: dict[str, Any] = {}
     changed: list[str] = []
     for option in OPTIONS:
-        given = getattr(options, option.name, None)
+        given = given_values[option.name]
         if option.flag and not given:
             given = None
         if given is not None:
@@ -256,9 +260,6 @@ def resolve(options: Any, stored: dict[str, Any] | None = None) -> tuple[Config,
                 and stored[option.name] != value):
             changed.append(f"{option.name}: {_show(stored[option.name])} -> {_show(value)}")
         values[option.name] = value
-    for flag, level in (("logDebug", "DEBUG"), ("logInfo", "INFO"), ("logOff", "OFF")):
-        if values[flag]:
-            values["logLevel"] = level
     if not values["jobTree"]:
         raise BadOptionError("--jobTree must name a directory.")
     values["jobTree"] = os.path.abspath(os.path.expanduser(values["jobTree"]))

@@ -1,0 +1,132 @@
+"""jobTreeClean: remove a job tree that no master holds, and its local temp files.
+
+It removes only what is surely a job tree of this user (a directory of yours
+holding ``tree.db``), and only while it holds the tree's master lock: the
+tree is first renamed aside (atomic, so no master can start on a half-removed
+tree), then removed with ``shutil.rmtree``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import uuid
+
+import filelock
+
+from .. import tree
+from ..errors import TreeError, TreeLockedError
+from ..paths import TreePaths, local_temp_root
+from .common import entry_point, tree_argument, tree_paths
+from .status import readonly_connection
+
+
+def check_removable(paths: TreePaths) -> None:
+    """Refuses anything but a real job tree directory of this user.
+
+    Raises:
+        TreeError: saying what the path is instead and that it was left alone.
+    """
+    if os.path.islink(paths.root):
+        raise TreeError(
+            f"{paths.root} is a symbolic link (to {os.path.realpath(paths.root)}); "
+            f"jobTreeClean removes only a tree directory itself, so it left it alone. "
+            f"Give the directory it points to as --jobTree.")
+    tree.check_owner(paths)
+    if not os.path.isfile(paths.db) or os.path.islink(paths.db):
+        raise TreeError(
+            f"{paths.root} is not a job tree (it has no tree.db), so jobTreeClean left it "
+            f"alone: it removes only job trees. Check the --jobTree path.")
+
+
+def describe_tree(paths: TreePaths) -> tuple[str | None, str]:
+    """The tree's id (to find its local temp files) and a few words on its state,
+    both read without trusting the index to be whole."""
+    try:
+        db = readonly_connection(paths)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'tree_id'").fetchone()
+            total, done = db.execute(
+                "SELECT COUNT(*), COUNT(CASE WHEN state = 4 THEN 1 END) FROM jobs").fetchone()
+        finally:
+            db.close()
+    except (TreeError, sqlite3.Error):
+        return None, "its index could not be read"
+    tree_id = str(row[0]).strip('"') if row else None
+    if tree_id is not None and not tree_id.isalnum():
+        tree_id = None  # never build a path from an odd value
+    return tree_id, f"{done} of {total} targets done"
+
+
+def remove_tree(paths: TreePaths) -> None:
+    """Renames the tree aside, then removes it.
+
+    Raises:
+        TreeError: it could not be renamed or wholly removed.
+    """
+    parent, name = os.path.split(paths.root)
+    doomed = os.path.join(parent, f".{name}.removing-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(paths.root, doomed)
+    except OSError as err:
+        raise TreeError(f"Cannot remove the job tree {paths.root}: {err}. Check that you "
+                        f"can write its parent folder {parent}; nothing was removed.") from err
+    problems: list[str] = []
+
+    def note(function: object, path: str, info: object) -> None:
+        problems.append(f"{path}: {info[1] if isinstance(info, tuple) else info}")
+
+    shutil.rmtree(doomed, onerror=note)
+    if problems:
+        raise TreeError(
+            f"The job tree {paths.root} was moved to {doomed} for removal, but "
+            f"{len(problems)} files could not be removed (first: {problems[0]}). The tree "
+            f"is gone; remove {doomed} yourself once the cause is fixed.")
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Removes a tree no master holds; exits 0 when it is gone (or was absent)."""
+    parser = argparse.ArgumentParser(
+        prog="jobTreeClean",
+        description="Remove the job tree in --jobTree and this machine's local temp files "
+                    "of it, for good (finished results your pipeline wrote elsewhere stay). "
+                    "It refuses a tree a master is running (stop it with jobTreeKill first), "
+                    "a directory that is not a job tree (no tree.db) and another user's. "
+                    "Exit status: 0 when the tree was removed, or when there was none at "
+                    "that path (a message says so, so scripts can clean unconditionally); "
+                    "2 when it refused or could not remove it.")
+    tree_argument(parser)
+    options = parser.parse_args(argv)
+    paths = tree_paths(options.jobTree)
+    if not os.path.lexists(paths.root):
+        print(f"jobtree: there is no job tree at {paths.root}; nothing to remove.")
+        return 0
+    check_removable(paths)
+    tree_id, state = describe_tree(paths)
+    lock = filelock.FileLock(paths.lock)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise TreeLockedError(
+            f"A jobtree master is running the tree {paths.root} "
+            f"({tree.describe_holder(paths)}), so jobTreeClean left it alone. Stop it first "
+            f"with:  jobTreeKill --jobTree {paths.root}  then run jobTreeClean again.") from None
+    try:
+        remove_tree(paths)
+    finally:
+        lock.release()
+    removed = f"Removed the job tree {paths.root} ({state})"
+    if tree_id is not None:
+        local = local_temp_root(tree_id)
+        if os.path.isdir(local) and not os.path.islink(local):
+            shutil.rmtree(local, ignore_errors=True)
+            removed += f" and its local temp files in {local}"
+    print(removed + ".")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""jobTreeStats: wall time, CPU time, wait and peak memory of the targets of a
+tree run with ``--stats``, summarised per target class.
+
+The summaries are computed by SQLite over the ``stats`` table (one row per
+target that ran with ``--stats``), so memory stays flat however big the tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from typing import Any
+
+from ..errors import JobTreeError
+from ..paths import TreePaths
+from ..resources import format_bytes, format_duration
+from .common import entry_point, tree_argument, tree_paths
+from .status import open_tree, readonly_connection
+
+#: the measures of a run: (column of the stats table, title, is a duration)
+MEASURES: tuple[tuple[str, str, bool], ...] = (
+    ("wall", "wall time", True),
+    ("cpu", "CPU time", True),
+    ("wait", "wait", True),
+    ("memory", "peak memory", False),
+)
+SUMMARIES = ("min", "median", "mean", "max", "total")
+
+
+class NoStatsError(JobTreeError):
+    """The tree holds no statistics: it was not run with --stats."""
+
+
+def summarise(db: sqlite3.Connection, cls: str | None) -> dict[str, Any]:
+    """The count and, per measure, min/median/mean/max/total of one class (None: all).
+
+    Missing values (a run that could not measure one) are left out of that
+    measure. The total of peak memory is left out (None): peaks do not add up.
+    """
+    where, args = ("WHERE cls = ?", (cls,)) if cls is not None else ("", ())
+    count = db.execute(f"SELECT COUNT(*) FROM stats {where}", args).fetchone()[0]
+    summary: dict[str, Any] = {"count": count}
+    for column, _, _ in MEASURES:
+        low, mean, high, total, known = db.execute(
+            f"SELECT MIN({column}), AVG({column}), MAX({column}), SUM({column}), "
+            f"COUNT({column}) FROM stats {where}", args).fetchone()
+        summary[column] = {"min": low, "median": _median(db, column, where, args, known),
+                           "mean": mean, "max": high,
+                           "total": total if column != "memory" else None}
+    return summary
+
+
+def _median(db: sqlite3.Connection, column: str, where: str, args: tuple[Any, ...],
+            known: int) -> float | None:
+    if not known:
+        return None
+    condition = f"{where} AND" if where else "WHERE"
+    rows = db.execute(
+        f"SELECT {column} FROM stats {condition} {column} IS NOT NULL ORDER BY {column} "
+        f"LIMIT ? OFFSET ?", (*args, 2 - known % 2, (known - 1) // 2)).fetchall()
+    return sum(r[0] for r in rows) / len(rows)
+
+
+def collect(paths: TreePaths) -> dict[str, Any]:
+    """Every summary of the tree: per class, and over all targets.
+
+    Raises:
+        TreeError: the tree cannot be read.
+        NoStatsError: the tree holds no statistics.
+    """
+    store = open_tree(paths)
+    store.close()
+    db = readonly_connection(paths)
+    try:
+        classes = [row[0] for row in db.execute(
+            "SELECT cls FROM stats GROUP BY cls ORDER BY SUM(wall) DESC, cls")]
+        if not classes:
+            raise NoStatsError(
+                f"The job tree {paths.root} has no statistics: it was not run with --stats. "
+                f"Targets record their wall time, CPU time, wait and memory when the tree "
+                f"runs with --stats; for the targets still to run, continue it with:  "
+                f"jobTreeRun --jobTree {paths.root} --stats  (or run your pipeline script "
+                f"with --stats on a new --jobTree).")
+        targets = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        return {"tree": paths.root, "targets": targets,
+                "classes": {cls: summarise(db, cls) for cls in classes},
+                "total": summarise(db, None)}
+    finally:
+        db.close()
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value < 0.001:
+        return f"{value * 1000:.2f}ms"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.2f}s"
+    return format_duration(value)
+
+
+def _value(column: str, value: float | None) -> str:
+    if column == "memory":
+        return "-" if value is None else format_bytes(value)
+    return _seconds(value)
+
+
+def table(data: dict[str, Any]) -> str:
+    """The summaries as an aligned table: one block of four lines per class."""
+    head = ["target class", "count", "measure", *SUMMARIES]
+    rows: list[list[str]] = []
+    groups = [*data["classes"].items(), ("all targets", data["total"])]
+    for index, (cls, summary) in enumerate(groups):
+        if index == len(groups) - 1:
+            rows.append([])  # a rule before the total
+        for number, (column, title, _) in enumerate(MEASURES):
+            first = number == 0
+            rows.append([cls if first else "", str(summary["count"]) if first else "", title,
+                         *(_value(column, summary[column][s]) for s in SUMMARIES)])
+    widths = [max(len(r[i]) for r in [head, *rows] if r) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 2) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(line(head))
+    out = [line(head), rule]
+    out.extend(line(r) if r else rule for r in rows)
+    return "\n".join(out)
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    """Prints the statistics of a tree run with --stats; exits 2 if it has none."""
+    parser = argparse.ArgumentParser(
+        prog="jobTreeStats",
+        description="Summarise, per target class, the wall time, CPU time, wait (from "
+                    "issue to start) and peak memory of the targets of a job tree run with "
+                    "--stats: count, min, median, mean, max and total (no total for memory: "
+                    "peaks do not add up). Safe while a master runs. Exit status: 0, or 2 "
+                    "if the tree has no statistics or cannot be read.")
+    tree_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print the numbers as JSON (seconds and bytes) for programs")
+    options = parser.parse_args(argv)
+    data = collect(tree_paths(options.jobTree))
+    if options.json:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+        return 0
+    recorded = data["total"]["count"]
+    print(f"Job tree {data['tree']}: statistics of {recorded} of {data['targets']} targets "
+          f"(those that ran with --stats).")
+    print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
