@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from typing import Union
 
 from .errors import ResourceError
@@ -20,6 +21,11 @@ _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\
 _DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
+def _unset(value: object) -> bool:
+    """Classic jobTree scripts pass sys.maxsize (sys.maxint) to mean "not set"."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= sys.maxsize
+
+
 def parse_size(value: SizeLike, what: str = "memory") -> int | None:
     """Turns a size (bytes as a number, or a string like ``"2G"``) into bytes.
 
@@ -28,7 +34,7 @@ def parse_size(value: SizeLike, what: str = "memory") -> int | None:
     Raises:
         ResourceError: the value is negative or not a size.
     """
-    if value is None:
+    if value is None or _unset(value):
         return None
     if isinstance(value, bool):
         raise ResourceError(f"{what} must be a size such as 2G or 512M, not {value!r}.")
@@ -55,7 +61,7 @@ def parse_duration(value: SizeLike, what: str = "time") -> float | None:
     Raises:
         ResourceError: the value is negative or not a duration.
     """
-    if value is None:
+    if value is None or _unset(value):
         return None
     if isinstance(value, bool):
         raise ResourceError(f"{what} must be a duration, not {value!r}.")
@@ -101,7 +107,7 @@ def _parse_duration_text(text: str, what: str) -> float:
 
 def parse_cpu(value: SizeLike, what: str = "cpu") -> float | None:
     """Checks a cpu count (a positive number; fractions are allowed locally)."""
-    if value is None:
+    if value is None or _unset(value):
         return None
     try:
         cpu = float(value)  # type: ignore[arg-type]

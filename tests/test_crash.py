@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 from conftest import PIPELINES
+from jobtree import graph
+from jobtree.jobstore import JobStore
+from jobtree.paths import TreePaths, local_temp_root
 
 KILLS = int(os.environ.get("JOBTREE_CRASH_KILLS", "25"))
 
@@ -26,6 +29,17 @@ def _start(args: list[str]) -> subprocess.Popen[bytes]:
 def _outputs(base: Path) -> dict[str, str]:
     return {name: (base / "out" / name).read_text() for name in os.listdir(base / "out")
             if ".tmp" not in name}
+
+
+def _assert_sound(tree: Path) -> None:
+    """The index, as the killed master left it, satisfies the tree's invariants."""
+    if not (tree / "tree.db").exists():
+        return
+    store = JobStore.open(TreePaths(str(tree)), readonly=True)
+    try:
+        assert graph.check(store) == []
+    finally:
+        store.close()
 
 
 def _no_workers_left(tree: Path) -> bool:
@@ -67,6 +81,7 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 kills += 1
+                _assert_sound(tree)
                 continue
         else:
             process.wait(timeout=300)
@@ -93,4 +108,11 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
     while not _no_workers_left(tree) and time.time() < deadline:
         time.sleep(0.2)
     assert _no_workers_left(tree)
+    _assert_sound(tree)
+    store = JobStore.open(TreePaths(str(tree)), readonly=True)
+    tree_id = store.meta()["tree_id"]
+    store.close()
+    # the local temp dirs of workers killed with their master are gone
+    assert not os.path.exists(local_temp_root(tree_id)) or not os.listdir(local_temp_root(tree_id))
+    assert os.listdir(tree / "tmp" / "global") == []
     print(f"crash test: the tree survived {kills} master kills")
