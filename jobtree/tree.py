@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ import filelock
 
 from . import batch as batch_systems
 from .batch import BatchSystem
-from .errors import JobTreeError, TreeError, TreeLockedError
+from .errors import BadOptionError, TreeError, TreeLockedError
 from .jobstore import JobStore, NewJob
 from .master import Master
 from .options import Config
@@ -183,11 +184,16 @@ def master_logging(config: Config) -> Iterator[None]:
     log = logging.getLogger("jobtree")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if config.logFile:
-        if config.rotatingLogging:
-            handlers.append(logging.handlers.RotatingFileHandler(
-                config.logFile, maxBytes=config.maxLogFileSize, backupCount=3))
-        else:
-            handlers.append(logging.FileHandler(config.logFile))
+        try:
+            if config.rotatingLogging:
+                handlers.append(logging.handlers.RotatingFileHandler(
+                    config.logFile, maxBytes=config.maxLogFileSize, backupCount=3))
+            else:
+                handlers.append(logging.FileHandler(config.logFile))
+        except OSError as err:
+            raise BadOptionError(f"--logFile {config.logFile} cannot be written: "
+                                 f"{err.strerror}. Give a file in a folder that exists "
+                                 f"and that you can write.") from None
     formatter = logging.Formatter("%(asctime)s jobtree %(levelname)s: %(message)s",
                                   "%Y-%m-%d %H:%M:%S")
     saved = (log.level, log.propagate)
@@ -234,6 +240,21 @@ def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
     Raises:
         JobTreeError: the tree cannot be run (locked, bad batch system, ...).
     """
+    try:
+        return _run_locked(paths, config, changed)
+    except sqlite3.Error as err:
+        raise TreeError(
+            f"The index of {paths.root} cannot be written ({err}). Finished work is safe; "
+            f"check that the disk is not full and the directory is writable, then continue "
+            f"with:  jobTreeRun --jobTree {paths.root}") from err
+    except OSError as err:
+        raise TreeError(
+            f"jobtree could not write in {paths.root} ({err}). Finished work is safe; fix the "
+            f"cause (disk full? permissions?), then continue with:  jobTreeRun --jobTree "
+            f"{paths.root}") from err
+
+
+def _run_locked(paths: TreePaths, config: Config, changed: list[str]) -> int:
     with master_logging(config), master_lock(paths):
         store = JobStore.open(paths)
         try:
@@ -252,8 +273,3 @@ def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
                     batch.close()
         finally:
             store.close()
-
-
-def report_errors(err: JobTreeError) -> str:
-    """The one-paragraph text of an error for people."""
-    return f"jobtree: {err}"
