@@ -108,15 +108,37 @@ class Master:
         """Makes the tree consistent after whatever happened to the last master."""
         self._write_worker_config()
         leftovers = self._ingest_result_files()
+        adopted = self._adopt()
         with self.store.transaction():
             returned = sum(self.store.return_to_ready(j.id, j.attempt)
-                           for j in self.store.jobs_in(JobState.ISSUED))
+                           for j in self.store.jobs_in(JobState.ISSUED) if j.id not in adopted)
             retried = self.store.retry_failed(self.config.retryCount)
         if leftovers or returned or retried:
             logger.info("recovered the tree: %d results ingested, %d interrupted targets "
                         "to run again, %d failed targets to try again",
                         leftovers, returned, retried)
         self._clean_files()
+
+    def _adopt(self) -> set[int]:
+        """Keeps the jobs a batch system still runs for a previous master."""
+        by_label: dict[str, list[JobRow]] = {}
+        for job in self.store.jobs_in(JobState.ISSUED):
+            if job.batch_id is not None and job.batch is not None:
+                by_label.setdefault(job.batch, []).append(job)
+        adopted: set[int] = set()
+        for role in self.batches:
+            jobs = by_label.get(self._batch_label(role), [])
+            if not jobs:
+                continue
+            alive = self.batches[role].adopt([BatchJobId(j.batch_id or "") for j in jobs])
+            for job in jobs:
+                if job.batch_id in alive:
+                    self._issued[(role, BatchJobId(job.batch_id or ""))] = _Issued(
+                        job.id, job.attempt, role, job.description)
+                    adopted.add(job.id)
+        if adopted:
+            logger.info("adopted %d targets still running from the last master", len(adopted))
+        return adopted
 
     def _write_worker_config(self) -> None:
         limits = self._largest_limits()

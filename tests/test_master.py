@@ -215,3 +215,26 @@ def test_counts_and_graph_stay_consistent(tmp_path: Path, width: int) -> None:
     assert graph.check(master.store) == []
     dot = graph.to_dot(graph.build(master.store))
     assert dot.count("->") == width + 1 and "style=dashed" in dot
+
+
+def test_restarted_master_adopts_jobs_the_batch_system_still_runs(tmp_path: Path) -> None:
+    paths, config = _make_tree(tmp_path, Root(2))
+    clock = Clock()
+    master, batch = _master(paths, config, clock)
+    master.recover()
+    master._issue_ready()
+    assert master.store.job(1).batch_id == "fake1"
+    master.store.close()  # the master dies; the scheduler keeps running the job
+
+    class Adopting(FakeBatch):
+        def adopt(self, ids: Sequence[BatchJobId]) -> set[BatchJobId]:
+            self.queue.update(batch.queue)
+            self.started.update(batch.started)
+            self.count = batch.count
+            return set(ids)
+
+    adopting = Adopting(clock)
+    again = Master(JobStore.open(paths), config, {"main": adopting}, clock=clock)
+    assert again.run() == 0
+    assert again.store.job(1).attempt == 1  # the same attempt finished; nothing re-issued
+    assert again.store.counts()[JobState.DONE] == 4

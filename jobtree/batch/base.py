@@ -112,5 +112,14 @@ class BatchSystem(abc.ABC):
     def next_update(self, timeout: float) -> Update | None:
         """Waits up to ``timeout`` seconds for a job to end."""
 
+    def adopt(self, ids: Sequence[BatchJobId]) -> set[BatchJobId]:
+        """Takes over jobs a previous master issued, after a master restart.
+
+        Returns the ids that are still queued or running: they stay issued and
+        later produce updates like any other job. The rest are re-issued.
+        Batch systems whose jobs die with the master adopt nothing.
+        """
+        return set()
+
     def close(self) -> None:
         """Stops every job this object issued and releases its resources."""
