@@ -66,13 +66,19 @@ class Server:
 
     def __init__(self) -> None:
         self.children: dict[int, str] = {}
+        self.master_gone = False
         self.out = sys.stdout.buffer
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
 
     def send(self, message: dict[str, Any]) -> None:
-        self.out.write(json.dumps(message).encode() + b"\n")
-        self.out.flush()
+        try:
+            self.out.write(json.dumps(message).encode() + b"\n")
+            self.out.flush()
+        except OSError:
+            self.master_gone = True  # nobody to tell; the master's restart recovers
+
+
 
     def spawn(self, request: dict[str, Any]) -> None:
         pid = os.fork()
@@ -120,7 +126,7 @@ class Server:
             if self.wake_r in ready:
                 woke = os.read(self.wake_r, 4096)
                 self.reap()
-                if b"T" in woke:
+                if b"T" in woke or self.master_gone:
                     break
             if stdin in ready:
                 chunk = os.read(stdin.fileno(), 65536)
@@ -139,6 +145,7 @@ def main() -> None:
 
     worker.die_with_parent(os.getppid())
     Server().serve()
+    os._exit(0)  # no flush of a pipe whose reader may be gone
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ tree), then removed with ``shutil.rmtree``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
+import sys
 import uuid
 
 import filelock
@@ -54,8 +56,11 @@ def describe_tree(paths: TreePaths) -> tuple[str | None, str]:
             db.close()
     except (TreeError, sqlite3.Error):
         return None, "its index could not be read"
-    tree_id = str(row[0]).strip('"') if row else None
-    if tree_id is not None and not tree_id.isalnum():
+    try:
+        tree_id = json.loads(row[0]) if row else None
+    except ValueError:
+        tree_id = None
+    if not isinstance(tree_id, str) or not tree_id.isalnum():
         tree_id = None  # never build a path from an odd value
     return tree_id, f"{done} of {total} targets done"
 
@@ -78,7 +83,10 @@ def remove_tree(paths: TreePaths) -> None:
     def note(function: object, path: str, info: object) -> None:
         problems.append(f"{path}: {info[1] if isinstance(info, tuple) else info}")
 
-    shutil.rmtree(doomed, onerror=note)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(doomed, onexc=note)
+    else:
+        shutil.rmtree(doomed, onerror=note)
     if problems:
         raise TreeError(
             f"The job tree {paths.root} was moved to {doomed} for removal, but "
