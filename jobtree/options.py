@@ -196,7 +196,8 @@ def add_options(parser: Any) -> None:
     if isinstance(parser, argparse.ArgumentParser):
         group: Any = parser.add_argument_group("jobtree options")
         for option in OPTIONS:
-            kwargs: dict[str, Any] = {"dest": option.name, "help": option.help,
+            kwargs: dict[str, Any] = {"dest": option.name,
+                                      "help": _help(option).replace("%", "%%"),
                                       "default": option.default if option.name == "jobTree" else None}
             if option.flag:
                 kwargs["action"] = "store_true"
@@ -206,8 +207,7 @@ def add_options(parser: Any) -> None:
     elif isinstance(parser, optparse.OptionParser):
         group = optparse.OptionGroup(parser, "jobtree options")
         for option in OPTIONS:
-            help_text = option.help.replace("%(default)s", str(option.default))
-            kwargs = {"dest": option.name, "help": help_text,
+            kwargs = {"dest": option.name, "help": _help(option),
                       "default": option.default if option.name == "jobTree" else None}
             if option.flag:
                 kwargs["action"] = "store_true"
@@ -219,6 +219,10 @@ def add_options(parser: Any) -> None:
         raise BadOptionError(
             f"addJobTreeOptions needs an argparse.ArgumentParser or optparse.OptionParser, "
             f"not {type(parser).__name__}.")
+
+
+def _help(option: Option) -> str:
+    return option.help.replace("%(default)s", str(option.default))
 
 
 def default_options() -> argparse.Namespace:
