@@ -22,7 +22,7 @@ from ..jobstore import JobState
 from ..paths import TreePaths, write_atomic
 from ..resources import format_duration, parse_duration
 from .common import entry_point, tree_argument, tree_paths
-from .status import MasterState, find_master, open_tree
+from .status import MasterState, find_master, open_tree, plural
 
 #: default seconds to wait for the master to stop
 DEFAULT_TIMEOUT = 60.0
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No master is running the job tree {paths.root}: nothing to stop.")
         issued = _issued_count(paths)
         if issued:
-            print(f"{issued} targets are still marked as issued by a master that ended "
-                  f"without returning them; jobTreeRun --jobTree {paths.root} will run them "
+            print(f"{plural(issued, 'target')} still marked as issued by a master that "
+                  f"ended without returning them; jobTreeRun --jobTree {paths.root} will run them "
                   f"again.")
         return 0
     how = request_stop(paths, master)
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"The master stopped after {format_duration(time.monotonic() - began)}.")
     issued = _issued_count(paths)
     if issued:
-        print(f"{issued} targets are still marked as issued (the master did not return "
-              f"them); jobTreeRun will run them again.")
+        print(f"{plural(issued, 'target')} still marked as issued (the master did not "
+              f"return them); jobTreeRun will run them again.")
     print(f"Finished targets stay done. Continue the tree with:  "
           f"jobTreeRun --jobTree {paths.root}")
     return 0

@@ -60,7 +60,7 @@ def _median(db: sqlite3.Connection, column: str, where: str, args: tuple[Any, ..
     rows = db.execute(
         f"SELECT {column} FROM stats {condition} {column} IS NOT NULL ORDER BY {column} "
         f"LIMIT ? OFFSET ?", (*args, 2 - known % 2, (known - 1) // 2)).fetchall()
-    return sum(r[0] for r in rows) / len(rows)
+    return float(sum(r[0] for r in rows)) / len(rows)
 
 
 def collect(paths: TreePaths) -> dict[str, Any]:

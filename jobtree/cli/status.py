@@ -193,7 +193,8 @@ def _ago(stamp: float | None, now: float) -> str:
     return format_duration(max(0.0, now - stamp)) if stamp else "?"
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
+    """'1 target', '2 targets'."""
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
@@ -232,13 +233,13 @@ def count_lines(counts: dict[JobState, int], issued: Issued, now: float) -> list
         ("issued", counts[JobState.ISSUED], f"{running}, {queued}"),
         ("ready", counts[JobState.READY], "can be issued now"),
         ("waiting", waiting,
-         f"{_plural(counts[JobState.RAN], 'target')} that ran, waiting for children; "
-         f"{_plural(counts[JobState.WAITING], 'follow-on')} not started yet"),
+         f"{plural(counts[JobState.RAN], 'target')} that ran, waiting for children; "
+         f"{plural(counts[JobState.WAITING], 'follow-on')} not started yet"),
         ("failed", counts[JobState.FAILED], "failed on every try"),
     ]
     width = len(str(max(total, 1)))
     grows = "" if done == total else " so far (the total grows as targets add children)"
-    lines = [f"Progress: {done} of {_plural(total, 'target')} done{percent}{grows}."]
+    lines = [f"Progress: {done} of {plural(total, 'target')} done{percent}{grows}."]
     lines.extend(f"  {name:<8} {count:>{width}}" + (f"  {note}" if note and count else "")
                  for name, count, note in rows)
     return lines
@@ -300,17 +301,18 @@ def advice_lines(paths: TreePaths, counts: dict[JobState, int], master: MasterSt
     issued = counts[JobState.ISSUED]
     continue_with = f"jobTreeRun --jobTree {paths.root}"
     if counts[JobState.DONE] == total:
-        return [f"The tree finished: all {_plural(total, 'target')} are done."]
+        return [f"The tree finished: all {plural(total, 'target')} are done."]
     if master.running:
         return [f"Follow it with:  jobTreeStatus --jobTree {paths.root}   "
                 f"stop it with:  jobTreeKill --jobTree {paths.root}"]
     lines = []
     if issued:
-        lines.append(f"{_plural(issued, 'target')} are still marked as issued by a master "
+        lines.append(f"{plural(issued, 'target')} still marked as issued by a master "
                      f"that stopped without returning them; jobTreeRun will run them again.")
     if failed:
-        more = "" if verbose else f" (see why with:  jobTreeStatus --jobTree {paths.root} --verbose)"
-        lines.append(f"{_plural(failed, 'target')} failed for good{more}. Fix the cause, then "
+        more = "" if verbose else \
+            f" (see why with:  jobTreeStatus --jobTree {paths.root} --verbose)"
+        lines.append(f"{plural(failed, 'target')} failed for good{more}. Fix the cause, then "
                      f"continue with:  {continue_with}")
     else:
         lines.append(f"Nothing runs the tree. Continue it with:  {continue_with}")
