@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import os
+import pathlib
 import sqlite3
 import time
 from typing import Any, Iterator, NewType, Sequence
@@ -173,8 +174,8 @@ class JobStore:
     @staticmethod
     def _connect(path: str, readonly: bool) -> sqlite3.Connection:
         if readonly:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                 timeout=30)
+            db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + "?mode=ro", uri=True,
+                                 isolation_level=None, timeout=30)
         else:
             db = sqlite3.connect(path, isolation_level=None, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")

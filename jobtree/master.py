@@ -106,6 +106,7 @@ class Master:
     # ----------------------------------------------------------- recovery
     def recover(self) -> None:
         """Makes the tree consistent after whatever happened to the last master."""
+        _remove(self.paths.kill_request)  # meant for a master that is gone
         self._write_worker_config()
         leftovers = self._ingest_result_files()
         adopted = self._adopt()
@@ -189,7 +190,6 @@ class Master:
                               ignore_errors=True)
         if any(b.local for b in self.batches.values()):
             shutil.rmtree(local_temp_root(self.meta["tree_id"]), ignore_errors=True)
-        _remove(self.paths.kill_request)
 
     # ------------------------------------------------------------ issuing
     def _issue_ready(self) -> None:
@@ -277,6 +277,9 @@ class Master:
                 issued = self._issued.pop((role, update.batch_id), None)
                 if issued is None:
                     continue
+                if self.batches[role].local:  # what a killed worker could not remove
+                    self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
+                                                      f"{issued.job_id}.{issued.attempt}"))
                 settled = self._ingest(issued.job_id, issued.attempt, update, None,
                                        timed_out=issued.timed_out)
                 if isinstance(settled, Settled):
@@ -446,6 +449,10 @@ class Master:
             f"jobTreeRun --jobTree {self.paths.root}")
 
     def _finish(self) -> int:
+        try:
+            os.rmdir(local_temp_root(self.meta["tree_id"]))
+        except OSError:
+            pass
         counts = self.store.counts()
         failed = counts[JobState.FAILED]
         if failed:
@@ -533,3 +540,5 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)

@@ -7,7 +7,7 @@ import argparse
 import functools
 import os
 import sys
-from typing import Callable
+from typing import Protocol
 
 from ..errors import JobTreeError
 from ..paths import TreePaths
@@ -27,7 +27,13 @@ def tree_paths(value: str) -> TreePaths:
     return TreePaths(os.path.abspath(os.path.expanduser(value)))
 
 
-def entry_point(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+class Main(Protocol):
+    """A command's main function."""
+
+    def __call__(self, argv: list[str] | None = None) -> int: ...
+
+
+def entry_point(main: Main) -> Main:
     """Wraps a command's main: JobTreeError and Ctrl-C become one line on stderr."""
 
     @functools.wraps(main)
