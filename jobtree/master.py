@@ -345,6 +345,7 @@ class Master:
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
             log if os.path.exists(log) else None, message, self.clock(),
+            permanent=bool(result and result.get("permanent")),
             batch_id=update.batch_id if update else None)
         if permanent is None:
             return
@@ -420,7 +421,7 @@ class Master:
     # ----------------------------------------------------------- stopping
     def _stop(self) -> None:
         reason = self._stop_reason or "stopped"
-        logger.warning("%s; stopping %d running targets", reason, len(self._issued))
+        logger.warning("%s; stopping %d issued targets", reason, len(self._issued))
         for role, batch in self.batches.items():
             batch.kill([key[1] for key in self._issued if key[0] == role])
         deadline = self.clock() + 30

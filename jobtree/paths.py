@@ -36,10 +36,6 @@ class TreePaths:
         return os.path.join(self.root, "config.json")
 
     @property
-    def environ(self) -> str:
-        return os.path.join(self.root, "environ.json")
-
-    @property
     def jobs(self) -> str:
         return os.path.join(self.root, "jobs")
 

@@ -51,7 +51,7 @@ def failure_report(store: JobStore) -> str:
         tries[failure["job"]] = tries.get(failure["job"], 0) + 1
     failed = {f["job"] for f in store.failures(permanent_only=True)}
     noun = "target" if len(failed) == 1 else "targets"
-    lines = [f"jobtree: {len(failed)} {noun} failed."]
+    lines = [f"{len(failed)} {noun} failed."]
     for job in sorted(failed):
         lines.extend(describe_failure(latest[job], tries[job]))
     lines.append("Targets that do not depend on them have finished. Fix the cause, then "

@@ -71,21 +71,29 @@ class Stack:
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)
+        notices: list[str] = []
         if os.path.exists(paths.root) and not tree.exists_but_empty(paths):
             tree.check_owner(paths)
             store = JobStore.open(paths, readonly=True)
             try:
                 tree.check_same_pipeline(store, fingerprint)
-                stored = store.meta().get("options")
+                meta = store.meta()
             finally:
                 store.close()
-            config, changed = resolve(options, stored)
+            config, changed = resolve(options, meta.get("options"))
             batch_systems.canonical_name(config.batchSystem)
+            described = self.target._jt_describe()
+            if meta.get("root_description") not in (None, described):
+                notices.append(
+                    f"continuing the existing tree {paths.root}, started with the root "
+                    f"{meta['root_description']}; the root given now, {described}, is "
+                    f"ignored. To start over with it, remove the tree first:  jobTreeClean "
+                    f"--jobTree {paths.root}")
         else:
             config, changed = resolve(options)
             root = self._root_job(config)
             tree.create(paths, root, config, fingerprint)
-        return tree.run(paths, config, changed)
+        return tree.run(paths, config, changed, notices)
 
     def _root_job(self, config: Any) -> NewJob:
         """Checks the root against the batch system and pickles it."""

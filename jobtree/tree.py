@@ -82,6 +82,7 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         meta = dict(fingerprint, tree_id=uuid.uuid4().hex, environ=dict(os.environ),
                     sys_path=[os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)],
                     cwd=os.getcwd(), options=config.stored(), user=os.geteuid(),
+                    root_description=root.description,
                     host=socket.gethostname())
         JobStore.initialise(staged, meta, root, config.retryCount)
         os.chmod(staging, 0o700)
@@ -231,7 +232,8 @@ def _stop_on_signals(master: Master) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
+def run(paths: TreePaths, config: Config, changed: list[str],
+        notices: list[str] | None = None) -> int:
     """Runs the master on an existing tree until nothing more can run.
 
     Returns:
@@ -241,7 +243,7 @@ def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
         JobTreeError: the tree cannot be run (locked, bad batch system, ...).
     """
     try:
-        return _run_locked(paths, config, changed)
+        return _run_locked(paths, config, changed, notices or [])
     except sqlite3.Error as err:
         raise TreeError(
             f"The index of {paths.root} cannot be written ({err}). Finished work is safe; "
@@ -254,10 +256,13 @@ def run(paths: TreePaths, config: Config, changed: list[str]) -> int:
             f"{paths.root}") from err
 
 
-def _run_locked(paths: TreePaths, config: Config, changed: list[str]) -> int:
+def _run_locked(paths: TreePaths, config: Config, changed: list[str],
+                notices: list[str]) -> int:
     with master_logging(config), master_lock(paths):
         store = JobStore.open(paths)
         try:
+            for notice in notices:
+                logger.warning("%s", notice)
             if changed:
                 logger.info("options changed since the last run: %s", "; ".join(changed))
             store.set_meta("options", config.stored())

@@ -25,7 +25,7 @@ from typing import Any
 
 from . import serialize
 from .batch.base import EXIT_MEMORY
-from .errors import JobTreeError
+from .errors import JobTreeError, ResourceError, TargetDefinitionError, UnpicklableTargetError
 from .paths import TreePaths, local_temp_root, write_atomic
 from .resources import Resources
 from .target import Target, check_fits, class_name
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_SETUP = 2
+_DEFINITION_ERRORS = (ResourceError, TargetDefinitionError, UnpicklableTargetError)
 
 
 class RunContext:
@@ -96,6 +97,7 @@ class Worker:
         self.job_id = job_id
         self.attempt = attempt
         self.run_id = uuid.uuid4().hex
+        self.chained: str | None = None  # the chained follow-on running now, if any
         with open(self.paths.config, encoding="utf-8") as handle:
             self.config = json.load(handle)
         self.defaults = _resources(self.config["defaults"])
@@ -132,7 +134,7 @@ class Worker:
         data, resources = job["pickle"], _resources(job["resources"])
         wait = started - job["issued_at"] if job.get("issued_at") else None
         while True:
-            step, followon = self._run_one(data, job["chain"], resources, wait, len(steps))
+            step, followon = self._run_one(data, job["chain"], wait, len(steps))
             steps.append(step)
             if followon is None or step["children"]:
                 break
@@ -150,11 +152,13 @@ class Worker:
         write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5))
         return 0
 
-    def _run_one(self, data: bytes, chain: int, resources: Resources, wait: float | None,
+    def _run_one(self, data: bytes, chain: int, wait: float | None,
                  index: int) -> tuple[dict[str, Any], tuple[Any, ...] | None]:
         target: Target = serialize.loads(data)
+        if index > 0:
+            self.chained = target._jt_describe()
         local_dir = os.path.join(self.local_root, str(index))
-        context = RunContext(self.paths, chain, local_dir, resources, self.limits)
+        context = RunContext(self.paths, chain, local_dir, self.defaults, self.limits)
         target._jt_runtime = context
         target._jt_children = list(target._jt_children)
         usage_before = _cpu_seconds()
@@ -195,9 +199,11 @@ def _peak_memory() -> int:
     return max(own, kids) * 1024
 
 
-def _write_failure(worker: Worker, error: str) -> None:
+def _write_failure(worker: Worker, error: str, permanent: bool = False) -> None:
+    if worker.chained:
+        error = f"in the chained follow-on {worker.chained}: {error}"
     result = {"job": worker.job_id, "attempt": worker.attempt, "ok": False,
-              "run_id": worker.run_id, "error": error}
+              "run_id": worker.run_id, "error": error, "permanent": permanent}
     try:
         write_atomic(worker.paths.result(worker.job_id, worker.attempt),
                      pickle.dumps(result, 5))
@@ -232,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except JobTreeError as err:
         traceback.print_exc()
         print(f"jobtree: {err}", file=sys.stderr)
-        _write_failure(worker, f"{type(err).__name__}: {err}")
+        # a target that breaks the rules will break them again: no retries
+        _write_failure(worker, f"{type(err).__name__}: {err}",
+                       permanent=isinstance(err, _DEFINITION_ERRORS))
         return EXIT_FAILED
     except BaseException as err:  # noqa: BLE001 - a target may raise anything
         if isinstance(err, SystemExit) and err.code in (None, 0):

@@ -139,3 +139,10 @@ def test_tree_from_a_newer_jobtree_is_refused(tree_dir: Path) -> None:
     db.close()
     err = _clear(run_command("run", "--jobTree", str(tree_dir)))
     assert "format 99" in err and "newer jobtree" in err
+
+
+def test_rule_breaking_targets_are_not_retried(tree_dir: Path) -> None:
+    result = run_script("bad.py", "huge-child", "--jobTree", str(tree_dir), "--retryCount", "3")
+    assert result.returncode == 1
+    assert result.stderr.count("failed for good (attempt 1") == 1
+    assert "trying again" not in result.stderr

@@ -71,3 +71,12 @@ def test_log_file_and_options_changed_on_restart(tmp_path: Path) -> None:
     # the log file option was stored with the tree and still applies
     assert log.read_text().count("the tree finished") == 2
     assert os.path.getsize(log) > 0
+
+
+def test_failure_in_a_chained_follow_on_names_it(tmp_path: Path) -> None:
+    env = dict(os.environ, CHAIN_FAIL="1")
+    done = run_script("chain.py", "chain", "--out", str(tmp_path / "out"), "--jobTree",
+                      str(tmp_path / "jt"), "--retryCount", "0", env=env)
+    assert done.returncode == 1
+    assert "in the chained follow-on Link(n=3" in done.stderr
+    assert "RuntimeError: link 3 broke" in done.stderr

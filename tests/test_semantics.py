@@ -112,3 +112,12 @@ def test_same_script_again_continues_finished_tree(tmp_path: Path) -> None:
     again = run_script("tree.py", *args)
     assert again.returncode == 0, again.stderr
     assert len(os.listdir(events)) == count  # nothing ran twice
+
+
+def test_same_script_with_other_arguments_warns(tmp_path: Path) -> None:
+    args = ("--events", str(tmp_path / "events"), "--jobTree", str(tmp_path / "jt"))
+    assert run_script("tree.py", "--depth", "1", "--fanout", "2", *args).returncode == 0
+    again = run_script("tree.py", "--depth", "1", "--fanout", "3", *args)
+    assert again.returncode == 0
+    assert "the root given now, Node(path='r', depth=1, fanout=3" in again.stderr
+    assert "is ignored" in again.stderr and "jobTreeClean" in again.stderr

@@ -19,6 +19,8 @@ class Link(Target):
         with open(os.path.join(self.out, f"link{self.n}"), "w") as handle:
             handle.write(str(os.getpid()))
         self.logToMaster(f"link {self.n} ran")
+        if self.n == 3 and os.environ.get("CHAIN_FAIL"):
+            raise RuntimeError("link 3 broke")
         if self.n < 4:
             self.setFollowOnTarget(Link(self.n + 1, self.out))
 
