@@ -309,3 +309,18 @@ def test_console_scripts(command: str) -> None:
     process = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
     assert process.returncode == 0
     assert "--jobTree" in process.stdout
+
+
+def test_status_check_and_dot(tmp_path: Path) -> None:
+    tree = tmp_path / "jt"
+    done = subprocess.run([sys.executable, str(PIPELINES / "tree.py"), "--depth", "1",
+                           "--fanout", "2", "--events", str(tmp_path / "ev"), "--jobTree",
+                           str(tree)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    dot = tmp_path / "tree.dot"
+    status = run_command("status", "--jobTree", str(tree), "--check", "--dot", str(dot))
+    assert status.returncode == 0, status.stderr
+    assert "Check: the tree is consistent." in status.stdout
+    text = dot.read_text()
+    assert text.startswith("digraph jobtree {") and text.count("->") == 3
+    assert "style=dashed" in text

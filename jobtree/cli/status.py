@@ -19,8 +19,8 @@ import sqlite3
 import time
 from typing import Any
 
-from .. import tree
-from ..errors import TreeError
+from .. import graph, tree
+from ..errors import BadOptionError, TreeError
 from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
 from ..report import describe_failure
@@ -336,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
                              "log file and its last lines) and the latest logToMaster messages")
     parser.add_argument("--failIfNotComplete", action="store_true",
                         help="exit with status 1 if any target is not done")
+    parser.add_argument("--check", action="store_true",
+                        help="also check the tree's invariants (reads every job; slow on "
+                             "huge trees) and exit 1 if one is broken")
+    parser.add_argument("--dot", metavar="FILE",
+                        help="also write the tree (its first 5000 targets) as a Graphviz "
+                             "DOT graph to FILE: children solid, follow-ons dashed")
     options = parser.parse_args(argv)
     paths = tree_paths(options.jobTree)
     store = open_tree(paths)
@@ -352,13 +358,30 @@ def main(argv: list[str] | None = None) -> int:
             if options.verbose:
                 lines += issued_lines(store, now) + failure_lines(store) + message_lines(db)
             lines += advice_lines(paths, counts, master, options.verbose)
+            problems = graph.check(store) if options.check else []
+            if options.check:
+                lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
+                          if problems else ["Check: the tree is consistent."])
+            if options.dot:
+                _write_dot(options.dot, graph.to_dot(graph.build(store)))
+                lines.append(f"Wrote the tree as a DOT graph to {options.dot}.")
         finally:
             db.close()
     finally:
         store.close()
     print("\n".join(lines))
     complete = counts[JobState.DONE] == sum(counts.values())
+    if problems:
+        return 1
     return 1 if options.failIfNotComplete and not complete else 0
+
+
+def _write_dot(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as err:
+        raise BadOptionError(f"--dot {path} cannot be written: {err.strerror}.") from None
 
 
 if __name__ == "__main__":
