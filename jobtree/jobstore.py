@@ -221,8 +221,10 @@ class JobStore:
             rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
             raise TreeError(
-                f"The index {paths.db} cannot be read ({err}). If another program "
-                f"changed it, the tree is lost: remove it with jobTreeClean and start again.") from err
+                f"The index {paths.db} cannot be read ({err}). If the disk or file system "
+                f"is at fault, fix it and try again; if another program overwrote the "
+                f"file, the tree cannot be recovered: remove it with jobTreeClean and start "
+                f"again.") from err
         version = json.loads(rows.get("format_version", "0"))
         if version > FORMAT_VERSION:
             db.close()
@@ -453,7 +455,8 @@ class JobStore:
             (job, attempt) was stale and nothing changed.
         """
         row = self._db.execute(
-            "SELECT tries_left, batch, batch_id FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
+            "SELECT tries_left, batch, batch_id FROM jobs "
+            "WHERE id = ? AND attempt = ? AND state = ?",
             (job_id, attempt, int(JobState.ISSUED))).fetchone()
         if row is None:
             return None

@@ -22,7 +22,7 @@ from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .errors import JobTreeError, TreeStopped
 from .jobstore import JobRow, JobState, JobStore, NewJob, Settled, Step
 from .options import Config
-from .paths import TreePaths, local_temp_root, write_atomic
+from .paths import local_temp_root, write_atomic
 from .report import failure_report
 from .resources import Resources, format_duration
 

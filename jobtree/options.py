@@ -195,34 +195,27 @@ def add_options(parser: Any) -> None:
     """Adds jobtree's options to an argparse or optparse parser."""
     if isinstance(parser, argparse.ArgumentParser):
         group: Any = parser.add_argument_group("jobtree options")
-        for option in OPTIONS:
-            kwargs: dict[str, Any] = {"dest": option.name,
-                                      "help": _help(option).replace("%", "%%"),
-                                      "default": option.default if option.name == "jobTree" else None}
-            if option.flag:
-                kwargs["action"] = "store_true"
-            else:
-                kwargs["metavar"] = option.metavar
-            group.add_argument(f"--{option.name}", **kwargs)
+        add, percent = group.add_argument, "%%"  # argparse formats help with %
     elif isinstance(parser, optparse.OptionParser):
         group = optparse.OptionGroup(parser, "jobtree options")
-        for option in OPTIONS:
-            kwargs = {"dest": option.name, "help": _help(option),
-                      "default": option.default if option.name == "jobTree" else None}
-            if option.flag:
-                kwargs["action"] = "store_true"
-            else:
-                kwargs["metavar"] = option.metavar
-            group.add_option(f"--{option.name}", **kwargs)
         parser.add_option_group(group)
+        add, percent = group.add_option, "%"
     else:
         raise BadOptionError(
             f"addJobTreeOptions needs an argparse.ArgumentParser or optparse.OptionParser, "
             f"not {type(parser).__name__}.")
-
-
-def _help(option: Option) -> str:
-    return option.help.replace("%(default)s", str(option.default))
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "dest": option.name,
+            "help": option.help.replace("%(default)s", str(option.default)).replace(
+                "%", percent),
+            # None means "not given", so a restart keeps the tree's stored values
+            "default": option.default if option.name == "jobTree" else None}
+        if option.flag:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = option.metavar
+        add(f"--{option.name}", **kwargs)
 
 
 def default_options() -> argparse.Namespace:

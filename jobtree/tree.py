@@ -131,8 +131,13 @@ def describe_holder(paths: TreePaths) -> str:
 
 
 @contextlib.contextmanager
-def master_lock(paths: TreePaths) -> Iterator[None]:
+def master_lock(paths: TreePaths, refusal: str | None = None) -> Iterator[None]:
     """Holds the tree's master lock, so there is one writer.
+
+    Args:
+        paths: the tree.
+        refusal: what to tell the user if a master holds it (default: how to
+            wait for, follow or stop that master).
 
     Raises:
         TreeLockedError: another master holds it.
@@ -143,8 +148,9 @@ def master_lock(paths: TreePaths) -> Iterator[None]:
     except filelock.Timeout:
         raise TreeLockedError(
             f"Another jobtree master is running the tree {paths.root} ({describe_holder(paths)}). "
-            f"Wait for it to finish, follow it with jobTreeStatus --jobTree {paths.root}, or "
-            f"stop it with jobTreeKill --jobTree {paths.root}.") from None
+            + (refusal or f"Wait for it to finish, follow it with jobTreeStatus --jobTree "
+                          f"{paths.root}, or stop it with jobTreeKill --jobTree {paths.root}.")
+        ) from None
     try:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         with open(paths.master_info, "w", encoding="utf-8") as handle:

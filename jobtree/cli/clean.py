@@ -16,10 +16,9 @@ import sqlite3
 import sys
 import uuid
 
-import filelock
 
 from .. import tree
-from ..errors import TreeError, TreeLockedError
+from ..errors import TreeError
 from ..paths import TreePaths, local_temp_root
 from .common import entry_point, tree_argument, tree_paths
 from .status import readonly_connection
@@ -114,18 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     check_removable(paths)
     tree_id, state = describe_tree(paths)
-    lock = filelock.FileLock(paths.lock)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise TreeLockedError(
-            f"A jobtree master is running the tree {paths.root} "
-            f"({tree.describe_holder(paths)}), so jobTreeClean left it alone. Stop it first "
-            f"with:  jobTreeKill --jobTree {paths.root}  then run jobTreeClean again.") from None
-    try:
+    with tree.master_lock(paths, refusal=(
+            f"jobTreeClean left it alone. Stop it first with:  jobTreeKill --jobTree "
+            f"{paths.root}  then run jobTreeClean again.")):
         remove_tree(paths)
-    finally:
-        lock.release()
     removed = f"Removed the job tree {paths.root} ({state})"
     if tree_id is not None:
         local = local_temp_root(tree_id)

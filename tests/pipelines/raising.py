@@ -33,4 +33,5 @@ if __name__ == "__main__":
     parser.add_argument("--twoFollowOns", action="store_true")
     Stack.addJobTreeOptions(parser)
     options = parser.parse_args()
-    raise SystemExit(1 if Stack(Raiser(options.record, options.twoFollowOns)).startJobTree(options) else 0)
+    failed = Stack(Raiser(options.record, options.twoFollowOns)).startJobTree(options)
+    raise SystemExit(1 if failed else 0)
