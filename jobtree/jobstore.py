@@ -328,7 +328,7 @@ class JobStore:
                                (job_id, int(JobState.READY))).fetchone()
         if row is None:
             raise KeyError(job_id)
-        attempt = row[0] + 1
+        attempt = int(row[0]) + 1
         self._db.execute(
             "UPDATE jobs SET state = ?, attempt = ?, batch = ?, batch_id = NULL, "
             "issued_at = ?, started_at = NULL WHERE id = ?",

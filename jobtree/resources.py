@@ -110,7 +110,7 @@ def parse_cpu(value: SizeLike, what: str = "cpu") -> float | None:
     if value is None or _unset(value):
         return None
     try:
-        cpu = float(value)  # type: ignore[arg-type]
+        cpu = float(value)
     except (TypeError, ValueError):
         raise ResourceError(f"{what} must be a number of cores, not {value!r}.") from None
     if cpu <= 0 or math.isnan(cpu) or math.isinf(cpu):

@@ -81,12 +81,12 @@ def _script_path_of(module_name: str | None) -> str | None:
         return str(path)
     if module_name == "__main__" and getattr(module, "__spec__", None) is None:
         file = getattr(module, "__file__", None)
-        if file and file.endswith(".py") and os.path.isfile(file):
+        if isinstance(file, str) and file.endswith(".py") and os.path.isfile(file):
             return os.path.abspath(file)
     return None
 
 
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, but script-level definitions go by (path, qualname)."""
 
     def reducer_override(self, obj: Any) -> Any:

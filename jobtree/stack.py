@@ -132,8 +132,8 @@ def _fingerprint(target: Target) -> dict[str, Any]:
     script: str | None = None
     if spec is not None and getattr(spec, "name", None):
         script = spec.name
-    elif getattr(main, "__file__", None):
-        script = os.path.realpath(main.__file__)  # type: ignore[union-attr]
+    elif isinstance(getattr(main, "__file__", None), str):
+        script = os.path.realpath(str(getattr(main, "__file__")))
     return {"script": script, "root_class": class_name(target)}
 
 

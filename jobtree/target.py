@@ -179,7 +179,7 @@ class Target:
         self._jt_runtime = None
 
     def _context(self, method: str) -> RunContext:
-        runtime = getattr(self, "_jt_runtime", None)
+        runtime: RunContext | None = getattr(self, "_jt_runtime", None)
         if runtime is None:
             raise TargetDefinitionError(
                 f"{method}() works only while the target runs (inside run()); "

@@ -116,7 +116,7 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: os.write(self.wake_w, b"."))
         signal.signal(signal.SIGTERM, lambda *_: os.write(self.wake_w, b"T"))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stdin = sys.stdin.buffer.raw  # type: ignore[attr-defined]
+        stdin = sys.stdin.fileno()
         buffer = b""
         while True:
             try:
@@ -129,7 +129,7 @@ class Server:
                 if b"T" in woke or self.master_gone:
                     break
             if stdin in ready:
-                chunk = os.read(stdin.fileno(), 65536)
+                chunk = os.read(stdin, 65536)
                 if not chunk:
                     break
                 buffer += chunk
