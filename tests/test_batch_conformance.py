@@ -229,6 +229,12 @@ def collect(batch: BatchSystem, ids: Sequence[BatchJobId], timeout: float) -> di
     return updates
 
 
+def only(updates: dict[BatchJobId, Update]) -> Update:
+    """The one update of a one-job collect()."""
+    (update,) = updates.values()
+    return update
+
+
 def assert_quiet(batch: BatchSystem) -> None:
     """Nothing is issued any more and no further update comes."""
     assert batch.issued() == set()
@@ -328,8 +334,7 @@ def test_exit_codes_and_reasons(batch: BatchSystem, jobs: Jobs, case: BatchCase)
 def test_wall_time_is_the_time_the_job_ran(batch: BatchSystem, jobs: Jobs,
                                            case: BatchCase) -> None:
     spec = jobs.command([sys.executable, "-c", "import time; time.sleep(0.6)"])
-    updates = collect(batch, [batch.issue(spec)], QUICK + case.latency)
-    update = next(iter(updates.values()))
+    update = only(collect(batch, [batch.issue(spec)], QUICK + case.latency))
     assert update.reason is ExitReason.FINISHED and update.exit_code == 0, log_of(spec)
     assert update.wall is not None and 0.5 <= update.wall <= 0.6 + 5 + case.latency
 
@@ -337,17 +342,15 @@ def test_wall_time_is_the_time_the_job_ran(batch: BatchSystem, jobs: Jobs,
 def test_a_job_that_dies_of_a_signal_is_not_finished(batch: BatchSystem, jobs: Jobs,
                                                      case: BatchCase) -> None:
     spec = jobs.command(["/bin/sh", "-c", "kill -9 $$"])
-    update = collect(batch, [batch.issue(spec)], QUICK + case.latency)[
-        BatchJobId(next(iter(batch.issued() or [""]))) if False else None] \
-        if False else next(iter(collect(batch, [], 0).values()), None) if False else None
-    del update
-    # (kept simple below)
+    update = only(collect(batch, [batch.issue(spec)], QUICK + case.latency))
+    assert update.reason is not ExitReason.FINISHED and update.exit_code != 0, update
+    assert_quiet(batch)
 
 
 def test_a_command_that_cannot_start_fails(batch: BatchSystem, jobs: Jobs,
                                            case: BatchCase) -> None:
     spec = jobs.command([str(jobs.root / "no-such-program")])
-    update = next(iter(collect(batch, [batch.issue(spec)], QUICK + case.latency).values()))
+    update = only(collect(batch, [batch.issue(spec)], QUICK + case.latency))
     assert update.reason is ExitReason.FAILED and update.exit_code != 0, update
     assert_quiet(batch)
 
