@@ -12,6 +12,7 @@ imported (lambdas, closures, interactive definitions) is pickled by value.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import io
 import os
@@ -86,15 +87,34 @@ def _script_path_of(module_name: str | None) -> str | None:
     return None
 
 
+def load_module_attribute(module_name: str, qualname: str) -> Any:
+    """Finds ``qualname`` in the importable module ``module_name``."""
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _main_module_name() -> str | None:
+    """The importable name of ``__main__`` when run as ``python -m NAME``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    return name if isinstance(name, str) and name != "__main__" else None
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, but script-level definitions go by (path, qualname)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (type, types.FunctionType)):
             qualname = getattr(obj, "__qualname__", "")
-            path = _script_path_of(getattr(obj, "__module__", None))
-            if path is not None and "<" not in qualname and _is_top_level(obj, qualname):
-                return load_script_attribute, (path, qualname)
+            module = getattr(obj, "__module__", None)
+            if "<" not in qualname and _is_top_level(obj, qualname):
+                path = _script_path_of(module)
+                if path is not None:
+                    return load_script_attribute, (path, qualname)
+                if module == "__main__" and _main_module_name():
+                    return load_module_attribute, (_main_module_name(), qualname)
         return super().reducer_override(obj)
 
 

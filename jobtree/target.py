@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import JobTreeError, ResourceError, TargetDefinitionError
@@ -222,6 +223,9 @@ class Target:
 def class_name(target: Target) -> str:
     """The class of a target as reports show it (module.Class; Class for scripts)."""
     module = type(target).__module__
+    if module == "__main__":  # run as `python -m NAME`: name it as workers will
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = getattr(spec, "name", None) or module
     if module.startswith("_jobtree_script_") or module == "__main__":
         return type(target).__qualname__
     return f"{module}.{type(target).__qualname__}"

@@ -21,13 +21,14 @@ import json
 import logging
 import os
 import pickle
-import signal
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
+from batchjobs import targets
 
 from jobtree import batch as batch_systems
 from jobtree import serialize
@@ -37,8 +38,6 @@ from jobtree.batch.base import EXIT_MEMORY
 from jobtree.paths import TreePaths
 from jobtree.resources import Resources
 from jobtree.target import FunctionWrappingTarget
-
-from batchjobs import targets
 
 TESTS = Path(__file__).resolve().parent
 JOB = str(TESTS / "batchjobs" / "job.py")
@@ -204,12 +203,13 @@ def wait_for_record(spec: JobSpec, path: str, timeout: float) -> dict[str, Any]:
     pytest.fail(f"job {spec.name} did not start within {timeout:g}s; log:\n{log_of(spec)}")
 
 
-def collect(batch: BatchSystem, ids: Sequence[BatchJobId], timeout: float) -> dict[
-        BatchJobId, Update]:
+def collect(batch: BatchSystem, ids: Sequence[BatchJobId], timeout: float,
+            check_issued: bool = True) -> dict[BatchJobId, Update]:
     """Polls next_update (as the master does) until every id is reported.
 
     Checks along the way that each id is reported once, that no other id is
-    reported, and that issued() lists exactly the ids not yet reported.
+    reported, and (with ``check_issued``) that issued() lists exactly the ids
+    not yet reported.
     """
     pending = set(ids)
     updates: dict[BatchJobId, Update] = {}
@@ -217,7 +217,9 @@ def collect(batch: BatchSystem, ids: Sequence[BatchJobId], timeout: float) -> di
     while pending:
         left = deadline - time.monotonic()
         assert left > 0, f"no update within {timeout:g}s for {sorted(pending)}"
-        assert pending <= batch.issued(), "a job not yet reported is missing from issued()"
+        if check_issued:
+            assert pending <= batch.issued(), (
+                f"jobs not yet reported are missing from issued(): {pending - batch.issued()}")
         update = batch.next_update(min(left, 1.0))
         if update is None:
             continue
@@ -225,7 +227,7 @@ def collect(batch: BatchSystem, ids: Sequence[BatchJobId], timeout: float) -> di
         assert update.batch_id in pending, f"update for a job not waited for: {update}"
         pending.discard(update.batch_id)
         updates[update.batch_id] = update
-        assert update.batch_id not in batch.issued(), "a reported job is still in issued()"
+        assert update.batch_id not in batch.issued(), f"{update.batch_id} reported, still issued"
     return updates
 
 
@@ -277,12 +279,6 @@ def assert_gone(batch: BatchSystem, pids: Sequence[int], pgids: Sequence[int] = 
             break
         time.sleep(0.05)
     assert not left, f"processes left behind: {left}"
-
-
-def same_machine(batch: BatchSystem, record: dict[str, Any]) -> bool:
-    import socket
-
-    return batch.local and record["host"] == socket.gethostname()
 
 
 # ------------------------------------------------------------------- limits
@@ -391,3 +387,284 @@ def test_running_lists_a_running_job_with_growing_seconds(batch: BatchSystem, jo
     batch.kill([batch_id])
     collect(batch, [batch_id], QUICK + case.latency)
     assert batch_id not in batch.running()
+
+
+# --------------------------------------------------------------------- kill
+
+KINDS = ["command", "worker"]
+
+
+def sleeper(jobs: Jobs, kind: str, record: str, cpu: float = 1) -> JobSpec:
+    """A job that writes ``record`` once it runs, then sleeps for a minute."""
+    if kind == "command":
+        return jobs.script("sleep", record, "60", cpu=cpu)
+    return jobs.worker(targets.sleep_recording, record, 60, cpu=cpu)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_a_running_job(batch: BatchSystem, jobs: Jobs, case: BatchCase,
+                            kind: str) -> None:
+    record = jobs.path("sleeper.json")
+    spec = sleeper(jobs, kind, record)
+    batch_id = batch.issue(spec)
+    started = wait_for_record(spec, record, QUICK + case.latency)
+    batch.kill([batch_id])
+    update = only(collect(batch, [batch_id], QUICK + case.latency))
+    assert update.reason is ExitReason.KILLED, (update, log_of(spec))
+    assert_gone(batch, [started["pid"]], [started["pgid"]])
+    assert_quiet(batch)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_right_after_issue(batch: BatchSystem, jobs: Jobs, case: BatchCase,
+                                kind: str) -> None:
+    record = jobs.path("sleeper.json")
+    spec = sleeper(jobs, kind, record)
+    batch_id = batch.issue(spec)
+    batch.kill([batch_id])
+    # One wait: the kill must take effect without the caller polling again.
+    patience = 5 + case.latency
+    update = batch.next_update(patience)
+    assert update is not None, (
+        f"a job killed right after issue() was not reported by one "
+        f"next_update({patience:g}); log:\n{log_of(spec)}")
+    assert update.batch_id == batch_id and update.reason is ExitReason.KILLED, (
+        update, log_of(spec))
+    time.sleep(0.3)
+    if os.path.exists(record):
+        started = json.loads(Path(record).read_text())
+        assert_gone(batch, [started["pid"]], [started["pgid"]])
+    assert_quiet(batch)
+
+
+def test_kill_a_job_that_ignores_sigterm(batch: BatchSystem, jobs: Jobs,
+                                         case: BatchCase) -> None:
+    record = jobs.path("stubborn.json")
+    spec = jobs.script("sleep", record, "60", "--ignore-term")
+    batch_id = batch.issue(spec)
+    started = wait_for_record(spec, record, QUICK + case.latency)
+    killed_at = time.monotonic()
+    batch.kill([batch_id])
+    # One long wait: the job must be stopped after the grace period whether or
+    # not the caller happens to call next_update again meanwhile.
+    patience = case.kill_grace + 3 + case.latency
+    update = first = batch.next_update(patience)
+    if update is None:  # see whether it dies at all when polled the master's way
+        update = only(collect(batch, [batch_id], QUICK + case.latency))
+    died_after = time.monotonic() - killed_at
+    assert update.batch_id == batch_id and update.reason is ExitReason.KILLED, update
+    assert_gone(batch, [started["pid"]], [started["pgid"]])
+    assert first is not None, (
+        f"one next_update({patience:g}) after kill() of a job that ignores SIGTERM "
+        f"returned None; the job was stopped only when next_update was called again, "
+        f"{died_after:.1f}s after the kill")
+    assert died_after <= patience
+    assert_quiet(batch)
+
+
+def test_kill_a_job_waiting_for_a_slot(make_batch: Callable[..., BatchSystem], jobs: Jobs,
+                                       case: BatchCase) -> None:
+    batch = make_batch(max_threads=1)
+    record, marker = jobs.path("blocker.json"), jobs.path("ran.json")
+    blocker = jobs.script("sleep", record, "60")
+    blocker_id = batch.issue(blocker)
+    wait_for_record(blocker, record, QUICK + case.latency)
+    waiting_id = batch.issue(jobs.script("touch", marker))
+    batch.kill([waiting_id])
+    update = only(collect(batch, [waiting_id], QUICK + case.latency, check_issued=False))
+    assert update.reason is ExitReason.KILLED, update
+    batch.kill([blocker_id])
+    collect(batch, [blocker_id], QUICK + case.latency)
+    assert_quiet(batch)
+    assert not os.path.exists(marker), "a job killed while waiting for a slot still ran"
+
+
+def test_a_killed_job_stays_issued_until_reported(make_batch: Callable[..., BatchSystem],
+                                                  jobs: Jobs, case: BatchCase) -> None:
+    batch = make_batch(max_threads=1)
+    record = jobs.path("blocker.json")
+    blocker = jobs.script("sleep", record, "60")
+    running_id = batch.issue(blocker)
+    wait_for_record(blocker, record, QUICK + case.latency)
+    waiting_id = batch.issue(jobs.script("sleep", jobs.path("never.json"), "60"))
+    batch.kill([running_id, waiting_id])
+    assert {running_id, waiting_id} <= batch.issued(), (
+        f"issued() must list killed jobs until next_update reports them; it is "
+        f"{batch.issued()} (running {running_id}, waiting {waiting_id})")
+    collect(batch, [running_id, waiting_id], QUICK + case.latency)
+    assert_quiet(batch)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_takes_the_jobs_children(batch: BatchSystem, jobs: Jobs, case: BatchCase,
+                                      kind: str) -> None:
+    record = jobs.path("family.json")
+    if kind == "command":
+        shell = ('sleep 60 & echo "{\\"pid\\": $$, \\"child\\": $!}" > "$1.tmp" '
+                 '&& mv "$1.tmp" "$1"; wait')
+        spec = jobs.command(["/bin/sh", "-c", shell, "sh", record])
+    else:
+        spec = jobs.worker(targets.spawn_child_and_sleep, record, 60)
+    batch_id = batch.issue(spec)
+    started = wait_for_record(spec, record, QUICK + case.latency)
+    assert not batch.local or alive(started["child"])
+    batch.kill([batch_id])
+    update = only(collect(batch, [batch_id], QUICK + case.latency))
+    assert update.reason is ExitReason.KILLED, (update, log_of(spec))
+    assert_gone(batch, [started["pid"], started["child"]])
+    assert_quiet(batch)
+
+
+# ---------------------------------------------------------------------- log
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_log_gets_stdout_and_stderr(batch: BatchSystem, jobs: Jobs, case: BatchCase,
+                                        kind: str) -> None:
+    spec = jobs.script("say") if kind == "command" else jobs.worker(targets.say, "conformance")
+    update = only(collect(batch, [batch.issue(spec)], QUICK + case.latency))
+    assert update.reason is ExitReason.FINISHED, (update, log_of(spec))
+    log = log_of(spec)
+    assert "conformance-stdout" in log and "conformance-stderr" in log, log
+
+
+# ------------------------------------------------------------------ workers
+
+
+def test_a_worker_writes_its_result_and_finishes(batch: BatchSystem, jobs: Jobs,
+                                                 case: BatchCase) -> None:
+    spec = jobs.worker(targets.say, "result", attempt=2)
+    update = only(collect(batch, [batch.issue(spec)], QUICK + case.latency))
+    assert (update.exit_code, update.reason) == (0, ExitReason.FINISHED), (update, log_of(spec))
+    assert update.wall is not None and update.wall >= 0
+    result = jobs.result(spec)
+    assert result is not None, f"no results/{spec.job_id}.{spec.attempt}; log:\n{log_of(spec)}"
+    assert (result["ok"], result["job"], result["attempt"]) == (True, spec.job_id, 2)
+    assert_quiet(batch)
+
+
+def test_failing_workers_report_why(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
+    failing = jobs.worker(targets.fail)
+    hungry = jobs.worker(targets.run_out_of_memory)
+    ids = {batch.issue(failing): failing, batch.issue(hungry): hungry}
+    updates = collect(batch, list(ids), QUICK + case.latency)
+    by_spec = {ids[i].job_id: u for i, u in updates.items()}
+    assert (by_spec[failing.job_id].exit_code, by_spec[failing.job_id].reason) == (
+        1, ExitReason.FAILED), log_of(failing)
+    assert (by_spec[hungry.job_id].exit_code, by_spec[hungry.job_id].reason) == (
+        EXIT_MEMORY, ExitReason.MEMLIMIT), log_of(hungry)
+    for spec in (failing, hungry):
+        result = jobs.result(spec)
+        assert result is not None and result["ok"] is False, log_of(spec)
+    assert_quiet(batch)
+
+
+# ------------------------------------------------------------------- limits
+
+
+def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_max_threads_one_runs_one_job_at_a_time(make_batch: Callable[..., BatchSystem],
+                                                jobs: Jobs, case: BatchCase) -> None:
+    batch = make_batch(max_threads=1)
+    records = [jobs.path(f"stamp{i}.json") for i in range(2)]
+    ids = [batch.issue(jobs.script("stamp", r, "0.5", cpu=0.5)) for r in records]
+    for update in collect(batch, ids, QUICK + case.latency).values():
+        assert update.reason is ExitReason.FINISHED, update
+    first, second = (json.loads(Path(r).read_text()) for r in records)
+    assert not overlap(first, second), (first, second)
+
+
+def test_jobs_share_the_cpus(make_batch: Callable[..., BatchSystem], jobs: Jobs,
+                             case: BatchCase) -> None:
+    batch = make_batch(max_threads=4, max_cpus=2)
+    cpus = batch.limits().cpu
+    if cpus is None or cpus < 2:
+        pytest.skip(f"the batch system gives at most {cpus} cores per job")
+    big, small1, small2 = (jobs.path(f"{n}.json") for n in ("big", "small1", "small2"))
+    ids = [batch.issue(jobs.script("stamp", big, "0.6", cpu=2)),
+           batch.issue(jobs.script("stamp", small1, "0.6", cpu=1)),
+           batch.issue(jobs.script("stamp", small2, "0.6", cpu=1))]
+    for update in collect(batch, ids, QUICK + case.latency).values():
+        assert update.reason is ExitReason.FINISHED, update
+    stamps = {p: json.loads(Path(p).read_text()) for p in (big, small1, small2)}
+    assert not overlap(stamps[big], stamps[small1]), stamps
+    assert not overlap(stamps[big], stamps[small2]), stamps
+    if batch.local:  # and the limit is not met by running one job at a time
+        assert overlap(stamps[small1], stamps[small2]), stamps
+
+
+# -------------------------------------------------------------------- close
+
+
+def test_close_stops_everything(make_batch: Callable[..., BatchSystem], jobs: Jobs,
+                                case: BatchCase) -> None:
+    batch = make_batch(max_threads=3)
+    specs = [jobs.script("sleep", jobs.path("plain.json"), "60", cpu=0.5),
+             jobs.script("sleep", jobs.path("stubborn.json"), "60", "--ignore-term", cpu=0.5),
+             jobs.worker(targets.sleep_recording, jobs.path("worker.json"), 60, cpu=0.5)]
+    records = [jobs.path(n) for n in ("plain.json", "stubborn.json", "worker.json")]
+    for spec in specs:
+        batch.issue(spec)
+    marker = jobs.path("ran.json")
+    batch.issue(jobs.script("touch", marker, cpu=0.5))  # waits for a slot
+    started = [wait_for_record(s, r, QUICK + case.latency) for s, r in zip(specs, records)]
+    began = time.monotonic()
+    batch.close()
+    took = time.monotonic() - began
+    assert took <= case.kill_grace + 5 + case.latency, f"close() took {took:.1f}s"
+    assert_gone(batch, [s["pid"] for s in started], [s["pgid"] for s in started])
+    time.sleep(0.2)
+    assert not os.path.exists(marker), "a job waiting for a slot ran after close()"
+
+
+# ------------------------------------------- singleMachine: its fork server
+
+
+#: seconds within which the jobs of a dead fork server must be reported
+LOST_WITHIN = 5.0
+
+
+def _kill_fork_server(batch: single_machine.SingleMachine) -> None:
+    server = batch._server
+    assert server is not None, "the worker jobs did not go through the fork server"
+    server.process.kill()
+    server.process.wait(timeout=QUICK)
+    deadline = time.monotonic() + QUICK
+    while server.alive:  # the reader thread has seen the end of its output
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("issue_first", [False, True],
+                         ids=["collect-then-issue", "issue-then-collect"])
+def test_single_machine_fork_server_death_loses_no_job(jobs: Jobs, issue_first: bool) -> None:
+    """The fork server's jobs are reported when it dies, and later workers run,
+    whether the next issue() comes before or after the death is reported."""
+    batch = single_machine.SingleMachine(max_threads=4)
+    try:
+        records = [jobs.path(f"worker{i}.json") for i in range(2)]
+        specs = [jobs.worker(targets.sleep_recording, r, 60, cpu=0.5) for r in records]
+        ids = [batch.issue(s) for s in specs]
+        started = [wait_for_record(s, r, QUICK) for s, r in zip(specs, records)]
+        _kill_fork_server(batch)
+        later = jobs.worker(targets.say, "after")
+        if issue_first:
+            later_id = batch.issue(later)
+            updates = collect(batch, [*ids, later_id], LOST_WITHIN)
+        else:
+            updates = collect(batch, ids, LOST_WITHIN)
+            later_id = batch.issue(later)
+            updates.update(collect(batch, [later_id], QUICK))
+        for batch_id in ids:
+            assert updates[batch_id].reason in (
+                ExitReason.LOST, ExitReason.FAILED, ExitReason.KILLED), updates[batch_id]
+        assert updates[later_id].reason is ExitReason.FINISHED, (updates[later_id],
+                                                                 log_of(later))
+        assert jobs.result(later) is not None
+        assert_gone(batch, [s["pid"] for s in started], [s["pgid"] for s in started])
+        assert_quiet(batch)
+    finally:
+        batch.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,20 @@ def test_same_script_with_other_arguments_warns(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert "the root given now, Node(path='r', depth=1, fanout=3" in again.stderr
     assert "is ignored" in again.stderr and "jobTreeClean" in again.stderr
+
+
+def test_pipeline_run_as_a_module(tmp_path: Path) -> None:
+    package = tmp_path / "pipe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = (Path(__file__).parent / "pipelines" / "parsers.py").read_text()
+    (package / "hello.py").write_text(source)
+    out = tmp_path / "out.txt"
+    done = subprocess.run([sys.executable, "-m", "pipe.hello", "argparse", str(out),
+                           "--jobTree", str(tmp_path / "jt")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "hello from argparse"
+    db = sqlite3.connect(tmp_path / "jt" / "tree.db")
+    assert sorted(c for (c,) in db.execute("SELECT cls FROM jobs")) == [
+        "pipe.hello.Hello", "pipe.hello.Write"]
