@@ -349,6 +349,7 @@ class Master:
             batch_id=update.batch_id if update else None)
         if permanent is None:
             return
+        _trim(log, self.config.maxLogFileSize)
         description = self.store.job(job_id).description
         if permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,
@@ -503,6 +504,20 @@ def _read_result(path: str) -> dict[str, Any] | None:
                        path, err)
         return None
     return result if isinstance(result, dict) else None
+
+
+def _trim(path: str, limit: int) -> None:
+    """Cuts a kept log to its last ``limit`` bytes (the end says what went wrong)."""
+    try:
+        if os.path.getsize(path) <= limit:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(-limit, os.SEEK_END)
+            tail = handle.read()
+    except OSError:
+        return
+    note = b"[jobtree: the start of this log was cut to keep it under --maxLogFileSize]\n"
+    write_atomic(path, note + tail[tail.find(b"\n") + 1:], sync=False)
 
 
 class _Janitor:

@@ -130,7 +130,8 @@ OPTIONS: tuple[Option, ...] = (
            "Rotate --logFile when it reaches --maxLogFileSize (keeps 3 old files).",
            flag=True),
     Option("maxLogFileSize", _SIZE, 64 * 1024 ** 2,
-           "Size at which --rotatingLogging rotates the log (default: 64M).",
+           "Largest log kept: the log of a failed attempt is cut to its last SIZE bytes, "
+           "and --rotatingLogging rotates --logFile at this size (default: 64M).",
            metavar="SIZE"),
     Option("bigBatchSystem", _text, None,
            "A second batch system for big targets (those at or above a --big*Threshold).",

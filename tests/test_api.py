@@ -140,3 +140,12 @@ def test_temp_helpers(tmp_path: object) -> None:
     assert os.path.isfile(path) and path.endswith(".txt") and os.path.getsize(path) == 0
     folder = getTempDirectory(rootDir=str(tmp_path))
     assert os.path.isdir(folder) and os.listdir(folder) == []
+
+
+def test_classic_module_paths() -> None:
+    from jobtree.scriptTree.stack import Stack as ClassicStack
+    from jobtree.scriptTree.target import Target as ClassicTarget
+
+    assert ClassicStack is Stack and ClassicTarget is Target
+    unset = Target(time=sys.maxsize, memory=sys.maxsize, cpu=sys.maxsize)
+    assert unset.getResources() == Target().getResources()

@@ -116,3 +116,28 @@ def test_worker_killed_by_signal_is_retried(tmp_path: Path) -> None:
     assert _runs(runs, "item5") == 2
     assert "killed by signal 9" in done.stderr
     assert _runs(runs, "done") == 1
+
+
+def test_kept_logs_are_cut_to_maxLogFileSize(tmp_path: Path) -> None:
+    script = tmp_path / "noisy.py"
+    script.write_text(
+        "import sys\n"
+        "from jobtree import Stack, Target\n"
+        "class Noisy(Target):\n"
+        "    def run(self):\n"
+        "        for i in range(20000):\n"
+        "            print('line', i, 'x' * 40)\n"
+        "        raise ValueError('noisy failure')\n"
+        "if __name__ == '__main__':\n"
+        "    import argparse\n"
+        "    p = argparse.ArgumentParser(); Stack.addJobTreeOptions(p)\n"
+        "    sys.exit(1 if Stack(Noisy()).startJobTree(p.parse_args()) else 0)\n")
+    tree = tmp_path / "jt"
+    done = run_script(script, "--jobTree", str(tree), "--retryCount", "0",
+                      "--maxLogFileSize", "10K")
+    assert done.returncode == 1
+    (log,) = (tree / "logs").iterdir()
+    text = log.read_text()
+    assert len(text) <= 10 * 1024 + 200
+    assert text.startswith("[jobtree: the start of this log was cut")
+    assert "ValueError: noisy failure" in text
