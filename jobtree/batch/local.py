@@ -27,7 +27,14 @@ logger = logging.getLogger(__name__)
 
 #: seconds between SIGTERM and SIGKILL when a job is killed
 KILL_GRACE = 5.0
-_WORKER = ("-m", "jobtree.worker")
+#: longest wait in next_update before it looks after kills again
+_SLICE = 0.2
+_WORKER = ["-m", "jobtree.worker"]
+
+
+def _is_worker(spec: JobSpec) -> bool:
+    """Whether the job is a jobtree worker (it goes to the fork server)."""
+    return list(spec.argv[1:3]) == _WORKER
 
 
 def machine_cpus() -> int:
@@ -51,13 +58,16 @@ class _Running:
         self.started = started
         self.pid: int | None = None
         self.killed_at: float | None = None
+        self.server: int | None = None  # the generation of the fork server that runs it
 
 
 class _ForkServer:
     """The master's end of the fork server: sends spawns, reads exits."""
 
-    def __init__(self, ended: queue.Queue[tuple[BatchJobId, int | None, int | None]],
+    def __init__(self, generation: int,
+                 ended: queue.Queue[tuple[BatchJobId, int | None, int | None]],
                  started: queue.Queue[tuple[BatchJobId, int]]) -> None:
+        self.generation = generation
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jobtree.batch.forkserver"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, close_fds=True)
@@ -84,7 +94,8 @@ class _ForkServer:
                 self._ended.put((BatchJobId(message["exited"]), message["code"],
                                  message["maxrss"]))
         self.alive = False
-        self._ended.put((BatchJobId(""), None, None))  # wake the master: the server is gone
+        # tell the master which server is gone (its jobs are lost)
+        self._ended.put((BatchJobId(""), self.generation, None))
 
     def close(self) -> None:
         if self.process.stdin is not None:
@@ -122,6 +133,7 @@ class SingleMachine(BatchSystem):
         self._ended: queue.Queue[tuple[BatchJobId, int | None, int | None]] = queue.Queue()
         self._started: queue.Queue[tuple[BatchJobId, int]] = queue.Queue()
         self._server: _ForkServer | None = None
+        self._generation = 0
         self._synthetic: collections.deque[Update] = collections.deque()
         self._cpu_used = 0.0
         self._memory_used = 0
@@ -161,9 +173,11 @@ class SingleMachine(BatchSystem):
         self._cpu_used += float(spec.resources.cpu or 1)
         self._memory_used += int(spec.resources.memory or 0)
         argv = list(spec.argv)
-        if argv[1:3] == list(_WORKER) and sys.platform.startswith("linux"):
+        if _is_worker(spec) and sys.platform.startswith("linux"):
             if self._server is None or not self._server.alive:
-                self._server = _ForkServer(self._ended, self._started)
+                self._generation += 1
+                self._server = _ForkServer(self._generation, self._ended, self._started)
+            running.server = self._server.generation
             self._server.spawn(batch_id, argv[3:], spec.log_path)
         else:
             self._popen(batch_id, running, argv)
@@ -203,7 +217,8 @@ class SingleMachine(BatchSystem):
                     _signal_group(running.pid, signal.SIGTERM)
 
     def issued(self) -> set[BatchJobId]:
-        return set(self._waiting) | set(self._running)
+        return (set(self._waiting) | set(self._running)
+                | {update.batch_id for update in self._synthetic})
 
     def running(self) -> dict[BatchJobId, float]:
         self._note_starts()
@@ -223,19 +238,22 @@ class SingleMachine(BatchSystem):
                     _signal_group(pid, signal.SIGTERM)
 
     def next_update(self, timeout: float) -> Update | None:
-        self._note_starts()
-        self._escalate_kills()
-        if self._synthetic:
-            return self._synthetic.popleft()
         deadline = time.time() + max(timeout, 0)
         while True:
+            # kills wait for a pid or a grace period: look after them every slice
+            self._note_starts()
+            self._escalate_kills()
+            if self._synthetic:
+                return self._synthetic.popleft()
             try:
                 batch_id, code, maxrss = self._ended.get(
-                    timeout=max(deadline - time.time(), 0))
+                    timeout=min(max(deadline - time.time(), 0), _SLICE))
             except queue.Empty:
-                return None
+                if time.time() >= deadline:
+                    return None
+                continue
             if batch_id == "":
-                self._server_died()
+                self._server_died(code)
                 continue
             update = self._finish(batch_id, code, maxrss)
             if update is not None:
@@ -256,21 +274,23 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.FINISHED
         elif running.killed_at is not None:
             reason = ExitReason.KILLED
-        elif code == EXIT_MEMORY:
+        elif code is None:
+            reason = ExitReason.LOST
+        elif code == EXIT_MEMORY and _is_worker(running.spec):
             reason = ExitReason.MEMLIMIT
         else:
             reason = ExitReason.FAILED
         return Update(batch_id, code, reason, time.time() - running.started, maxrss)
 
-    def _server_died(self) -> None:
-        """The fork server is gone: its jobs are lost (the master rescues them)."""
-        if self._server is None or self._server.alive:
-            return
-        lost = [i for i, r in self._running.items() if r.spec.argv[1:3] == list(_WORKER)]
-        logger.warning("the singleMachine fork server exited; %d jobs are lost", len(lost))
+    def _server_died(self, generation: int | None) -> None:
+        """A fork server is gone: the jobs it ran are lost (the master retries them)."""
+        lost = [i for i, r in self._running.items() if r.server == generation]
+        if lost:
+            logger.warning("the singleMachine fork server exited; %d jobs are lost", len(lost))
         for batch_id in lost:
             self._ended.put((batch_id, None, None))
-        self._server = None
+        if self._server is not None and self._server.generation == generation:
+            self._server = None
 
     def _escalate_kills(self) -> None:
         now = time.time()
