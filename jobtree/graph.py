@@ -19,10 +19,8 @@ def build(store: JobStore) -> nx.DiGraph:
     ``chain`` and ``closed`` (whether the chain it founds has finished).
     """
     graph = nx.DiGraph()
-    rows = store._db.execute(  # read-only walk over the whole index
-        "SELECT id, state, parent, predecessor, chain, pending, cls, description, chain_closed "
-        "FROM jobs")
-    for job, state, parent, predecessor, chain, pending, cls, description, closed in rows:
+    for job, state, parent, predecessor, chain, pending, cls, description, closed in (
+            store.links()):
         graph.add_node(job, state=JobState(state), cls=cls, description=description,
                        pending=pending, chain=chain, closed=bool(closed))
         if predecessor is not None:

@@ -311,15 +311,18 @@ class JobStore:
         """(class, wall, cpu, wait, memory) of every recorded run."""
         return list(self._db.execute("SELECT cls, wall, cpu, wait, memory FROM stats"))
 
+    def links(self) -> Iterator[tuple[Any, ...]]:
+        """(id, state, parent, predecessor, chain, pending, cls, description,
+        chain_closed) of every job: a walk over the whole index."""
+        return iter(self._db.execute(
+            "SELECT id, state, parent, predecessor, chain, pending, cls, description, "
+            "chain_closed FROM jobs"))
+
     def chain_is_closed(self, chain_id: int) -> bool:
         """Whether the chain founded by ``chain_id`` has finished (or never existed)."""
         row = self._db.execute("SELECT chain_closed FROM jobs WHERE id = ?",
                                (chain_id,)).fetchone()
         return row is None or bool(row[0])
-
-    def run_ids(self) -> list[tuple[int, int | None, str | None]]:
-        """(id, parent, run id) of every job, for checking exactly-once commits."""
-        return list(self._db.execute("SELECT id, predecessor, run_id FROM jobs"))
 
     # ------------------------------------------------------------- writes
     def mark_issued(self, job_id: int, batch: str, now: float) -> int:

@@ -16,7 +16,7 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .errors import JobTreeError, TreeStopped
@@ -479,18 +479,19 @@ class Master:
                     c[JobState.WAITING] + c[JobState.RAN], c[JobState.FAILED])
 
 
-def _step(data: dict[str, Any]) -> Step:
-    def new(job: Iterable[Any] | None) -> NewJob | None:
-        if job is None:
-            return None
-        cls, description, cpu, memory, time_, pickled, resources = job
-        return NewJob(cls, description, cpu, memory, time_, resources.get("disk"), pickled)
+def _new_job(job: dict[str, Any]) -> NewJob:
+    res = job["resources"]
+    return NewJob(job["cls"], job["description"], res["cpu"], res["memory"], res["time"],
+                  res["disk"], job["pickle"])
 
-    children = [new(c) for c in data["children"]]
+
+def _step(data: dict[str, Any]) -> Step:
+    """A step of a worker's result file, as the job store takes it."""
+    followon = data["followon"]
     return Step(cls=data["cls"], description=data["description"],
-                children=[c for c in children if c is not None],
-                followon=new(data["followon"]), messages=data["messages"],
-                stats=data["stats"])
+                children=[_new_job(c) for c in data["children"]],
+                followon=_new_job(followon) if followon is not None else None,
+                messages=data["messages"], stats=data["stats"])
 
 
 def _read_result(path: str) -> dict[str, Any] | None:

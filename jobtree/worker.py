@@ -139,35 +139,33 @@ class Worker:
             if followon is None or step["children"]:
                 break
             budget = float(self.config["job_time"])
-            follow_res = _resources(followon[6]).with_defaults(self.defaults)
+            follow_res = _resources(followon["resources"]).with_defaults(self.defaults)
             if (time.time() - started >= budget or (follow_res.cpu or 1) > (resources.cpu or 1)
                     or (follow_res.memory or 0) > (resources.memory or 0)):
                 break
-            step["followon"] = None
-            step["chained"] = True
-            data, wait = followon[5], 0.0
-            logger.debug("chaining the follow-on %s", followon[1])
+            step["followon"] = None  # run here, as the next step
+            data, wait = followon["pickle"], 0.0
+            logger.debug("chaining the follow-on %s", followon["description"])
         result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
                   "run_id": self.run_id, "steps": steps}
         write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5))
         return 0
 
     def _run_one(self, data: bytes, chain: int, wait: float | None,
-                 index: int) -> tuple[dict[str, Any], tuple[Any, ...] | None]:
+                 index: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         target: Target = serialize.loads(data)
         if index > 0:
             self.chained = target._jt_describe()
         local_dir = os.path.join(self.local_root, str(index))
         context = RunContext(self.paths, chain, local_dir, self.defaults, self.limits)
         target._jt_runtime = context
-        target._jt_children = list(target._jt_children)
         usage_before = _cpu_seconds()
         began = time.time()
         try:
             target.run()
-            children = [_new_job(c, self.defaults) for c in target._jt_children]
+            children = [_new_job(c) for c in target._jt_children]
             followon = target._jt_followon
-            follow = _new_job(followon, self.defaults) if followon is not None else None
+            follow = _new_job(followon) if followon is not None else None
         finally:
             target._jt_runtime = None
             shutil.rmtree(local_dir, ignore_errors=True)
@@ -181,10 +179,11 @@ class Worker:
         return step, follow
 
 
-def _new_job(target: Target, defaults: Resources) -> tuple[Any, ...]:
-    res = target.getResources()
-    return (class_name(target), target._jt_describe(), res.cpu, res.memory, res.time,
-            serialize.dump_target(target), res.to_dict())
+def _new_job(target: Target) -> dict[str, Any]:
+    """A target the run added, as the result file carries it."""
+    return {"cls": class_name(target), "description": target._jt_describe(),
+            "resources": target.getResources().to_dict(),
+            "pickle": serialize.dump_target(target)}
 
 
 def _cpu_seconds() -> float:
