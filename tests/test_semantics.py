@@ -140,3 +140,20 @@ def test_pipeline_run_as_a_module(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "jt" / "tree.db")
     assert sorted(c for (c,) in db.execute("SELECT cls FROM jobs")) == [
         "pipe.hello.Hello", "pipe.hello.Write"]
+
+
+def test_command_children_and_functions_pickled_by_value(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = run_script("commands.py", "--out", str(out), "--jobTree", str(tmp_path / "jt"))
+    assert done.returncode == 0, done.stderr
+    assert (out / "command.txt").read_text() == "from-shell\n"
+    assert (out / "lambda.txt").read_text() == "lambda"
+    assert (out / "closure.txt").read_text() == "closure"
+
+
+def test_failing_command_child(tmp_path: Path) -> None:
+    env = dict(os.environ, COMMAND_FAILS="1")
+    done = run_script("commands.py", "--out", str(tmp_path / "out"), "--jobTree",
+                      str(tmp_path / "jt"), "--retryCount", "0", env=env)
+    assert done.returncode == 1
+    assert "The command `exit 7` exited with status 7" in done.stderr
