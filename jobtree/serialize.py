@@ -23,9 +23,11 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import UnpicklableTargetError
+from .errors import TargetDefinitionError, UnpicklableTargetError
 
 PROTOCOL = 5
+#: set in the environment while a worker imports a pipeline script
+IMPORTING_SCRIPT = "JOBTREE_IMPORTING_SCRIPT"
 
 
 def _script_module_name(path: str) -> str:
@@ -54,11 +56,21 @@ def import_script(path: str) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     module.__jobtree_script__ = path  # type: ignore[attr-defined]
     sys.modules[name] = module
+    os.environ[IMPORTING_SCRIPT] = path
     try:
         spec.loader.exec_module(module)
+    except SystemExit as err:
+        del sys.modules[name]
+        raise TargetDefinitionError(
+            f"Importing the script {path} (to load its target classes) ran its command "
+            f"line, which exited with {err.code!r}. Workers import the script as a module, "
+            f"so put the code that parses options and starts the tree under "
+            f"`if __name__ == \"__main__\":`.") from None
     except BaseException:
         del sys.modules[name]
         raise
+    finally:
+        del os.environ[IMPORTING_SCRIPT]
     return module
 
 

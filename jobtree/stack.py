@@ -68,6 +68,13 @@ class Stack:
         from .paths import TreePaths
 
         _install_excepthook()
+        script = os.environ.get("JOBTREE_IMPORTING_SCRIPT")
+        if script:
+            raise TargetDefinitionError(
+                f"The script {script} started a tree while a worker imported it to load its "
+                f"target classes. Workers import the script as a module, so put the code "
+                f"that parses options and starts the tree under "
+                f"`if __name__ == \"__main__\":`.")
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)

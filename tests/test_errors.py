@@ -146,3 +146,14 @@ def test_rule_breaking_targets_are_not_retried(tree_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("failed for good (attempt 1") == 1
     assert "trying again" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["start", "argv"])
+def test_script_without_main_guard(tmp_path: Path, case: str) -> None:
+    env = dict(os.environ, CASE=case)
+    extra = ["--needed", "x"] if case == "argv" else []
+    result = run_script("unguarded.py", *extra, "--jobTree", str(tmp_path / "jt"),
+                        "--retryCount", "0", env=env)
+    assert result.returncode == 1
+    assert 'under `if __name__ == "__main__":`' in result.stderr
+    assert "failed for good (attempt 1" in result.stderr
