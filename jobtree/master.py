@@ -41,6 +41,7 @@ class _Issued:
     batch: str
     description: str
     timed_out: bool = False
+    start_recorded: bool = False
 
 
 class Master:
@@ -170,7 +171,7 @@ class Master:
             except ValueError:
                 continue
             with self.store.transaction():
-                if self._ingest(job_id, attempt, None, "left behind"):
+                if self._ingest(job_id, attempt, None):
                     ingested += 1
             self._janitor.remove(self._garbage)
         return ingested
@@ -280,7 +281,7 @@ class Master:
                 if self.batches[role].local:  # what a killed worker could not remove
                     self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
                                                       f"{issued.job_id}.{issued.attempt}"))
-                settled = self._ingest(issued.job_id, issued.attempt, update, None,
+                settled = self._ingest(issued.job_id, issued.attempt, update,
                                        timed_out=issued.timed_out)
                 if isinstance(settled, Settled):
                     settled_all.append(settled)
@@ -303,7 +304,7 @@ class Master:
         return updates
 
     def _ingest(self, job_id: int, attempt: int, update: Update | None,
-                note: str | None, timed_out: bool = False) -> Settled | bool:
+                timed_out: bool = False) -> Settled | bool:
         """Ingests the outcome of one attempt inside the caller's transaction.
 
         Returns:
@@ -361,8 +362,8 @@ class Master:
     def _after_commit(self, settled: Settled) -> None:
         for level, description, text in settled.messages:
             logger.log(level, "%s: %s", description, text)
-        for chain in settled.closed_chains:
-            shutil.rmtree(self.paths.chain_dir(chain), ignore_errors=True)
+        # no job of a closed chain runs again: its global temp dir can go
+        self._janitor.remove([self.paths.chain_dir(chain) for chain in settled.closed_chains])
 
     # ------------------------------------------------------- housekeeping
     def _housekeeping(self) -> None:
@@ -386,7 +387,9 @@ class Master:
                 issued = self._issued.get((role, batch_id))
                 if issued is None:
                     continue
-                starts.append((issued, now - seconds))
+                if not issued.start_recorded:
+                    issued.start_recorded = True
+                    starts.append((issued, now - seconds))
                 if limit is not None and seconds > limit and not issued.timed_out:
                     issued.timed_out = True
                     over.append(batch_id)
@@ -413,7 +416,7 @@ class Master:
                     issued = self._issued.pop(key)
                     logger.warning("%s job %s vanished from %s; rescuing it",
                                    issued.description, key[1], batch.name)
-                    outcomes.append(self._ingest(issued.job_id, issued.attempt, None, "lost"))
+                    outcomes.append(self._ingest(issued.job_id, issued.attempt, None))
             self._janitor.remove(self._garbage)
             for outcome in outcomes:
                 if isinstance(outcome, Settled):
@@ -433,7 +436,7 @@ class Master:
                     continue
                 with self.store.transaction():
                     if update.reason is ExitReason.FINISHED:
-                        settled = self._ingest(issued.job_id, issued.attempt, update, None)
+                        settled = self._ingest(issued.job_id, issued.attempt, update)
                     else:
                         settled = None
                         self.store.return_to_ready(issued.job_id, issued.attempt)

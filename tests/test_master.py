@@ -130,7 +130,7 @@ def test_runs_a_tree_and_ingestion_is_idempotent(tmp_path: Path) -> None:
     rows = master.store._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
     # ingesting the root's result again (or a stale attempt) changes nothing
     with master.store.transaction():
-        assert master._ingest(1, 1, None, None) is False
+        assert master._ingest(1, 1, None) is False
         assert master.store.ingest_success(1, 1, [], "x", 0, 0) is None
         assert master.store.record_failure(1, 1, "failed", 1, None, None, 0) is None
     assert master.store.counts() == counts
