@@ -150,6 +150,10 @@ class Master:
             "defaults": self.defaults.to_dict(),
             "limits": {"cpu": limits.cpu, "memory": limits.memory},
             "job_time": self.config.jobTime, "stats": self.config.stats,
+            # a result that reaches the master through another machine's file
+            # system is synced; on this machine a torn result after a crash is
+            # detected (it does not unpickle) and its job simply runs again
+            "sync_results": not all(b.local for b in self.batches.values()),
             "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
         }
         write_atomic(self.paths.config, json.dumps(config).encode())
@@ -169,6 +173,10 @@ class Master:
             try:
                 job_id, attempt = (int(x) for x in name.split("."))
             except ValueError:
+                continue
+            if _read_result(self.paths.result(job_id, attempt)) is None:
+                # torn by a crash of the machine: the job runs again, no try counted
+                _remove(self.paths.result(job_id, attempt))
                 continue
             with self.store.transaction():
                 if self._ingest(job_id, attempt, None):

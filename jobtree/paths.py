@@ -77,8 +77,10 @@ class TreePaths:
 
 def local_temp_root(tree_id: str) -> str:
     """The node-local folder under which workers of one tree make their local
-    temp dirs (``$TMPDIR`` or /tmp)."""
-    return os.path.join(tempfile.gettempdir(), f"jobtree-{os.getuid()}", tree_id)
+    temp dirs (``$TMPDIR`` or /tmp; not tempfile.gettempdir(), which writes a
+    test file each time a process asks)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    return os.path.join(base, f"jobtree-{os.getuid()}", tree_id)
 
 
 def write_atomic(path: str, data: bytes, sync: bool = True) -> None:

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 EXIT_FAILED = 1
 EXIT_SETUP = 2
 _DEFINITION_ERRORS = (ResourceError, TargetDefinitionError, UnpicklableTargetError)
+# variables of the node and the scheduler that the stored environment must not override
+_NODE_PREFIXES = ("SLURM_", "SGE_", "PBS_", "LSB_", "LSF_", "JOB_", "JOBTREE_")
+_NODE_VARIABLES = ("TMPDIR", "HOSTNAME", "NSLOTS", "NHOSTS", "OMP_NUM_THREADS")
 
 
 class RunContext:
@@ -107,12 +110,14 @@ class Worker:
 
     def prepare(self) -> None:
         """Gives the process the environment of the process that started the tree."""
-        keep = {k: v for k, v in os.environ.items()
-                if k.startswith(("SLURM_", "SGE_", "PBS_", "LSB_", "LSF_", "JOB_", "JOBTREE_"))
-                or k in ("TMPDIR", "HOSTNAME", "NSLOTS", "NHOSTS", "OMP_NUM_THREADS")}
-        os.environ.clear()
-        os.environ.update(self.config["environ"])
-        os.environ.update(keep)
+        wanted = dict(self.config["environ"])
+        wanted.update((k, v) for k, v in os.environ.items() if k.startswith(_NODE_PREFIXES)
+                      or k in _NODE_VARIABLES)  # what the scheduler set for this job
+        for key in [k for k in os.environ if k not in wanted]:
+            del os.environ[key]
+        for key, value in wanted.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
         for entry in reversed(self.config["sys_path"]):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
@@ -148,7 +153,8 @@ class Worker:
             logger.debug("chaining the follow-on %s", followon["description"])
         result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
                   "run_id": self.run_id, "steps": steps}
-        write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5))
+        write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5),
+                     sync=self.config.get("sync_results", True))
         return 0
 
     def _run_one(self, data: bytes, chain: int, wait: float | None,

@@ -238,3 +238,20 @@ def test_restarted_master_adopts_jobs_the_batch_system_still_runs(tmp_path: Path
     assert again.run() == 0
     assert again.store.job(1).attempt == 1  # the same attempt finished; nothing re-issued
     assert again.store.counts()[JobState.DONE] == 4
+
+
+def test_torn_result_left_by_a_crash_costs_no_try(tmp_path: Path) -> None:
+    paths, config = _make_tree(tmp_path, Root(1), retryCount=0)
+    clock = Clock()
+    master, batch = _master(paths, config, clock)
+    master.recover()
+    master._issue_ready()
+    spec = next(iter(batch.queue.values()))
+    assert Worker(paths.root, spec.job_id, spec.attempt).run() == 0
+    data = Path(paths.result(1, 1)).read_bytes()
+    Path(paths.result(1, 1)).write_bytes(data[: len(data) // 2])  # the machine crashed
+    master.store.close()
+    again, _ = _master(paths, config, clock)
+    assert again.run() == 0  # no try was used up by the torn file
+    assert again.store.failures(permanent_only=False) == []
+    assert again.store.job(1).attempt == 2
