@@ -278,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{jobTreeDir} exists, so this run resumes it: not generating "
                   f"a new {fileToSort}", file=sys.stderr)
         else:
-            generateFile(fileToSort, options.generate, options.seed)
+            try:
+                os.makedirs(os.path.dirname(fileToSort), exist_ok=True)
+                generateFile(fileToSort, options.generate, options.seed)
+            except OSError as err:
+                parser.error(f"cannot write --fileToSort {options.fileToSort}: {err.strerror}")
     if not os.path.isfile(fileToSort):
         parser.error(f"--fileToSort {options.fileToSort} is not a file "
                      f"(use --generate SIZE to make one)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from types import TracebackType
@@ -78,7 +79,7 @@ class Stack:
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)
-        notices: list[str] = []
+        notices: list[tuple[int, str]] = []
         if os.path.exists(paths.root) and not tree.exists_but_empty(paths):
             tree.check_owner(paths)
             store = JobStore.open(paths, readonly=True)
@@ -91,15 +92,16 @@ class Stack:
             batch_systems.canonical_name(config.batchSystem)
             described = self.target._jt_describe()
             if meta.get("root_description") not in (None, described):
-                notices.append(
+                notices.append((logging.WARNING, (
                     f"continuing the existing tree {paths.root}, started with the root "
                     f"{meta['root_description']}; the root given now, {described}, is "
                     f"ignored. To start over with it, remove the tree first:  jobTreeClean "
-                    f"--jobTree {paths.root}")
+                    f"--jobTree {paths.root}")))
         else:
             config, changed = resolve(options)
             root = self._root_job(config)
             tree.create(paths, root, config, fingerprint)
+            notices.append((logging.INFO, f"created the job tree {paths.root}"))
         return tree.run(paths, config, changed, notices)
 
     def _root_job(self, config: Any) -> NewJob:

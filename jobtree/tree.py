@@ -92,7 +92,6 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         if isinstance(err, OSError):
             raise TreeError(f"Cannot create the job tree {paths.root}: {err}.") from err
         raise
-    logger.info("created the job tree %s", paths.root)
 
 
 def check_same_pipeline(store: JobStore, fingerprint: dict[str, Any]) -> None:
@@ -239,7 +238,7 @@ def _stop_on_signals(master: Master) -> Iterator[None]:
 
 
 def run(paths: TreePaths, config: Config, changed: list[str],
-        notices: list[str] | None = None) -> int:
+        notices: list[tuple[int, str]] | None = None) -> int:
     """Runs the master on an existing tree until nothing more can run.
 
     Returns:
@@ -263,12 +262,12 @@ def run(paths: TreePaths, config: Config, changed: list[str],
 
 
 def _run_locked(paths: TreePaths, config: Config, changed: list[str],
-                notices: list[str]) -> int:
+                notices: list[tuple[int, str]]) -> int:
     with master_logging(config), master_lock(paths):
         store = JobStore.open(paths)
         try:
-            for notice in notices:
-                logger.warning("%s", notice)
+            for level, notice in notices:
+                logger.log(level, "%s", notice)
             if changed:
                 logger.info("options changed since the last run: %s", "; ".join(changed))
             store.set_meta("options", config.stored())
