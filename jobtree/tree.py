@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import logging.handlers
@@ -89,6 +90,12 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         os.rename(staging, paths.root)
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise TreeError(
+                f"Another process created {paths.root} while this one was creating a tree "
+                f"there (two runs started at once?). Nothing of this run was kept; check "
+                f"that directory, and continue its tree with:  jobTreeRun --jobTree "
+                f"{paths.root}") from err
         if isinstance(err, OSError):
             raise TreeError(f"Cannot create the job tree {paths.root}: {err}.") from err
         raise

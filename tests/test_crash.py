@@ -18,7 +18,10 @@ from jobtree import graph
 from jobtree.jobstore import JobStore
 from jobtree.paths import TreePaths, local_temp_root
 
+# CI runs 25 kills of a 426-target tree; for a longer soak, e.g.
+# JOBTREE_CRASH_KILLS=200 JOBTREE_CRASH_DEPTH=5 (1,706 targets)
 KILLS = int(os.environ.get("JOBTREE_CRASH_KILLS", "25"))
+DEPTH = int(os.environ.get("JOBTREE_CRASH_DEPTH", "4"))
 
 
 def _start(args: list[str]) -> subprocess.Popen[bytes]:
@@ -59,16 +62,18 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
     script = str(PIPELINES / "crashtree.py")
     clean = tmp_path / "clean"
     done = subprocess.run([sys.executable, script, "--base", str(clean), "--jobTree",
-                           str(tmp_path / "clean-tree"), "--logLevel", "WARNING"],
+                           str(tmp_path / "clean-tree"), "--logLevel", "WARNING",
+                           "--depth", str(DEPTH)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     expected = _outputs(clean)
-    assert len(expected) == 1 + 4 + 16 + 64 + 256
+    assert len(expected) == sum(4 ** level for level in range(DEPTH + 1))
 
     base = tmp_path / "crashed"
     tree = tmp_path / "tree"
     rng = random.Random(1234)
-    first = [script, "--base", str(base), "--jobTree", str(tree), "--logLevel", "WARNING"]
+    first = [script, "--base", str(base), "--jobTree", str(tree), "--logLevel", "WARNING",
+             "--depth", str(DEPTH)]
     again = ["-m", "jobtree.cli.run", "--jobTree", str(tree)]
     kills = 0
     finished = False
@@ -103,7 +108,7 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
             continue
         parent = path.rsplit("-", 1)[0]
         creators[parent].add((base / "runs" / name).read_text())
-    assert len(creators) == 1 + 4 + 16 + 64
+    assert len(creators) == sum(4 ** level for level in range(DEPTH))
     for parent, executions in creators.items():
         assert len(executions) == 1, f"children of {parent} came from {executions}"
     deadline = time.time() + 10
