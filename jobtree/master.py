@@ -77,6 +77,11 @@ class Master:
         """Asks the loop to stop at its next turn (safe from a signal handler)."""
         self._stop_reason = reason
 
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop_reason is not None
+
     def run(self) -> int:
         """Recovers, then runs until nothing more can run.
 

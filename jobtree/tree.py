@@ -232,11 +232,14 @@ def _stop_on_signals(master: Master) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and master._stop_reason:
-            raise KeyboardInterrupt
+        if signum == signal.SIGINT and master.stopping:
+            raise KeyboardInterrupt  # a second Ctrl-C
         master.request_stop(f"received {signal.Signals(signum).name}")
 
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    # a signal ignored on purpose (nohup, a background job) stays ignored
+    saved = {s: signal.signal(s, handler)
+             for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+             if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:
