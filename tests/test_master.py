@@ -168,9 +168,9 @@ def test_stale_attempt_result_is_ignored(tmp_path: Path) -> None:
     again, _ = _master(paths, config, clock)
     again.recover()  # attempt 1 was interrupted: the root is ready again
     assert again.store.counts()[JobState.READY] == 1
-    assert not os.path.exists(paths.result(1, 7))
     assert again.run() == 0
     assert again.store.counts()[JobState.DONE] == 4
+    assert not os.path.exists(paths.result(1, 7))  # removed (by the janitor, off-thread)
 
 
 def test_lost_job_is_rescued_and_retried(tmp_path: Path) -> None:
