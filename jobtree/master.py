@@ -11,19 +11,19 @@ import json
 import logging
 import os
 import pickle
-import queue
 import shutil
 import sys
-import threading
 import time
 from typing import Any, Callable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .errors import JobTreeError, TreeStopped
-from .jobstore import JobRow, JobState, JobStore, NewJob, Settled, Step
+from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
+from .janitor import Janitor, remove, trim_log
 from .report import failure_report
+from .results import read_result, to_step
 from .resources import Resources, format_duration
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Master:
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
         self._garbage: list[str] = []  # files to remove once the transaction commits
-        self._janitor = _Janitor()
+        self._janitor = Janitor()
         self._last_progress = 0.0
         self._last_housekeeping = 0.0
         self._last_rescue = clock()
@@ -112,7 +112,7 @@ class Master:
     # ----------------------------------------------------------- recovery
     def recover(self) -> None:
         """Makes the tree consistent after whatever happened to the last master."""
-        _remove(self.paths.kill_request)  # meant for a master that is gone
+        remove(self.paths.kill_request)  # meant for a master that is gone
         self._write_worker_config()
         leftovers = self._ingest_result_files()
         adopted = self._adopt()
@@ -179,9 +179,9 @@ class Master:
                 job_id, attempt = (int(x) for x in name.split("."))
             except ValueError:
                 continue
-            if _read_result(self.paths.result(job_id, attempt)) is None:
+            if read_result(self.paths.result(job_id, attempt)) is None:
                 # torn by a crash of the machine: the job runs again, no try counted
-                _remove(self.paths.result(job_id, attempt))
+                remove(self.paths.result(job_id, attempt))
                 continue
             with self.store.transaction():
                 if self._ingest(job_id, attempt, None):
@@ -196,7 +196,7 @@ class Master:
             for name in os.listdir(folder):
                 if name.startswith(".tmp-") or (folder == self.paths.jobs and
                                                  name.isdigit() and int(name) not in live):
-                    _remove(os.path.join(folder, name))
+                    remove(os.path.join(folder, name))
         for name in os.listdir(self.paths.global_tmp):
             if not name.isdigit() or self.store.chain_is_closed(int(name)):
                 shutil.rmtree(self.paths.chain_dir(int(name)) if name.isdigit()
@@ -325,13 +325,13 @@ class Master:
             the attempt was stale.
         """
         path = self.paths.result(job_id, attempt)
-        result = _read_result(path)
+        result = read_result(path)
         if not self.store.is_current(job_id, attempt):
             self._garbage.append(path)
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
-                job_id, attempt, [_step(s) for s in result["steps"]], result["run_id"],
+                job_id, attempt, [to_step(s) for s in result["steps"]], result["run_id"],
                 self.config.retryCount, self.clock())
             if settled is not None:
                 self._garbage.extend((self.paths.job_input(job_id),
@@ -363,7 +363,7 @@ class Master:
             batch_id=update.batch_id if update else None)
         if permanent is None:
             return
-        _trim(log, self.config.maxLogFileSize)
+        trim_log(log, self.config.maxLogFileSize)
         description = self.store.job(job_id).description
         if permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,
@@ -493,85 +493,3 @@ class Master:
         logger.info("%d done, %d running or queued, %d ready, %d waiting, %d failed",
                     c[JobState.DONE], len(self._issued), c[JobState.READY],
                     c[JobState.WAITING] + c[JobState.RAN], c[JobState.FAILED])
-
-
-def _new_job(job: dict[str, Any]) -> NewJob:
-    res = job["resources"]
-    return NewJob(job["cls"], job["description"], res["cpu"], res["memory"], res["time"],
-                  res["disk"], job["pickle"])
-
-
-def _step(data: dict[str, Any]) -> Step:
-    """A step of a worker's result file, as the job store takes it."""
-    followon = data["followon"]
-    return Step(cls=data["cls"], description=data["description"],
-                children=[_new_job(c) for c in data["children"]],
-                followon=_new_job(followon) if followon is not None else None,
-                messages=data["messages"], stats=data["stats"])
-
-
-def _read_result(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as handle:
-            result = pickle.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, pickle.UnpicklingError, EOFError) as err:
-        logger.warning("cannot read the result %s (%s); counting the attempt as failed",
-                       path, err)
-        return None
-    return result if isinstance(result, dict) else None
-
-
-def _trim(path: str, limit: int) -> None:
-    """Cuts a kept log to its last ``limit`` bytes (the end says what went wrong)."""
-    try:
-        if os.path.getsize(path) <= limit:
-            return
-        with open(path, "rb") as handle:
-            handle.seek(-limit, os.SEEK_END)
-            tail = handle.read()
-    except OSError:
-        return
-    note = b"[jobtree: the start of this log was cut to keep it under --maxLogFileSize]\n"
-    write_atomic(path, note + tail[tail.find(b"\n") + 1:], sync=False)
-
-
-class _Janitor:
-    """Removes files in a background thread, off the master's critical path.
-
-    A file the master no longer needs but that survives a crash is removed by
-    the next start's recovery.
-    """
-
-    def __init__(self) -> None:
-        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, daemon=True, name="jobtree-janitor")
-        self._thread.start()
-
-    def remove(self, paths: list[str]) -> None:
-        """Queues ``paths`` for removal and empties the list."""
-        for path in paths:
-            self._paths.put(path)
-        paths.clear()
-
-    def _work(self) -> None:
-        while True:
-            path = self._paths.get()
-            if path is None:
-                return
-            _remove(path)
-
-    def close(self) -> None:
-        """Finishes the queued removals."""
-        self._paths.put(None)
-        self._thread.join()
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except IsADirectoryError:
-        shutil.rmtree(path, ignore_errors=True)
