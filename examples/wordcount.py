@@ -26,9 +26,10 @@ Try it::
     python examples/wordcount.py --generate 8 --inputDir /tmp/texts \\
         --output /tmp/counts.tsv --jobTree /tmp/jt-wc
 
-Functions given to jobTree must be importable top-level functions of this
-script (they are pickled by name and the script is re-imported on the
-workers), and, like any target, safe to run twice.
+Functions given to jobtree are best defined at the top level of the script:
+they are then pickled by name and the script is re-imported on the workers,
+so a fixed version runs after a restart (lambdas and closures work too, but
+are pickled by value). Like any target, they must be safe to run twice.
 """
 
 from __future__ import annotations
