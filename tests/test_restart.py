@@ -5,8 +5,10 @@ again, and a worker killed by a signal is retried."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import run_command, run_script
@@ -141,3 +143,39 @@ def test_kept_logs_are_cut_to_maxLogFileSize(tmp_path: Path) -> None:
     assert len(text) <= 10 * 1024 + 200
     assert text.startswith("[jobtree: the start of this log was cut")
     assert "ValueError: noisy failure" in text
+
+
+def _start_sleeper(tree: Path, ignore_hup: bool) -> subprocess.Popen[str]:
+    def preexec() -> None:
+        if ignore_hup:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup does
+
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "pipelines" / "bad.py"), "sleeper",
+         "--jobTree", str(tree)], stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    deadline = time.time() + 30
+    while not (tree / "logs").is_dir() or not list((tree / "logs").glob("*.log")):
+        assert time.time() < deadline, "the sleeper never started"
+        time.sleep(0.1)
+    return process
+
+
+def test_sighup_stops_the_master_gracefully_unless_ignored(tmp_path: Path) -> None:
+    tree = tmp_path / "jt"
+    process = _start_sleeper(tree, ignore_hup=False)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "The master was stopped (received SIGHUP)" in err and "Traceback" not in err
+    status = run_command("status", "--jobTree", str(tree))
+    assert "ready    1" in status.stdout  # interrupted, ready to run again
+
+    nohup_tree = tmp_path / "nohup"
+    process = _start_sleeper(nohup_tree, ignore_hup=True)
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert process.poll() is None  # nohup: the run goes on
+    finally:
+        process.kill()
+        process.wait()
