@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 PROGRESS_EVERY = 60.0
 #: seconds between looks at running jobs (durations, start times, kill requests)
 HOUSEKEEPING_EVERY = 2.0
+#: seconds to wait for the result of a job that exited 0 on another machine to
+#: show up here (a shared file system may show a new file late: NFS caches
+#: directory listings for up to a minute by default)
+RESULT_GRACE = 90.0
 
 
 @dataclasses.dataclass
@@ -67,6 +71,8 @@ class Master:
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
         self._garbage: list[str] = []  # files to remove once the transaction commits
+        # jobs that exited 0 elsewhere whose result has not appeared yet: deadline
+        self._awaiting: dict[tuple[str, BatchJobId], tuple[_Issued, Update, float]] = {}
         self._janitor = Janitor()
         self._last_progress = 0.0
         self._last_housekeeping = 0.0
@@ -104,7 +110,7 @@ class Master:
             if self._stop_reason:
                 self._stop()
             self._issue_ready()
-            if not self._issued:
+            if not self._issued and not self._awaiting:
                 break
             self._wait_and_ingest()
         return self._finish()
@@ -282,15 +288,14 @@ class Master:
 
     # ---------------------------------------------------------- ingesting
     def _wait_and_ingest(self) -> None:
-        updates = self._collect_updates()
-        if not updates:
+        ended = [(role, update, issued) for role, update in self._collect_updates()
+                 if (issued := self._issued.pop((role, update.batch_id), None)) is not None]
+        ended = [e for e in ended if not self._result_late(*e)] + self._results_arrived()
+        if not ended:
             return
         settled_all: list[Settled] = []
         with self.store.transaction():
-            for role, update in updates:
-                issued = self._issued.pop((role, update.batch_id), None)
-                if issued is None:
-                    continue
+            for role, update, issued in ended:
                 if self.batches[role].local:  # what a killed worker could not remove
                     self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
                                                       f"{issued.job_id}.{issued.attempt}"))
@@ -302,6 +307,27 @@ class Master:
         for settled in settled_all:
             self._after_commit(settled)
         self._log_progress()
+
+    def _result_late(self, role: str, update: Update, issued: _Issued) -> bool:
+        """Whether to wait for the result of a job that exited 0 on another
+        machine but whose result file this machine cannot see yet."""
+        if (update.reason is not ExitReason.FINISHED or self.batches[role].local
+                or os.path.exists(self.paths.result(issued.job_id, issued.attempt))):
+            return False
+        self._awaiting[(role, update.batch_id)] = (issued, update,
+                                                   self.clock() + RESULT_GRACE)
+        return True
+
+    def _results_arrived(self) -> list[tuple[str, Update, _Issued]]:
+        """Awaited results that appeared, or whose wait is over."""
+        now = self.clock()
+        arrived = []
+        for key, (issued, update, deadline) in list(self._awaiting.items()):
+            if now >= deadline or os.path.exists(
+                    self.paths.result(issued.job_id, issued.attempt)):
+                del self._awaiting[key]
+                arrived.append((key[0], update, issued))
+        return arrived
 
     def _collect_updates(self) -> list[tuple[str, Update]]:
         roles = list(self.batches)
@@ -347,6 +373,8 @@ class Master:
             reason = update.reason
         else:
             reason = ExitReason.FAILED if result is not None else ExitReason.LOST
+        if reason is ExitReason.FINISHED:
+            reason = ExitReason.LOST  # it exited 0, but its result never came
         if timed_out:
             reason = ExitReason.TIMEOUT
         message = result.get("error") if result else None
@@ -461,6 +489,9 @@ class Master:
             for issued in self._issued.values():
                 self.store.return_to_ready(issued.job_id, issued.attempt)
         self._issued.clear()
+        # jobs that finished elsewhere stay issued: the next start ingests the
+        # results that have arrived by then and runs the others again
+        self._awaiting.clear()
         raise TreeStopped(
             f"The master was stopped ({reason}). Nothing is lost: finished targets stay "
             f"done and interrupted ones will run again. Continue with:  "

@@ -255,3 +255,46 @@ def test_torn_result_left_by_a_crash_costs_no_try(tmp_path: Path) -> None:
     assert again.run() == 0  # no try was used up by the torn file
     assert again.store.failures(permanent_only=False) == []
     assert again.store.job(1).attempt == 2
+
+
+class LateResults(FakeBatch):
+    """A batch system on other machines whose results show up late (NFS)."""
+
+    def __init__(self, clock: Clock, delay: int) -> None:
+        super().__init__(clock)
+        self.delay = delay
+        self.hidden: list[tuple[str, int]] = []
+        self.tree_results = ""
+
+    def next_update(self, timeout: float) -> Update | None:
+        for path, due in list(self.hidden):
+            if self.clock.now >= due:
+                os.rename(path + ".late", path)
+                self.hidden.remove((path, due))
+        update = super().next_update(timeout)
+        if update is not None and update.reason is ExitReason.FINISHED:
+            fresh = [name for name in os.listdir(self.tree_results)
+                     if not name.startswith(".") and not name.endswith(".late")]
+            for name in fresh:
+                path = os.path.join(self.tree_results, name)
+                os.rename(path, path + ".late")
+                self.hidden.append((path, int(self.clock.now) + self.delay))
+        return update
+
+
+@pytest.mark.parametrize("delay,failed", [(5, 0), (10 ** 6, 1)])
+def test_results_that_show_up_late_are_waited_for(tmp_path: Path, delay: int,
+                                                   failed: int) -> None:
+    paths, config = _make_tree(tmp_path, Root(2), retryCount=0)
+    clock = Clock()
+    batch = LateResults(clock, delay)
+    batch.tree_results = paths.results
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    assert master.run() == failed
+    if failed:
+        (failure,) = master.store.failures()
+        assert failure["reason"] == "lost"
+        assert failure["message"] == "the worker exited 0 but left no result"
+    else:
+        assert master.store.counts()[JobState.DONE] == 4
+        assert master.store.failures(permanent_only=False) == []
