@@ -143,10 +143,8 @@ class Worker:
             steps.append(step)
             if followon is None or step["children"]:
                 break
-            budget = float(self.config["job_time"])
-            follow_res = _resources(followon["resources"]).with_defaults(self.defaults)
-            if (time.time() - started >= budget or (follow_res.cpu or 1) > (resources.cpu or 1)
-                    or (follow_res.memory or 0) > (resources.memory or 0)):
+            if not self._may_chain(_resources(followon["resources"]), resources,
+                                   time.time() - started):
                 break
             step["followon"] = None  # run here, as the next step
             data, wait = followon["pickle"], 0.0
@@ -156,6 +154,15 @@ class Worker:
         write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5),
                      sync=self.config.get("sync_results", True))
         return 0
+
+    def _may_chain(self, wanted: Resources, granted: Resources, elapsed: float) -> bool:
+        """Whether a follow-on may run in this job: the --jobTime budget is not
+        spent and it fits what this job was given (cores, memory, wall time)."""
+        wanted = wanted.with_defaults(self.defaults)
+        return (elapsed < float(self.config["job_time"])
+                and (wanted.cpu or 1) <= (granted.cpu or 1)
+                and (wanted.memory or 0) <= (granted.memory or 0)
+                and (granted.time is None or elapsed + (wanted.time or 0) <= granted.time))
 
     def _run_one(self, data: bytes, chain: int, wait: float | None,
                  index: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
