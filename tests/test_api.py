@@ -149,3 +149,26 @@ def test_classic_module_paths() -> None:
     assert ClassicStack is Stack and ClassicTarget is Target
     unset = Target(time=sys.maxsize, memory=sys.maxsize, cpu=sys.maxsize)
     assert unset.getResources() == Target().getResources()
+
+
+def test_chaining_respects_budget_and_what_the_job_was_given(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from jobtree.worker import Worker
+
+    tree = Path(str(tmp_path))
+    (tree / "config.json").write_text(json.dumps({
+        "tree_id": "t", "environ": {}, "sys_path": [], "cwd": str(tree),
+        "defaults": {"cpu": 1, "memory": 1024, "time": None, "disk": None},
+        "limits": {"cpu": None, "memory": None}, "job_time": 30, "stats": False,
+        "log_level": 20}))
+    worker = Worker(str(tree), 1, 1)
+    granted = Resources(cpu=2, memory=4096, time=100)
+    assert worker._may_chain(Resources(), granted, elapsed=5)
+    assert not worker._may_chain(Resources(), granted, elapsed=31)  # --jobTime spent
+    assert not worker._may_chain(Resources(cpu=4), granted, elapsed=0)
+    assert not worker._may_chain(Resources(memory=8192), granted, elapsed=0)
+    assert worker._may_chain(Resources(time=90), granted, elapsed=5)
+    assert not worker._may_chain(Resources(time=90), granted, elapsed=20)  # past the wall time
+    assert worker._may_chain(Resources(time=10 ** 6), Resources(cpu=1, memory=1024), 0)
