@@ -261,6 +261,8 @@ def resolve(options: Any, stored: dict[str, Any] | None = None) -> tuple[Config,
     if not values["jobTree"]:
         raise BadOptionError("--jobTree must name a directory.")
     values["jobTree"] = os.path.abspath(os.path.expanduser(values["jobTree"]))
+    if values["logFile"]:  # stored with the tree: make it mean the same from anywhere
+        values["logFile"] = os.path.abspath(os.path.expanduser(values["logFile"]))
     return Config(**values), changed
 
 
