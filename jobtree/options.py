@@ -55,6 +55,12 @@ def _text(value: Any, name: str) -> str:
     return str(value)
 
 
+def _path(value: Any, name: str) -> str:
+    """A file name, made absolute: it is stored with the tree and must mean
+    the same file when the tree is continued from another folder."""
+    return os.path.abspath(os.path.expanduser(str(value)))
+
+
 def _flag(value: Any, name: str) -> bool:
     return bool(value)
 
@@ -124,7 +130,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("logInfo", _flag, False, "Same as --logLevel INFO.", flag=True),
     Option("logDebug", _flag, False, "Same as --logLevel DEBUG.", flag=True),
     Option("logOff", _flag, False, "Same as --logLevel OFF.", flag=True),
-    Option("logFile", _text, None, "Also write the master's log to this file.",
+    Option("logFile", _path, None, "Also write the master's log to this file.",
            metavar="FILE"),
     Option("rotatingLogging", _flag, False,
            "Rotate --logFile when it reaches --maxLogFileSize (keeps 3 old files).",
@@ -261,8 +267,6 @@ def resolve(options: Any, stored: dict[str, Any] | None = None) -> tuple[Config,
     if not values["jobTree"]:
         raise BadOptionError("--jobTree must name a directory.")
     values["jobTree"] = os.path.abspath(os.path.expanduser(values["jobTree"]))
-    if values["logFile"]:  # stored with the tree: make it mean the same from anywhere
-        values["logFile"] = os.path.abspath(os.path.expanduser(values["logFile"]))
     return Config(**values), changed
 
 
