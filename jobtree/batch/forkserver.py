@@ -11,6 +11,7 @@ master exited or died) the server stops its children and exits.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -144,6 +145,9 @@ def main() -> None:
     from .. import worker  # noqa: F401 - imported once, shared by every child
 
     worker.die_with_parent(os.getppid())
+    # what the server imported is shared with every child: keep the children's
+    # garbage collector off it, so it is not copied page by page after fork
+    gc.freeze()
     Server().serve()
     os._exit(0)  # no flush of a pipe whose reader may be gone
 
