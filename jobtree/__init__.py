@@ -8,12 +8,20 @@ classic jobTree, so old scripts port by changing their imports.
 from __future__ import annotations
 
 from ._version import __version__
-from .errors import (BadOptionError, BatchSystemError, JobTreeError, ResourceError,
-                     SchedulerCommandError, TargetDefinitionError, TreeError, TreeLockedError,
-                     TreeStopped, UnpicklableTargetError)
+from .errors import (
+                     BadOptionError,
+                     BatchSystemError,
+                     JobTreeError,
+                     ResourceError,
+                     SchedulerCommandError,
+                     TargetDefinitionError,
+                     TreeError,
+                     TreeLockedError,
+                     TreeStopped,
+                     UnpicklableTargetError,
+)
 from .stack import Stack
-from .target import (CommandTarget, FunctionWrappingTarget, Target,
-                     TargetFunctionWrappingTarget)
+from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
 
 __all__ = [

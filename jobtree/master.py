@@ -18,13 +18,13 @@ from typing import Any, Callable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .errors import JobTreeError, TreeStopped
+from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
-from .janitor import Janitor, remove, trim_log
 from .report import failure_report
-from .results import read_result, to_step
 from .resources import Resources, format_duration
+from .results import read_result, to_step
 
 logger = logging.getLogger(__name__)
 

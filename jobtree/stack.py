@@ -7,9 +7,7 @@ import logging
 import os
 import sys
 from types import TracebackType
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import JobTreeError, TargetDefinitionError
 from .options import add_options, default_options

@@ -9,8 +9,15 @@ import sys
 
 import pytest
 
-from jobtree import (BadOptionError, ResourceError, Stack, Target, TargetDefinitionError,
-                     getTempDirectory, getTempFile)
+from jobtree import (
+    BadOptionError,
+    ResourceError,
+    Stack,
+    Target,
+    TargetDefinitionError,
+    getTempDirectory,
+    getTempFile,
+)
 from jobtree.options import OPTIONS, resolve
 from jobtree.resources import Resources, format_bytes, format_duration, parse_duration, parse_size
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from conftest import PIPELINES, run_command, run_script
 
 COMMANDS = ("status", "kill", "stats", "clean")

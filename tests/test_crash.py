@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import PIPELINES
+
 from jobtree import graph
 from jobtree.jobstore import JobStore
 from jobtree.paths import TreePaths, local_temp_root

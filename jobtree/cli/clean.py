@@ -16,7 +16,6 @@ import sqlite3
 import sys
 import uuid
 
-
 from .. import tree
 from ..errors import TreeError
 from ..paths import TreePaths, local_temp_root
