@@ -22,10 +22,12 @@ from typing import Any, Iterator, NewType, Sequence
 from . import _version
 from .errors import TreeError
 from .paths import TreePaths
+from .resources import Resources
 
 JobId = NewType("JobId", int)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON)
 
 
 class JobState(enum.IntEnum):
@@ -63,7 +65,8 @@ CREATE TABLE jobs (
     pickle BLOB,
     batch TEXT, batch_id TEXT, issued_at REAL, started_at REAL,
     chain_closed INTEGER NOT NULL DEFAULT 0,
-    run_id TEXT
+    run_id TEXT,
+    extra TEXT
 );
 CREATE INDEX jobs_state ON jobs(state);
 CREATE TABLE failures (
@@ -83,7 +86,7 @@ CREATE TABLE stats (
 
 _COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
             "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
-            "disk", "batch", "batch_id", "issued_at", "started_at")
+            "disk", "batch", "batch_id", "issued_at", "started_at", "extra")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,13 @@ class JobRow:
     batch_id: str | None
     issued_at: float | None
     started_at: float | None
+    extra: str | None = None
+
+    def resources(self) -> Resources:
+        """What the job asked for (None where the tree's defaults apply)."""
+        data = json.loads(self.extra) if self.extra else {}
+        data.update(cpu=self.cpu, memory=self.memory, time=self.time, disk=self.disk)
+        return Resources.from_dict(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +132,12 @@ class NewJob:
     time: float | None
     disk: int | None
     pickle: bytes
+    extra: dict[str, Any] | None = None
+
+    @property
+    def extra_json(self) -> str | None:
+        """``extra`` as the index stores it."""
+        return json.dumps(self.extra, sort_keys=True) if self.extra else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +183,9 @@ class JobStore:
         self._readonly = readonly
         self._in_transaction = False
         self._next_id = 0
+        names = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+        # a format-1 tree opened read-only has no extra column
+        self._select = ", ".join(c if c in names else f"NULL AS {c}" for c in _COLUMNS)
         if not readonly:
             self._next_id = (self._db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0) + 1
 
@@ -197,10 +216,10 @@ class JobStore:
                            [(k, json.dumps(v)) for k, v in meta.items()])
             db.execute(
                 "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-                " description, cpu, memory, time, disk, pickle) "
-                "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " description, cpu, memory, time, disk, pickle, extra) "
+                "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (JobState.READY, tries, root.cls, root.description, root.cpu, root.memory,
-                 root.time, root.disk, root.pickle))
+                 root.time, root.disk, root.pickle, root.extra_json))
             db.execute("COMMIT")
         finally:
             db.close()
@@ -233,6 +252,10 @@ class JobStore:
                 f"{json.loads(rows.get('jobtree_version', '?'))} in format {version}; this "
                 f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
                 f"Continue it with the newer jobtree.")
+        if version < 2 and not readonly:
+            db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                       (json.dumps(FORMAT_VERSION),))
         return cls(paths, db, readonly)
 
     def close(self) -> None:
@@ -275,7 +298,7 @@ class JobStore:
 
     def job(self, job_id: int) -> JobRow:
         """One job."""
-        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?",
+        row = self._db.execute(f"SELECT {self._select} FROM jobs WHERE id = ?",
                                (job_id,)).fetchone()
         if row is None:
             raise KeyError(job_id)
@@ -284,7 +307,7 @@ class JobStore:
     def jobs_in(self, state: JobState, limit: int = -1) -> list[JobRow]:
         """Jobs in one state, oldest first."""
         rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
+            f"SELECT {self._select} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
             (int(state), limit))
         return [_row(r) for r in rows]
 
@@ -415,11 +438,11 @@ class JobStore:
         self._next_id += 1
         self._db.execute(
             "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-            " description, cpu, memory, time, disk, pickle, run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " description, cpu, memory, time, disk, pickle, run_id, extra) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, int(state), parent, predecessor, chain if chain is not None else job_id,
              tries, new.cls, new.description, new.cpu, new.memory, new.time, new.disk,
-             pickle, run_id))
+             pickle, run_id, new.extra_json))
         return JobId(job_id)
 
     def _settle(self, job_id: int, settled: Settled) -> None:

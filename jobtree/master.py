@@ -136,19 +136,18 @@ class Master:
         """Keeps the jobs a batch system still runs for a previous master."""
         by_label: dict[str, list[JobRow]] = {}
         for job in self.store.jobs_in(JobState.ISSUED):
-            if job.batch_id is not None and job.batch is not None:
+            if job.batch is not None:
                 by_label.setdefault(job.batch, []).append(job)
         adopted: set[int] = set()
         for role in self.batches:
-            jobs = by_label.get(self._batch_label(role), [])
+            jobs = {(j.id, j.attempt): j for j in by_label.get(self._batch_label(role), [])}
             if not jobs:
                 continue
-            alive = self.batches[role].adopt([BatchJobId(j.batch_id or "") for j in jobs])
-            for job in jobs:
-                if job.batch_id in alive:
-                    self._issued[(role, BatchJobId(job.batch_id or ""))] = _Issued(
-                        job.id, job.attempt, role, job.description)
-                    adopted.add(job.id)
+            for key, batch_id in self.batches[role].adopt(list(jobs)).items():
+                job = jobs[key]
+                self._issued[(role, batch_id)] = _Issued(job.id, job.attempt, role,
+                                                         job.description)
+                adopted.add(job.id)
         if adopted:
             logger.info("adopted %d targets still running from the last master", len(adopted))
         return adopted
@@ -223,8 +222,7 @@ class Master:
         plan: list[tuple[JobRow, str, Resources, int]] = []
         with self.store.transaction():
             for row in rows:
-                resources = Resources(row.cpu, row.memory, row.time, row.disk).with_defaults(
-                    self.defaults)
+                resources = row.resources().with_defaults(self.defaults)
                 role = self._route(resources)
                 attempt = self.store.mark_issued(row.id, self._batch_label(role), now)
                 problem = self._too_big(resources, role)
@@ -277,11 +275,11 @@ class Master:
                        argv=[sys.executable, "-m", "jobtree.worker", self.paths.root,
                              str(row.id), str(attempt)],
                        resources=resources, name=f"jt{row.id}.{attempt}",
-                       log_path=self.paths.log(row.id, attempt))
+                       log_path=self.paths.log(row.id, attempt), kind=row.cls)
         batch = self.batches[role]
         batch_id = batch.issue(spec)
         self._issued[(role, batch_id)] = _Issued(row.id, attempt, role, row.description)
-        if not batch.local:
+        if not batch.local and not batch.reports_scheduler_ids:
             with self.store.transaction():
                 self.store.set_batch_id(row.id, attempt, batch_id)
         logger.debug("issued %s as %s job %s", row.description, batch.name, batch_id)
@@ -378,6 +376,8 @@ class Master:
         if timed_out:
             reason = ExitReason.TIMEOUT
         message = result.get("error") if result else None
+        if message is None and update is not None:
+            message = update.message
         if message is None and update is not None and update.reason is ExitReason.FINISHED:
             message = "the worker exited 0 but left no result"
         if message is None and update is not None and update.exit_code is not None \
@@ -387,8 +387,9 @@ class Master:
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
             log if os.path.exists(log) else None, message, self.clock(),
-            permanent=bool(result and result.get("permanent")),
-            batch_id=update.batch_id if update else None)
+            permanent=bool(result and result.get("permanent")) or bool(
+                update and update.permanent),
+            batch_id=(update.native_id or update.batch_id) if update else None)
         if permanent is None:
             return
         trim_log(log, self.config.maxLogFileSize)
@@ -422,7 +423,12 @@ class Master:
     def _watch_running(self, now: float) -> None:
         limit = self.config.maxJobDuration
         starts: list[tuple[_Issued, float]] = []
+        native: list[tuple[_Issued, str]] = []
         for role, batch in self.batches.items():
+            for batch_id, scheduler_id in batch.scheduler_ids().items():
+                issued = self._issued.get((role, batch_id))
+                if issued is not None:
+                    native.append((issued, scheduler_id))
             over: list[BatchJobId] = []
             for batch_id, seconds in batch.running().items():
                 issued = self._issued.get((role, batch_id))
@@ -439,8 +445,10 @@ class Master:
                                    format_duration(limit))
             if over:
                 batch.kill(over)
-        if starts:
+        if starts or native:
             with self.store.transaction():
+                for issued, scheduler_id in native:
+                    self.store.set_batch_id(issued.job_id, issued.attempt, scheduler_id)
                 for issued, started in starts:
                     self.store.set_started(issued.job_id, issued.attempt, started)
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import re
 import sys
-from typing import Union
+from typing import Any, Union
 
 from .errors import ResourceError
 
@@ -144,44 +144,115 @@ def format_duration(seconds: float | None) -> str:
     return f"{days}-{text}" if days else text
 
 
+def _count(value: object, what: str) -> int | None:
+    """A whole positive count (gpus, nodes, processes); None stays None."""
+    if value is None or _unset(value):
+        return None
+    if isinstance(value, bool):
+        raise ResourceError(f"{what} must be a whole number, not {value!r}.")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ResourceError(f"{what} must be a whole number, not {value!r}.") from None
+    if number != int(number) or number < 0:
+        raise ResourceError(f"{what} must be a whole number of at least 0, not {value!r}.")
+    return int(number)
+
+
+def _name(value: object, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ResourceError(f"{what} must be a name without spaces, not {value!r}.")
+    return value
+
+
+def _directives(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    try:
+        items = tuple(str(v).strip() for v in value)  # type: ignore[attr-defined]
+    except TypeError:
+        raise ResourceError(f"directives must be a list of strings, not {value!r}.") from None
+    if any("\n" in item for item in items):
+        raise ResourceError("each directive must be one line.")
+    return tuple(item for item in items if item)
+
+
 @dataclasses.dataclass(frozen=True)
 class Resources:
     """What one target asks for. None means "the tree's default".
 
     Attributes:
-        cpu: cores.
-        memory: bytes.
+        cpu: cores (of each process, for an MPI target).
+        memory: bytes (of each node, for a multi-node target).
         time: expected wall time in seconds (the walltime asked of a scheduler).
         disk: bytes of local scratch.
+        gpus: GPUs (of each node).
+        nodes: nodes, for an MPI target (cluster batch systems only).
+        processes: processes per node, for an MPI target (cluster batch systems only).
+        queue: the partition or queue (default: the cluster config's).
+        account: the account or project to charge (default: the cluster config's).
+        directives: scheduler directives added verbatim to this target's job,
+            without the prefix (e.g. ``["--constraint=avx2"]`` on Slurm).
     """
 
     cpu: float | None = None
     memory: int | None = None
     time: float | None = None
     disk: int | None = None
+    gpus: int | None = None
+    nodes: int | None = None
+    processes: int | None = None
+    queue: str | None = None
+    account: str | None = None
+    directives: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, time: SizeLike = None, memory: SizeLike = None,
-              cpu: SizeLike = None, disk: SizeLike = None) -> Resources:
+              cpu: SizeLike = None, disk: SizeLike = None, gpus: object = None,
+              nodes: object = None, processes: object = None, queue: object = None,
+              account: object = None, directives: object = None) -> Resources:
         """Builds Resources from user values, checking each.
 
         Raises:
             ResourceError: a value is not valid.
         """
+        nodes_n, processes_n = _count(nodes, "nodes"), _count(processes, "processes")
+        if nodes_n == 0 or processes_n == 0:
+            raise ResourceError("nodes and processes must be at least 1.")
         return cls(cpu=parse_cpu(cpu), memory=parse_size(memory, "memory"),
-                   time=parse_duration(time), disk=parse_size(disk, "disk"))
+                   time=parse_duration(time), disk=parse_size(disk, "disk"),
+                   gpus=_count(gpus, "gpus") or None, nodes=nodes_n, processes=processes_n,
+                   queue=_name(queue, "queue"), account=_name(account, "account"),
+                   directives=_directives(directives))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Resources:
+        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        data = dict(data or {})
+        data["directives"] = tuple(data.get("directives") or ())
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
     def with_defaults(self, defaults: Resources) -> Resources:
         """Returns these resources with unset values taken from ``defaults``."""
-        return Resources(
-            cpu=self.cpu if self.cpu is not None else defaults.cpu,
-            memory=self.memory if self.memory is not None else defaults.memory,
-            time=self.time if self.time is not None else defaults.time,
-            disk=self.disk if self.disk is not None else defaults.disk)
+        return Resources(**{
+            f.name: getattr(self, f.name) if getattr(self, f.name) not in (None, ())
+            else getattr(defaults, f.name) for f in dataclasses.fields(self)})
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, Any]:
         """The resources as a plain dict (for the job store)."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["directives"] = list(self.directives)
+        return data
+
+    def cluster_only(self) -> dict[str, Any]:
+        """The values beyond cpu, memory, time and disk that are set (stored as
+        the job's ``extra`` resources), or an empty dict."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("cpu", "memory", "time", "disk") and v not in (None, [], ())}
 
     def describe(self) -> str:
         """A short text such as ``1 cpu, 2.0 GiB``."""
@@ -194,4 +265,10 @@ class Resources:
             parts.append(format_duration(self.time))
         if self.disk is not None:
             parts.append(f"{format_bytes(self.disk)} disk")
+        if self.gpus:
+            parts.append(f"{self.gpus} gpu")
+        if self.nodes or self.processes:
+            parts.append(f"{self.nodes or 1} nodes x {self.processes or 1} processes")
+        if self.queue:
+            parts.append(f"queue {self.queue}")
         return ", ".join(parts) or "defaults"

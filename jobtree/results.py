@@ -7,15 +7,16 @@ import pickle
 from typing import Any
 
 from .jobstore import NewJob, Step
+from .resources import Resources
 
 logger = logging.getLogger(__name__)
 
 
 def _new_job(job: dict[str, Any]) -> NewJob:
     """A target the run added."""
-    res = job["resources"]
-    return NewJob(job["cls"], job["description"], res["cpu"], res["memory"], res["time"],
-                  res["disk"], job["pickle"])
+    res = Resources.from_dict(job["resources"])
+    return NewJob(job["cls"], job["description"], res.cpu, res.memory, res.time,
+                  res.disk, job["pickle"], res.cluster_only() or None)
 
 
 def to_step(data: dict[str, Any]) -> Step:

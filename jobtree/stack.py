@@ -129,7 +129,7 @@ class Stack:
         data = serialize.dump_target(self.target)
         res = self.target.getResources()
         return NewJob(class_name(self.target), self.target._jt_describe(), res.cpu,
-                      res.memory, res.time, res.disk, data)
+                      res.memory, res.time, res.disk, data, res.cluster_only() or None)
 
 
 def _fingerprint(target: Target) -> dict[str, Any]:

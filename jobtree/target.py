@@ -29,12 +29,25 @@ class Target:
         memory: bytes or a size such as ``"2G"``.
         cpu: cores.
         disk: bytes of local scratch, or a size such as ``"10G"``.
+        gpus: GPUs (per node).
+        nodes: nodes, for an MPI target; with ``processes`` processes per node,
+            each with ``cpu`` cores (threads). Cluster batch systems only.
+        processes: processes (MPI ranks) per node.
+        queue: the partition or queue to run in (default: the cluster config's).
+        account: the account or project to charge (default: the cluster config's).
+        directives: scheduler directives for this target's job, verbatim and
+            without the prefix (``["--constraint=avx2"]`` on Slurm).
         Unset values take the tree's defaults (``--defaultMemory``, ...).
     """
 
     def __init__(self, time: SizeLike = None, memory: SizeLike = None,
-                 cpu: SizeLike = None, disk: SizeLike = None) -> None:
-        self._jt_resources = Resources.parse(time=time, memory=memory, cpu=cpu, disk=disk)
+                 cpu: SizeLike = None, disk: SizeLike = None, *, gpus: int | None = None,
+                 nodes: int | None = None, processes: int | None = None,
+                 queue: str | None = None, account: str | None = None,
+                 directives: Sequence[str] | str | None = None) -> None:
+        self._jt_resources = Resources.parse(
+            time=time, memory=memory, cpu=cpu, disk=disk, gpus=gpus, nodes=nodes,
+            processes=processes, queue=queue, account=account, directives=directives)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
         self._jt_runtime: RunContext | None = None
@@ -56,19 +69,19 @@ class Target:
     def addChildFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
                    kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                    memory: SizeLike = None, cpu: SizeLike = None,
-                   disk: SizeLike = None) -> Target:
+                   disk: SizeLike = None, **cluster: Any) -> Target:
         """Adds a child that calls ``fn(*args, **kwargs)``."""
         return self.addChildTarget(FunctionWrappingTarget(
-            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     def addChildTargetFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
                          kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                          memory: SizeLike = None, cpu: SizeLike = None,
-                         disk: SizeLike = None) -> Target:
+                         disk: SizeLike = None, **cluster: Any) -> Target:
         """Adds a child that calls ``fn(target, *args, **kwargs)``; ``fn`` can
         use the target to add children, a follow-on and temp dirs."""
         return self.addChildTarget(TargetFunctionWrappingTarget(
-            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     def addChildCommand(self, childCommand: str, time: SizeLike = None,
                         runTime: SizeLike = None) -> Target:
@@ -95,27 +108,27 @@ class Target:
     def setFollowOnFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
                       kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                       memory: SizeLike = None, cpu: SizeLike = None,
-                      disk: SizeLike = None) -> Target:
+                      disk: SizeLike = None, **cluster: Any) -> Target:
         """Sets a follow-on that calls ``fn(*args, **kwargs)``."""
         return self.setFollowOnTarget(FunctionWrappingTarget(
-            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     def setFollowOnTargetFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
                             kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                             memory: SizeLike = None, cpu: SizeLike = None,
-                            disk: SizeLike = None) -> Target:
+                            disk: SizeLike = None, **cluster: Any) -> Target:
         """Sets a follow-on that calls ``fn(target, *args, **kwargs)``."""
         return self.setFollowOnTarget(TargetFunctionWrappingTarget(
-            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk))
+            fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     @staticmethod
     def makeTargetFn(fn: Callable[..., Any], args: Sequence[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                      memory: SizeLike = None, cpu: SizeLike = None,
-                     disk: SizeLike = None) -> Target:
+                     disk: SizeLike = None, **cluster: Any) -> Target:
         """Makes a target that calls ``fn(target, *args, **kwargs)``."""
         return TargetFunctionWrappingTarget(fn, args, kwargs, time=time, memory=memory,
-                                            cpu=cpu, disk=disk)
+                                            cpu=cpu, disk=disk, **cluster)
 
     # ------------------------------------------------------ during a run
     def getLocalTempDir(self) -> str:
@@ -246,8 +259,8 @@ class FunctionWrappingTarget(Target):
     def __init__(self, fn: Callable[..., Any], args: Sequence[Any] = (),
                  kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                  memory: SizeLike = None, cpu: SizeLike = None,
-                 disk: SizeLike = None) -> None:
-        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk)
+                 disk: SizeLike = None, **cluster: Any) -> None:
+        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk, **cluster)
         if not callable(fn):
             raise TargetDefinitionError(f"{fn!r} is not a function; pass a callable.")
         self._fn = fn
@@ -276,8 +289,8 @@ class CommandTarget(Target):
     """A target that runs a shell command; a non-zero exit fails the target."""
 
     def __init__(self, command: str, time: SizeLike = None, memory: SizeLike = None,
-                 cpu: SizeLike = None, disk: SizeLike = None) -> None:
-        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk)
+                 cpu: SizeLike = None, disk: SizeLike = None, **cluster: Any) -> None:
+        super().__init__(time=time, memory=memory, cpu=cpu, disk=disk, **cluster)
         self.command = str(command)
 
     def run(self) -> None:

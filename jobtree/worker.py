@@ -67,7 +67,7 @@ class RunContext:
 
 
 def _resources(data: dict[str, Any] | None) -> Resources:
-    return Resources(**(data or {}))
+    return Resources.from_dict(data)
 
 
 def die_with_parent(parent: int) -> None:

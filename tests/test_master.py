@@ -227,11 +227,12 @@ def test_restarted_master_adopts_jobs_the_batch_system_still_runs(tmp_path: Path
     master.store.close()  # the master dies; the scheduler keeps running the job
 
     class Adopting(FakeBatch):
-        def adopt(self, ids: Sequence[BatchJobId]) -> set[BatchJobId]:
+        def adopt(self, jobs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], BatchJobId]:
             self.queue.update(batch.queue)
             self.started.update(batch.started)
             self.count = batch.count
-            return set(ids)
+            by_job = {(s.job_id, s.attempt): i for i, s in self.queue.items()}
+            return {job: by_job[job] for job in jobs}
 
     adopting = Adopting(clock)
     again = Master(JobStore.open(paths), config, {"main": adopting}, clock=clock)

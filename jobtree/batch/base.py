@@ -43,6 +43,7 @@ class JobSpec:
         resources: what the job needs, defaults applied.
         name: a short name for the scheduler's listing.
         log_path: where the job's standard output and error go.
+        kind: the target's class (jobs of one kind tend to take alike).
     """
 
     job_id: int
@@ -51,6 +52,7 @@ class JobSpec:
     resources: Resources
     name: str
     log_path: str
+    kind: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,9 @@ class Update:
         reason: why it ended.
         wall: seconds it ran, if known.
         memory: its peak memory in bytes, if known.
+        native_id: the scheduler's id of the job that ran it, if it has one.
+        message: why it ended, for the failure report, when the batch system knows.
+        permanent: trying again cannot help (the scheduler refused the request).
     """
 
     batch_id: BatchJobId
@@ -70,6 +75,9 @@ class Update:
     reason: ExitReason
     wall: float | None = None
     memory: int | None = None
+    native_id: str | None = None
+    message: str | None = None
+    permanent: bool = False
 
 
 class BatchSystem(abc.ABC):
@@ -83,6 +91,9 @@ class BatchSystem(abc.ABC):
     name: str = ""
     #: whether jobs run on this machine (so the master can clean their local temp dirs)
     local: bool = False
+    #: whether the ids issue() returns are jobtree's own and the scheduler's
+    #: come later from scheduler_ids() (then only those are recorded)
+    reports_scheduler_ids: bool = False
 
     @abc.abstractmethod
     def limits(self) -> Resources:
@@ -112,14 +123,34 @@ class BatchSystem(abc.ABC):
     def next_update(self, timeout: float) -> Update | None:
         """Waits up to ``timeout`` seconds for a job to end."""
 
-    def adopt(self, ids: Sequence[BatchJobId]) -> set[BatchJobId]:
+    def adopt(self, jobs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], BatchJobId]:
         """Takes over jobs a previous master issued, after a master restart.
 
-        Returns the ids that are still queued or running: they stay issued and
-        later produce updates like any other job. The rest are re-issued.
-        Batch systems whose jobs die with the master adopt nothing.
+        Args:
+            jobs: (job id, attempt) of every job the tree has as issued to
+                this batch system.
+
+        Returns:
+            the id of each one that is still queued or running (or ended and
+            not yet reported): they stay issued and later produce updates like
+            any other job. The rest are issued again. Batch systems whose jobs
+            die with the master adopt nothing.
         """
-        return set()
+        return {}
+
+    def scheduler_ids(self) -> dict[BatchJobId, str]:
+        """The scheduler's ids of issued jobs learnt since the last call
+        (for jobTreeStatus and failure reports); empty where ids are the same."""
+        return {}
+
+    def kill_tree(self) -> int:
+        """Cancels every job of this tree the scheduler still has, even those of
+        a master that is gone (jobTreeKill). Returns how many it cancelled.
+
+        Raises:
+            SchedulerCommandError: the scheduler could not be asked.
+        """
+        return 0
 
     def close(self) -> None:
         """Stops every job this object issued and releases its resources."""

@@ -24,13 +24,15 @@ from typing import Any
 STOP_GRACE = 5.0
 
 
-def _child(argv: list[str], log: str, read_fd: int, write_fd: int) -> None:
-    """Runs in the forked child: becomes a worker and never returns."""
+def run_child(argv: list[str], log: str, close: tuple[int, ...] = ()) -> None:
+    """Runs in a forked child: becomes a worker (in a session of its own, its
+    output appended to ``log``) and never returns. ``close``: the parent's
+    descriptors the child must not keep."""
     code = 2
     try:
         os.setsid()
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in close:
+            os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
@@ -84,7 +86,7 @@ class Server:
     def spawn(self, request: dict[str, Any]) -> None:
         pid = os.fork()
         if pid == 0:
-            _child(request["argv"], request["log"], self.wake_r, self.wake_w)
+            run_child(request["argv"], request["log"], (self.wake_r, self.wake_w))
         self.children[pid] = request["spawn"]
         self.send({"started": request["spawn"], "pid": pid})
 
