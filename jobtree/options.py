@@ -70,6 +70,16 @@ _DURATION = _checked(parse_duration)
 _CPU = _checked(parse_cpu)
 
 
+def _FLOAT(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadOptionError(f"--{name} must be a number, not {value!r}.") from None
+    if not number > 0:
+        raise BadOptionError(f"--{name} must be more than 0, not {value!r}.")
+    return number
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One option: ``--name``, how to parse it, its default and help."""
@@ -87,8 +97,30 @@ OPTIONS: tuple[Option, ...] = (
            "Directory holding the job tree; created if absent, continued if it exists "
            "(default: %(default)s).", metavar="DIR"),
     Option("batchSystem", _text, "singleMachine",
-           "Where targets run: singleMachine (this machine) (default: %(default)s).",
+           "Where targets run: singleMachine (this machine), slurm, gridEngine, "
+           "torque (pbs), pbspro or lsf (default: %(default)s). A tree may move to "
+           "another one when it is continued.", metavar="NAME"),
+    Option("clusterConfig", _path, None,
+           "The cluster config file (INI) with defaults for the scheduler: queue, "
+           "account, parallel environment, extra directives, prologue lines, local "
+           "scratch, limits (default: $JOBTREE_CLUSTER_CONFIG, else "
+           "~/.config/jobtree/cluster.ini if it exists).", metavar="FILE"),
+    Option("queue", _text, None,
+           "Partition or queue of cluster jobs (default: the config file's, else the "
+           "scheduler's).", metavar="NAME"),
+    Option("account", _text, None,
+           "Account or project cluster jobs are charged to (default: the config file's).",
            metavar="NAME"),
+    Option("maxJobs", _int_at_least(1), None,
+           "Most scheduler jobs (array tasks count one each) queued or running at once "
+           "on a cluster (default: the config file's, else 1000).", metavar="N"),
+    Option("submitRate", _FLOAT, None,
+           "Most submit commands per second on a cluster (default: the config file's, "
+           "else 2).", metavar="N"),
+    Option("packTime", _DURATION, None,
+           "Seconds a cluster job may go on running further small targets one after "
+           "another (default: the config file's, else 60; 0 gives every target a "
+           "job of its own).", metavar="TIME"),
     Option("maxThreads", _int_at_least(1), None,
            "Most targets run at once by singleMachine (default: the number of usable cores).",
            metavar="N"),
@@ -163,6 +195,12 @@ class Config:
 
     jobTree: str
     batchSystem: str
+    clusterConfig: str | None
+    queue: str | None
+    account: str | None
+    maxJobs: int | None
+    submitRate: float | None
+    packTime: float | None
     maxThreads: int | None
     maxCpus: float | None
     maxMemory: int | None

@@ -52,6 +52,11 @@ class TreePaths:
         return os.path.join(self.root, "tmp", "global")
 
     @property
+    def batch(self) -> str:
+        """Job scripts, manifests and exit files of cluster batch systems."""
+        return os.path.join(self.root, "batch")
+
+    @property
     def control(self) -> str:
         return os.path.join(self.root, "control")
 

@@ -177,17 +177,28 @@ def is_locked(paths: TreePaths) -> bool:
     return False
 
 
-def make_batches(config: Config) -> dict[str, BatchSystem]:
+def make_batches(config: Config, paths: TreePaths | None = None,
+                 tree_id: str | None = None) -> dict[str, BatchSystem]:
     """The batch systems a run uses ("main", and "big" if configured).
+
+    Args:
+        config: the run's options.
+        paths: the tree (None while a new root is checked: nothing is issued).
+        tree_id: the tree's id.
 
     Raises:
         BatchSystemError: a name is unknown.
+        BadOptionError: a cluster config file or option is bad.
     """
-    batches = {"main": batch_systems.create(config.batchSystem, config.maxThreads,
-                                            config.maxCpus, config.maxMemory)}
+    common = {"options": config, "tree_id": tree_id}
+    workdir = paths.batch if paths is not None else None
+    batches = {"main": batch_systems.create(
+        config.batchSystem, config.maxThreads, config.maxCpus, config.maxMemory,
+        workdir=os.path.join(workdir, "main") if workdir else None, **common)}
     if config.bigBatchSystem:
-        batches["big"] = batch_systems.create(config.bigBatchSystem, config.maxThreads,
-                                              config.bigMaxCpus, config.bigMaxMemory)
+        batches["big"] = batch_systems.create(
+            config.bigBatchSystem, config.maxThreads, config.bigMaxCpus, config.bigMaxMemory,
+            workdir=os.path.join(workdir, "big") if workdir else None, **common)
     return batches
 
 
@@ -281,7 +292,7 @@ def _run_locked(paths: TreePaths, config: Config, changed: list[str],
             if changed:
                 logger.info("options changed since the last run: %s", "; ".join(changed))
             store.set_meta("options", config.stored())
-            batches = make_batches(config)
+            batches = make_batches(config, paths, store.meta()["tree_id"])
             try:
                 master = Master(store, config, batches)
                 logger.info("running %s on %s", paths.root, ", ".join(

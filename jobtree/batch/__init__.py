@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import Any
 
 from ..errors import BatchSystemError
 from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .local import SingleMachine
 
 __all__ = ["BatchJobId", "BatchSystem", "ExitReason", "JobSpec", "Update", "create",
-           "known_names"]
+           "known_names", "CLUSTERS"]
 
-_ALIASES = {"singlemachine": "singleMachine", "single_machine": "singleMachine",
-            "local": "singleMachine"}
-
-
-def _single_machine(max_threads: int | None, max_cpus: float | None,
-                    max_memory: int | None) -> BatchSystem:
-    return SingleMachine(max_threads=max_threads, max_cpus=max_cpus, max_memory=max_memory)
-
-
-_FACTORIES: dict[str, Callable[[int | None, float | None, int | None], BatchSystem]] = {
-    "singleMachine": _single_machine,
+#: cluster batch systems: name -> (module, class); imported when used
+CLUSTERS = {
+    "slurm": ("slurm", "Slurm"),
+    "gridEngine": ("gridengine", "GridEngine"),
+    "torque": ("torque", "Torque"),
+    "pbspro": ("pbspro", "PBSPro"),
+    "lsf": ("lsf", "LSF"),
 }
+
+_ALIASES = {"singlemachine": "singleMachine", "local": "singleMachine",
+            "slurm": "slurm", "gridengine": "gridEngine", "sge": "gridEngine",
+            "ge": "gridEngine", "uge": "gridEngine", "oge": "gridEngine",
+            "pbs": "torque", "torque": "torque", "pbstorque": "torque",
+            "pbspro": "pbspro", "openpbs": "pbspro", "lsf": "lsf"}
 
 
 def known_names() -> list[str]:
     """The names --batchSystem accepts."""
-    return sorted(_FACTORIES)
+    return ["singleMachine", *CLUSTERS]
 
 
 def canonical_name(name: str) -> str:
@@ -36,22 +39,41 @@ def canonical_name(name: str) -> str:
     Raises:
         BatchSystemError: the name is unknown.
     """
-    if name in _FACTORIES:
-        return name
-    alias = _ALIASES.get(name.lower().replace("-", "_").replace("_", "")) or _ALIASES.get(
-        name.lower())
+    alias = _ALIASES.get(name.lower().replace("-", "").replace("_", "").replace("/", ""))
     if alias:
         return alias
     raise BatchSystemError(
         f"Unknown batch system {name!r}. --batchSystem takes one of: "
-        f"{', '.join(known_names())}.")
+        f"{', '.join(known_names())} (pbs is Torque; sge is gridEngine).")
 
 
 def create(name: str, max_threads: int | None = None, max_cpus: float | None = None,
-           max_memory: int | None = None) -> BatchSystem:
+           max_memory: int | None = None, *, options: Any = None, workdir: str | None = None,
+           tree_id: str | None = None) -> BatchSystem:
     """Creates the batch system called ``name``.
 
+    Args:
+        name: a --batchSystem name.
+        max_threads: most jobs at once (--maxThreads).
+        max_cpus: the largest cpu request allowed (and, locally, the cores used).
+        max_memory: the largest memory request allowed (and, locally, the memory used).
+        options: the tree's options (cluster config file, queue, account, ...).
+        workdir: where a cluster batch system keeps its job files (None: no
+            jobs will be issued, as when a new root is checked).
+        tree_id: the tree's id, which names its scheduler jobs.
+
     Raises:
-        BatchSystemError: the name is unknown or the system cannot start.
+        BatchSystemError: the name is unknown.
+        BadOptionError: the cluster config file or an option is bad.
     """
-    return _FACTORIES[canonical_name(name)](max_threads, max_cpus, max_memory)
+    canonical = canonical_name(name)
+    if canonical == "singleMachine":
+        return SingleMachine(max_threads=max_threads, max_cpus=max_cpus, max_memory=max_memory)
+    from .settings import cluster_settings
+
+    module, cls = CLUSTERS[canonical]
+    adapter = getattr(importlib.import_module(f".{module}", __name__), cls)
+    settings = cluster_settings(canonical, options, workdir, tree_id, max_threads, max_cpus,
+                                max_memory)
+    system: BatchSystem = adapter(settings)
+    return system

@@ -1,0 +1,105 @@
+"""The pure half of a cluster batch system: what each scheduler adapter defines.
+
+An adapter subclasses :class:`jobtree.batch.cluster.ClusterBatchSystem`
+and overrides the methods of :class:`SchedulerDialect`. None of them runs a
+command or touches a file: they build argv lists and job-script directives
+from records, and parse the scheduler's output into :class:`NativeJob` rows,
+so each is tested against recorded outputs in ``tests/data/<scheduler>/``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Sequence
+
+from .native import NativeJob, Submission
+
+
+class SchedulerDialect(abc.ABC):
+    """How to talk to one scheduler."""
+
+    #: the --batchSystem name
+    name: str = ""
+    #: the prefix of a directive line in a job script (``#SBATCH``, ``#$``, ``#PBS``, ``#BSUB``)
+    directive_prefix: str = ""
+    #: the environment variable that holds a task's array index (1-based) inside a job
+    index_variable: str = ""
+    #: the fewest tasks an array may have (PBS Pro refuses arrays of one subjob)
+    min_array: int = 2
+    #: whether the submit command reads the job script on standard input
+    #: (LSF's ``bsub < script``); the base then feeds it the script's text
+    script_on_stdin: bool = False
+
+    @abc.abstractmethod
+    def directives(self, job: Submission) -> list[str]:
+        """The directive lines for the top of the job script (prefix included).
+
+        Raises:
+            ResourceError: the request cannot be expressed on this scheduler
+                (say what to change).
+        """
+
+    @abc.abstractmethod
+    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
+        """The argv that submits ``job.script``, and the text to give it on
+        standard input (None for none)."""
+
+    @abc.abstractmethod
+    def parse_submit(self, stdout: str) -> str:
+        """The scheduler's id of the job just submitted (for an array: the
+        array's id), from the submit command's standard output.
+
+        Raises:
+            ValueError: the output holds no job id.
+        """
+
+    @abc.abstractmethod
+    def task_id(self, job_id: str, index: int | None) -> str:
+        """The id of array task ``index`` (1-based) of job ``job_id`` as the
+        listing spells it, or of the plain job itself when ``index`` is None."""
+
+    @abc.abstractmethod
+    def status_command(self, name: str) -> list[str]:
+        """The one command that lists every job of this user named ``name``,
+        with array tasks one per row, including finished jobs the scheduler
+        still remembers."""
+
+    @abc.abstractmethod
+    def parse_status(self, stdout: str) -> list[NativeJob]:
+        """The rows of the status command's output (pending array ranges expanded)."""
+
+    @abc.abstractmethod
+    def cancel_command(self, ids: Sequence[str]) -> list[str]:
+        """The command that cancels the given jobs or array tasks."""
+
+    @abc.abstractmethod
+    def cancel_by_name_command(self, name: str) -> list[str] | None:
+        """A command that cancels every job of this user named ``name``, or
+        None if the scheduler has none (the base then lists and cancels by id)."""
+
+    def no_jobs(self, returncode: int | None, stderr: str) -> bool:
+        """Whether a failed status command only means "no such jobs" (LSF's
+        bjobs exits non-zero with "No job found"); the listing is then empty."""
+        return False
+
+    def accounting_command(self, ids: Sequence[str]) -> list[str] | None:
+        """A command that gives the final state of finished jobs or tasks
+        (``sacct``, ``qacct``, ...), or None if the scheduler has none that
+        jobtree uses. Called only for jobs whose exit file is missing."""
+        return None
+
+    def parse_accounting(self, stdout: str) -> list[NativeJob]:
+        """The rows of the accounting command's output."""
+        return []
+
+    def transient(self, returncode: int | None, stderr: str) -> bool:
+        """Whether a failed command is worth trying again (the scheduler is
+        down, busy or unreachable) rather than a refused request. The default
+        says yes to time-outs and to messages about connections and time-outs."""
+        if returncode is None:
+            return True
+        text = stderr.lower()
+        return any(word in text for word in (
+            "connect", "connection", "timed out", "timeout", "temporarily", "try again",
+            "unreachable", "not responding", "socket", "communication", "unable to contact",
+            "busy", "too many"))

@@ -1,0 +1,259 @@
+"""The job side of a cluster batch system: ``python -m jobtree.batch.runner MANIFEST``.
+
+Every scheduler job (or array task) that jobtree submits runs this. The
+manifest lists the submission's entries (one per issued target). A task
+either runs the entry of its own array index, or, when the submission packs,
+*claims* entries one after another until none is left or its time budget is
+spent. Claiming is an exclusive create of the entry's start marker
+(``exit/KEY.run``), so each entry runs once however many tasks start, and a
+task that starts late simply finds nothing left.
+
+Each entry runs in a process (group) of its own, with its own log; the
+runner writes its outcome to ``exit/KEY.exit`` (atomically), so the master
+learns how every target ended without asking the scheduler. A kill request
+(``exit/KEY.kill``) stops one entry; SIGTERM (a cancel, or the scheduler's
+wall-time limit) stops the entry running and the task.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ..paths import local_temp_root, write_atomic
+
+#: seconds between SIGTERM and SIGKILL when an entry is stopped
+KILL_GRACE = 5.0
+#: seconds between looks at a running entry (kill requests, wall time)
+_TICK = 0.1
+#: a local temp dir untouched for this long and not locked is stale
+STALE_AFTER = 60.0
+_WORKER = ["-m", "jobtree.worker"]
+
+
+def marker(exit_dir: str, key: str, kind: str) -> str:
+    """``exit/KEY.run`` (claimed), ``.exit`` (ended) or ``.kill`` (kill requested)."""
+    return os.path.join(exit_dir, f"{key}.{kind}")
+
+
+def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
+    """Claims an entry by creating its start marker; False if already claimed."""
+    try:
+        fd = os.open(marker(exit_dir, key, "run"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    return True
+
+
+class Runner:
+    """Runs the entries of one task."""
+
+    def __init__(self, manifest: dict[str, Any], index: int) -> None:
+        self.manifest = manifest
+        self.index = index
+        self.exit_dir: str = manifest["exit_dir"]
+        self.began = time.time()
+        self.stopping = False
+        self.host = socket.gethostname()
+        # the running command's Popen, kept so that its __del__ does not reap
+        # the child before os.wait4 here can read its status and usage
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -------------------------------------------------------------- setup
+    def prepare(self) -> None:
+        """Node-local scratch for temp dirs, and the cleaning of stale ones."""
+        scratch = self.manifest.get("local_scratch")
+        if scratch:
+            scratch = os.path.expandvars(os.path.expanduser(scratch))
+            try:
+                os.makedirs(scratch, exist_ok=True)
+                os.environ["TMPDIR"] = scratch
+            except OSError as err:
+                print(f"jobtree: cannot use local_scratch {scratch}: {err}; using "
+                      f"{os.environ.get('TMPDIR') or '/tmp'}", file=sys.stderr)
+        if self.manifest.get("tree_id"):
+            clean_stale(local_temp_root(self.manifest["tree_id"]))
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> int:
+        entries = self.manifest["entries"]
+        if not self.manifest.get("pack"):
+            if 1 <= self.index <= len(entries):
+                self._try(entries[self.index - 1])
+            return 0
+        budget = float(self.manifest.get("pack_time") or 0)
+        start = (self.index - 1) % max(len(entries), 1)
+        for entry in entries[start:] + entries[:start]:
+            if self.stopping or (time.time() - self.began >= budget):
+                break
+            self._try(entry)
+        return 0
+
+    def _try(self, entry: dict[str, Any]) -> None:
+        record = {"task": self.index, "host": self.host, "pid": os.getpid(),
+                  "started": time.time()}
+        if claim(self.exit_dir, entry["key"], record):
+            self._run_entry(entry, record["started"])
+
+    def _run_entry(self, entry: dict[str, Any], started: float) -> None:
+        lock = self._lock_local_dir(entry)
+        try:
+            pid = self._start(entry)
+            if pid is None:
+                outcome: dict[str, Any] = {"code": 127, "maxrss": None}
+            else:
+                outcome = self._wait(entry, pid, started)
+        finally:
+            if lock is not None:
+                os.close(lock)
+        ended = time.time()
+        outcome.update(started=started, ended=ended, wall=ended - started, host=self.host,
+                       task=self.index)
+        write_atomic(marker(self.exit_dir, entry["key"], "exit"), json.dumps(outcome).encode())
+
+    def _lock_local_dir(self, entry: dict[str, Any]) -> int | None:
+        """Holds a lock on the worker's local temp dir while it runs, so
+        another task on this node does not take it for stale."""
+        tree_id = self.manifest.get("tree_id")
+        if not tree_id or not entry.get("worker"):
+            return None
+        path = os.path.join(local_temp_root(tree_id), entry["key"])
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            return None
+
+    def _start(self, entry: dict[str, Any]) -> int | None:
+        argv: list[str] = entry["argv"]
+        log: str = entry["log"]
+        if entry.get("worker") and list(argv[1:3]) == _WORKER:
+            pid = os.fork()
+            if pid == 0:
+                from .forkserver import run_child
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                run_child(argv[3:], log)
+            return pid
+        with open(log, "ab") as out:
+            try:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                           stderr=subprocess.STDOUT, start_new_session=True,
+                                           close_fds=True)
+            except OSError as err:
+                out.write(f"jobtree: cannot start {argv[0]}: {err}\n".encode())
+                return None
+        self._process = process
+        return process.pid
+
+    def _wait(self, entry: dict[str, Any], pid: int, started: float) -> dict[str, Any]:
+        walltime = entry.get("walltime")
+        reason: str | None = None
+        term_at: float | None = None
+        kill_file = marker(self.exit_dir, entry["key"], "kill")
+        while True:
+            try:
+                done, status, usage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                return {"code": None, "reason": reason or "lost", "maxrss": None}
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                if self._process is not None:
+                    self._process.returncode = code  # reaped here
+                    self._process = None
+                return {"code": code, "reason": reason, "maxrss": usage.ru_maxrss * 1024}
+            now = time.time()
+            if term_at is None:
+                if self.stopping:
+                    reason = self._stop_reason()
+                elif os.path.exists(kill_file):
+                    reason = "killed"
+                elif walltime and now - started > float(walltime):
+                    reason = "timeout"
+                if reason is not None:
+                    term_at = now
+                    _signal_group(pid, signal.SIGTERM)
+            elif now - term_at > KILL_GRACE:
+                _signal_group(pid, signal.SIGKILL)
+            time.sleep(_TICK)
+
+    def _stop_reason(self) -> str:
+        """Why SIGTERM came: the task's wall time (the scheduler's limit) or a cancel."""
+        limit = self.manifest.get("task_walltime")
+        if limit and time.time() - self.began >= 0.95 * float(limit):
+            return "timeout"
+        return "killed"
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def clean_stale(root: str) -> None:
+    """Removes local temp dirs of earlier runs on this node that nothing holds:
+    left by a worker killed with SIGKILL, or a node that went down."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            if now - os.stat(path).st_mtime < STALE_AFTER:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            continue  # a running worker holds it
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a job script."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m jobtree.batch.runner MANIFEST", file=sys.stderr)
+        return 2
+    with open(args[0], encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    variable = manifest.get("index_variable") or ""
+    raw = os.environ.get(variable, "") if variable else ""
+    index = int(raw) if raw.strip().isdigit() and int(raw) > 0 else 1
+    runner = Runner(manifest, index)
+
+    def on_term(signum: int, frame: Any) -> None:
+        runner.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGUSR1, on_term)  # Grid Engine's warning before a hard limit
+    signal.signal(signal.SIGUSR2, on_term)  # LSF's, at the run limit
+    runner.prepare()
+    return runner.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The per-cluster config file and the options that override it.
+
+The file is INI (``configparser``). Section ``[cluster]`` applies to every
+scheduler; a section named after a batch system (``[slurm]``,
+``[gridEngine]``, ``[torque]``, ``[pbspro]``, ``[lsf]``) overrides it for
+that one. Command-line options (``--queue``, ``--account``, ``--maxJobs``,
+``--submitRate``, ``--packTime``) override both. The file is found at
+``--clusterConfig``, else ``$JOBTREE_CLUSTER_CONFIG``, else
+``~/.config/jobtree/cluster.ini`` if it exists. See docs/clusters.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from typing import Any, Callable
+
+from ..errors import BadOptionError, ResourceError
+from ..resources import parse_cpu, parse_duration, parse_size
+from .cluster import ClusterSettings
+
+DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = parse_duration(text)
+    if value is None:
+        raise ValueError("is not a duration")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "yes", "true", "on"):
+        return True
+    if word in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def _text(text: str) -> str | None:
+    return text.strip() or None
+
+
+#: every key of the file: the ClusterSettings field it sets, and its parser
+KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "queue": ("queue", _text), "partition": ("queue", _text),
+    "account": ("account", _text), "project": ("account", _text),
+    "parallel_environment": ("parallel_environment", _text),
+    "extra": ("extra", _lines), "prologue": ("prologue", _lines),
+    "local_scratch": ("local_scratch", _text),
+    "max_jobs": ("max_jobs", _positive_int), "submit_rate": ("submit_rate", _positive_float),
+    "poll_interval": ("poll_interval", _seconds), "arrays": ("arrays", _boolean),
+    "pack_time": ("pack_time", _seconds), "exit_grace": ("exit_grace", _seconds),
+    "command_timeout": ("command_timeout", _seconds),
+    "max_cpus": ("max_cpus", lambda t: parse_cpu(t, "max_cpus")),
+    "max_memory": ("max_memory", lambda t: parse_size(t, "max_memory")),
+}
+
+
+def config_path(given: str | None) -> str | None:
+    """The config file to read, or None if there is none."""
+    if given:
+        return os.path.abspath(os.path.expanduser(given))
+    env = os.environ.get("JOBTREE_CLUSTER_CONFIG")
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    default = os.path.expanduser(DEFAULT_PATH)
+    return default if os.path.isfile(default) else None
+
+
+def read_config(path: str | None, batch_system: str) -> dict[str, Any]:
+    """The settings the file gives for ``batch_system``.
+
+    Raises:
+        BadOptionError: the file is missing, not INI, or has a bad key or value.
+    """
+    if path is None:
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as err:
+        raise BadOptionError(f"The cluster config {path} cannot be read: {err.strerror}. "
+                             f"Check --clusterConfig (or $JOBTREE_CLUSTER_CONFIG).") from None
+    except configparser.Error as err:
+        raise BadOptionError(f"The cluster config {path} is not a valid INI file: "
+                             f"{err.message}. See docs/clusters.md for its form.") from None
+    values: dict[str, Any] = {}
+    for section in ("cluster", batch_system):
+        if not parser.has_section(section):
+            continue
+        for key, text in parser.items(section):
+            if key not in KEYS:
+                raise BadOptionError(
+                    f"The cluster config {path} has an unknown key {key!r} in [{section}]. "
+                    f"Known keys: {', '.join(sorted(KEYS))}.")
+            field, parse = KEYS[key]
+            try:
+                values[field] = parse(text)
+            except (ValueError, ResourceError) as err:
+                raise BadOptionError(f"The cluster config {path}: {key} = {text!r} in "
+                                     f"[{section}] {err}.") from None
+    return values
+
+
+def cluster_settings(batch_system: str, options: Any, workdir: str | None,
+                     tree_id: str | None, max_threads: int | None, max_cpus: float | None,
+                     max_memory: int | None) -> ClusterSettings:
+    """The settings of a cluster batch system: defaults, then the config file,
+    then the options given (``options`` is a Config, or None).
+
+    Raises:
+        BadOptionError: the config file or an option is bad.
+    """
+    values = read_config(config_path(getattr(options, "clusterConfig", None)), batch_system)
+    for option, field in (("queue", "queue"), ("account", "account"),
+                          ("maxJobs", "max_jobs"), ("submitRate", "submit_rate"),
+                          ("packTime", "pack_time")):
+        value = getattr(options, option, None)
+        if value is not None:
+            values[field] = value
+    if max_cpus is not None:
+        values["max_cpus"] = max_cpus
+    if max_memory is not None:
+        values["max_memory"] = max_memory
+    if max_threads is not None:  # at most this many jobs at once, as on singleMachine
+        values["max_jobs"] = min(values.get("max_jobs", max_threads), max_threads)
+    name = f"jt-{tree_id[:10]}" if tree_id else "jobtree"
+    return dataclasses.replace(ClusterSettings(), workdir=workdir, tree_id=tree_id,
+                               job_name=name, **values)

@@ -1,0 +1,171 @@
+"""Slurm: ``--batchSystem slurm``.
+
+=====================  ===========================================
+jobtree request         ``#SBATCH`` directive
+=====================  ===========================================
+cores (per process)     ``--cpus-per-task=C``
+nodes × processes       ``--nodes=N --ntasks-per-node=P`` (else ``--ntasks=1``)
+memory (per node)       ``--mem=<MiB>M``
+walltime                ``--time=HH:MM:SS``
+disk                    ``--tmp=<MiB>M``
+gpus (per node)         ``--gres=gpu:G``
+queue                   ``--partition=Q``
+account                 ``--account=A``
+array of N tasks        ``--array=1-N[%L]``
+extras                  ``#SBATCH <extra>`` verbatim
+=====================  ===========================================
+
+Status is one ``squeue`` for every job of the tree (they share a name, and
+``-t all`` keeps finished jobs for ``MinJobAge``); accounting is ``sacct``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Sequence
+
+from ..errors import ResourceError
+from .cluster import ClusterBatchSystem
+from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
+
+_STATES = {
+    "PENDING": NativeState.QUEUED, "CONFIGURING": NativeState.QUEUED,
+    "REQUEUED": NativeState.QUEUED, "REQUEUE_HOLD": NativeState.QUEUED,
+    "REQUEUE_FED": NativeState.QUEUED, "RESV_DEL_HOLD": NativeState.QUEUED,
+    "SPECIAL_EXIT": NativeState.QUEUED, "RESIZING": NativeState.RUNNING,
+    "RUNNING": NativeState.RUNNING, "COMPLETING": NativeState.RUNNING,
+    "SUSPENDED": NativeState.RUNNING, "STOPPED": NativeState.RUNNING,
+    "SIGNALING": NativeState.RUNNING, "STAGE_OUT": NativeState.RUNNING,
+    "COMPLETED": NativeState.COMPLETED, "FAILED": NativeState.FAILED,
+    "BOOT_FAIL": NativeState.LOST, "NODE_FAIL": NativeState.LOST,
+    "DEADLINE": NativeState.TIMEOUT, "TIMEOUT": NativeState.TIMEOUT,
+    "CANCELLED": NativeState.CANCELLED, "REVOKED": NativeState.CANCELLED,
+    "PREEMPTED": NativeState.LOST, "OUT_OF_MEMORY": NativeState.OUT_OF_MEMORY,
+}
+#: squeue's fields: id (123 or 123_4), job name, long state, time used, array job id, task
+_SQUEUE_FORMAT = "%i|%j|%T|%M"
+
+
+def slurm_state(text: str) -> NativeState:
+    """A Slurm state (``CANCELLED by 0``, ``FAILED``, ``OUT_OF_MEMORY``) as a NativeState."""
+    word = text.strip().split(" ")[0].rstrip("+")
+    return _STATES.get(word, NativeState.UNKNOWN)
+
+
+class Slurm(ClusterBatchSystem):
+    """Submits to Slurm with sbatch; see the module doc for the mapping."""
+
+    name = "slurm"
+    directive_prefix = "#SBATCH"
+    index_variable = "SLURM_ARRAY_TASK_ID"
+
+    def directives(self, job: Submission) -> list[str]:
+        r = job.request
+        lines = [f"--job-name={job.name}", "--output=" + job.log_stem
+                 + (".%a.out" if job.is_array else ".out"),
+                 f"--chdir={job.workdir}", "--export=ALL"]
+        if r.mpi:
+            lines += [f"--nodes={r.nodes}", f"--ntasks-per-node={r.processes}"]
+        else:
+            lines += ["--nodes=1", "--ntasks=1"]
+        lines.append(f"--cpus-per-task={r.cores}")
+        if r.memory is not None:
+            lines.append(f"--mem={mebibytes(r.memory)}M")
+        if r.walltime is not None:
+            lines.append(f"--time={hms(r.walltime)}")
+        if r.disk is not None:
+            lines.append(f"--tmp={mebibytes(r.disk)}M")
+        if r.gpus:
+            lines.append(f"--gres=gpu:{r.gpus}")
+        if r.queue:
+            lines.append(f"--partition={r.queue}")
+        if r.account:
+            lines.append(f"--account={r.account}")
+        if job.is_array:
+            throttle = f"%{job.max_running}" if job.max_running else ""
+            lines.append(f"--array=1-{job.tasks}{throttle}")
+        for extra in r.extra:
+            if not extra.startswith("-"):
+                raise ResourceError(
+                    f"the Slurm directive {extra!r} does not start with '-'; give it as "
+                    f"sbatch takes it, e.g. --constraint=avx2.")
+            lines.append(extra)
+        return [f"{self.directive_prefix} {line}" for line in lines]
+
+    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
+        return ["sbatch", "--parsable", job.script], None
+
+    def parse_submit(self, stdout: str) -> str:
+        for line in stdout.splitlines():
+            head = line.strip().split(";")[0]
+            if head.isdigit():
+                return head
+        raise ValueError(f"no job id in {stdout!r}")
+
+    def task_id(self, job_id: str, index: int | None) -> str:
+        return job_id if index is None else f"{job_id}_{index}"
+
+    def status_command(self, name: str) -> list[str]:
+        return ["squeue", "--noheader", "--array", "--states=all", f"--name={name}",
+                f"--user={getpass.getuser()}", f"--format={_SQUEUE_FORMAT}"]
+
+    def parse_status(self, stdout: str) -> list[NativeJob]:
+        rows = []
+        for line in stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 4:
+                continue
+            job_id, name, state, used = parts[0], parts[1], parts[2], parts[3]
+            rows.extend(NativeJob(i, slurm_state(state), elapsed=parse_hms(used), name=name)
+                        for i in _expand(job_id))
+        return rows
+
+    def cancel_command(self, ids: Sequence[str]) -> list[str]:
+        return ["scancel", *ids]
+
+    def cancel_by_name_command(self, name: str) -> list[str] | None:
+        return ["scancel", f"--name={name}", f"--user={getpass.getuser()}"]
+
+    def accounting_command(self, ids: Sequence[str]) -> list[str] | None:
+        return ["sacct", "--parsable2", "--allocations", "--noheader",
+                "--format=JobID,State,ExitCode,ElapsedRaw", f"--jobs={','.join(ids)}"]
+
+    def parse_accounting(self, stdout: str) -> list[NativeJob]:
+        rows = []
+        for line in stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 4 or not parts[0]:
+                continue
+            code, _, signal = parts[2].partition(":")
+            exit_code = int(code) if code.isdigit() else None
+            if signal.isdigit() and int(signal):
+                exit_code = -int(signal)
+            elapsed = float(parts[3]) if parts[3].isdigit() else None
+            rows.append(NativeJob(parts[0], slurm_state(parts[1]), exit_code, elapsed))
+        return rows
+
+    def transient(self, returncode: int | None, stderr: str) -> bool:
+        text = stderr.lower()
+        if "invalid" in text or "error: batch job submission failed" in text and (
+                "requested node configuration" in text or "invalid account" in text
+                or "partition" in text or "memory specification" in text):
+            return False
+        return super().transient(returncode, stderr) or "slurm_load_jobs" in text or (
+            "unable to contact slurm controller" in text)
+
+    def no_jobs(self, returncode: int | None, stderr: str) -> bool:
+        return "invalid job id" in stderr.lower()
+
+
+def _expand(job_id: str) -> list[str]:
+    """``123``, ``123_4`` and pending ranges ``123_[5-7,9%2]`` as single ids."""
+    if "_[" not in job_id:
+        return [job_id]
+    head, _, body = job_id.partition("_[")
+    body = body.rstrip("]").split("%")[0]
+    ids = []
+    for part in body.split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            ids.extend(f"{head}_{i}" for i in range(int(low), int(high or low) + 1))
+    return ids
