@@ -1,0 +1,146 @@
+"""The Torque (PBS/Torque, OpenPBS descendant) adapter: directives, commands, parsers.
+
+How one :class:`~jobtree.batch.native.Request` is said to Torque:
+
+==================  ===========================================================
+request             Torque
+==================  ===========================================================
+name                ``#PBS -N <name>``
+log                 ``#PBS -o <log_stem>.out`` and ``#PBS -j oe``; for an array
+                    Torque itself appends ``-<index>`` to the file name
+nodes × processes   ``#PBS -l nodes=<nodes>:ppn=<processes × cores>``
+× cores, gpus       ``[:gpus=<gpus>]`` (gpus per node)
+memory              ``#PBS -l mem=<memory × nodes in MiB>mb`` (``mem`` is the
+                    whole job's; the request's is per node)
+walltime            ``#PBS -l walltime=HH:MM:SS``
+disk                ``#PBS -l file=<MiB>mb`` (Torque's ``file`` caps the size of
+                    any one file the job writes: the nearest standard resource)
+queue, account      ``#PBS -q <queue>``, ``#PBS -A <account>``
+workdir             ``#PBS -d <workdir>`` (the folder the job starts in)
+array               ``#PBS -t 1-<tasks>[%<max_running>]``; the task's index is
+                    ``$PBS_ARRAYID``
+parallel_env        ignored (Grid Engine only)
+extra               ``#PBS <extra>`` verbatim
+==================  ===========================================================
+
+Paths with blanks or colons raise :class:`~jobtree.errors.ResourceError`
+(``-o host:path``). Status comes from ``qstat -x -t``: Torque's XML of every job
+the server still keeps (``keep_completed``), array tasks one per element; Torque
+cannot select by name, so every row is returned with its name and the base
+keeps those of the tree. Array tasks are named ``<name>-<index>`` by Torque;
+the suffix is taken off. Exit statuses (``JOB_EXEC_*``, Torque 6.1): -11 wall
+time, -10 memory, 256 + N killed by signal N (271 is ``qdel``'s SIGTERM).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from typing import Sequence
+
+from . import _pbs
+from .cluster import ClusterBatchSystem
+from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
+
+#: JOB_EXEC_KILL_WALLTIME in Torque's job.h
+WALLTIME_EXCEEDED = -11
+#: JOB_EXEC_KILL_MEM (Torque ≥ 6.1)
+MEMORY_EXCEEDED = -10
+
+_STATES = {
+    "Q": NativeState.QUEUED, "H": NativeState.QUEUED, "W": NativeState.QUEUED,
+    "T": NativeState.QUEUED, "R": NativeState.RUNNING, "E": NativeState.RUNNING,
+    "S": NativeState.RUNNING,
+}
+
+
+class Torque(ClusterBatchSystem):
+    """PBS/Torque (``qsub``, ``qstat -x``, ``qdel``)."""
+
+    name = "torque"
+    directive_prefix = "#PBS"
+    index_variable = "PBS_ARRAYID"
+    min_array = 2
+
+    def directives(self, job: Submission) -> list[str]:
+        request = job.request
+        _pbs.check_counts(request.cores, request.processes, request.nodes)
+        pbs = self.directive_prefix
+        nodes = f"nodes={request.nodes}:ppn={request.processes * request.cores}"
+        if request.gpus:
+            nodes += f":gpus={request.gpus}"
+        lines = [f"{pbs} -N {job.name}",
+                 f"{pbs} -o {_pbs.check_path('log path', job.log_stem + '.out')}",
+                 f"{pbs} -j oe",
+                 f"{pbs} -l {nodes}"]
+        if request.memory is not None:
+            lines.append(f"{pbs} -l mem={mebibytes(request.memory) * request.nodes}mb")
+        if request.walltime is not None:
+            lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
+        if request.disk is not None:
+            lines.append(f"{pbs} -l file={mebibytes(request.disk)}mb")
+        if request.queue:
+            lines.append(f"{pbs} -q {request.queue}")
+        if request.account:
+            lines.append(f"{pbs} -A {request.account}")
+        lines.append(f"{pbs} -d {_pbs.check_path('working folder', job.workdir)}")
+        if job.is_array:
+            limit = f"%{job.max_running}" if job.max_running else ""
+            lines.append(f"{pbs} -t 1-{job.tasks}{limit}")
+        lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
+        return lines
+
+    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
+        return ["qsub", job.script], None
+
+    def parse_submit(self, stdout: str) -> str:
+        return _pbs.parse_submit(stdout)
+
+    def task_id(self, job_id: str, index: int | None) -> str:
+        return _pbs.task_id(job_id, index)
+
+    def status_command(self, name: str) -> list[str]:
+        return ["qstat", "-x", "-t"]
+
+    def parse_status(self, stdout: str) -> list[NativeJob]:
+        """The rows of ``qstat -x -t`` (one ``<Job>`` element each).
+
+        Raises:
+            ValueError: the output is not Torque's XML.
+        """
+        text = stdout.strip()
+        if text.startswith("<?xml"):
+            text = text.split("?>", 1)[1].strip()
+        if not text:
+            return []  # Torque before 6 prints nothing when it has no jobs
+        try:
+            root = ElementTree.fromstring(text)
+        except ElementTree.ParseError as err:
+            raise ValueError(f"qstat -x printed no XML: {err}") from err
+        return [self._row(element) for element in root.iter("Job")]
+
+    def _row(self, element: ElementTree.Element) -> NativeJob:
+        job_id = element.findtext("Job_Id", "").strip()
+        code = element.findtext("job_state", "").strip()
+        status = element.findtext("exit_status")
+        exit_code = int(status) if status is not None and status.strip() else None
+        if code == "C":
+            state = _pbs.finished_state(exit_code, timeout=frozenset({WALLTIME_EXCEEDED}),
+                                        memory=frozenset({MEMORY_EXCEEDED}))
+        else:
+            state = _STATES.get(code, NativeState.UNKNOWN)
+        walltime = element.findtext("resources_used/walltime")
+        name = element.findtext("Job_Name")
+        index = _pbs.array_index(job_id)
+        if name is not None and index is not None and name.endswith(f"-{index}"):
+            name = name[: -len(f"-{index}")]
+        return NativeJob(id=job_id, state=state, exit_code=exit_code,
+                         elapsed=parse_hms(walltime) if walltime else None, name=name)
+
+    def cancel_command(self, ids: Sequence[str]) -> list[str]:
+        return ["qdel", *ids]
+
+    def cancel_by_name_command(self, name: str) -> list[str] | None:
+        return None
+
+    def transient(self, returncode: int | None, stderr: str) -> bool:
+        return _pbs.transient(returncode, stderr)
