@@ -35,5 +35,32 @@ def tree_dir(tmp_path: Path) -> Path:
     return tmp_path / "jobTree"
 
 
+#: the command each real scheduler's tests need on PATH
+SCHEDULER_COMMANDS = {"slurm": "sbatch", "gridEngine": "qsub"}
+
+
+def require_scheduler(name: str) -> None:
+    """Skips the test when the real scheduler ``name`` is not running here,
+    except in CI, which starts every scheduler: there it fails the test."""
+    import shutil
+
+    command = SCHEDULER_COMMANDS.get(name)
+    if command is None or shutil.which(command) is not None:
+        return
+    message = (f"{name} is not running here ({command} is not on PATH); start it with "
+               f"../shared/cluster/start-*.sh")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def quick_cluster_config(folder: Path) -> Path:
+    """A cluster config file that polls often, for quick tests."""
+    config = folder / "cluster.ini"
+    config.write_text("[cluster]\npoll_interval = 1\nexit_grace = 3\nsubmit_rate = 50\n"
+                      "command_timeout = 30\n")
+    return config
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

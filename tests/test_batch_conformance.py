@@ -15,12 +15,15 @@ server dying) is named ``test_single_machine_*``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import json
 import logging
 import os
 import pickle
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,11 +32,13 @@ from typing import Any
 
 import pytest
 from batchjobs import targets
+from conftest import quick_cluster_config, require_scheduler
 
 from jobtree import batch as batch_systems
 from jobtree import serialize
 from jobtree.batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from jobtree.batch import local as single_machine
+from jobtree.batch import runner
 from jobtree.batch.base import EXIT_MEMORY
 from jobtree.paths import TreePaths
 from jobtree.resources import Resources
@@ -51,23 +56,51 @@ class BatchCase:
 
     Attributes:
         name: the --batchSystem name (the test id).
-        make: creates a fresh one from (max_threads, max_cpus, max_memory).
+        make: creates a fresh one from (max_threads, max_cpus, max_memory, folder).
         kill_grace: the most seconds a job that ignores SIGTERM lives after kill().
         latency: extra seconds to allow for a job to start or its end to be seen.
+        path: a folder to put first on PATH (the fake scheduler's commands).
     """
 
     name: str
-    make: Callable[[int | None, float | None, int | None], BatchSystem]
+    make: Callable[[int | None, float | None, int | None, Path], BatchSystem]
     kill_grace: float
     latency: float = 0.0
+    path: str | None = None
+    directives: tuple[str, ...] = ()
 
 
-def _created(name: str) -> Callable[[int | None, float | None, int | None], BatchSystem]:
-    return lambda threads, cpus, memory: batch_systems.create(name, threads, cpus, memory)
+def cluster_files(folder: Path) -> tuple[str, str, str]:
+    """The config file, job folder and tree id of the cluster batch system in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = quick_cluster_config(folder)
+    return str(config), str(folder / "batch"), f"c{abs(hash(str(folder))) % 10**9}"
 
 
+def _created(name: str) -> Callable[[int | None, float | None, int | None, Path], BatchSystem]:
+    def make(threads: int | None, cpus: float | None, memory: int | None,
+             folder: Path) -> BatchSystem:
+        config, workdir, tree_id = cluster_files(folder)
+        options = argparse.Namespace(clusterConfig=config)
+        return batch_systems.create(name, threads, cpus, memory, options=options,
+                                    workdir=workdir, tree_id=tree_id)
+    return make
+
+
+FAKES = TESTS / "fakes"
 CASES = [
     BatchCase("singleMachine", _created("singleMachine"), single_machine.KILL_GRACE),
+    BatchCase("slurm", _created("slurm"), runner.KILL_GRACE + 2, latency=10,
+              directives=("#SBATCH --cpus-per-task=2", "#SBATCH --mem=512M",
+                          "#SBATCH --time=")),
+    BatchCase("gridEngine", _created("gridEngine"), runner.KILL_GRACE + 2, latency=10,
+              directives=("#$ -pe smp 2", "h_vmem=256M", "h_rt=")),
+    BatchCase("torque", _created("torque"), runner.KILL_GRACE + 2, latency=5,
+              path=str(FAKES / "torque"), directives=("ppn=2", "mem=512mb", "walltime=")),
+    BatchCase("pbspro", _created("pbspro"), runner.KILL_GRACE + 2, latency=5,
+              path=str(FAKES / "pbspro"), directives=("ncpus=2", "mem=512mb", "walltime=")),
+    BatchCase("lsf", _created("lsf"), runner.KILL_GRACE + 2, latency=5,
+              path=str(FAKES / "lsf"), directives=("#BSUB -n 2", "mem=256", "#BSUB -W")),
 ]
 
 #: seconds for anything that should be quick (a job starting, a kill of a polite job)
@@ -75,18 +108,28 @@ QUICK = 15.0
 
 
 @pytest.fixture(params=CASES, ids=[case.name for case in CASES])
-def case(request: pytest.FixtureRequest) -> BatchCase:
-    return request.param  # type: ignore[no-any-return]
+def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+         tmp_path_factory: pytest.TempPathFactory) -> BatchCase:
+    """The batch system under test, its scheduler checked (or faked) first."""
+    case: BatchCase = request.param
+    if case.path:
+        monkeypatch.setenv("PATH", f"{case.path}{os.pathsep}{os.environ['PATH']}")
+        state = tmp_path_factory.mktemp(f"fake-{case.name}")
+        monkeypatch.setenv("FAKE_PBS_DIR", str(state))
+        monkeypatch.setenv("FAKE_LSF_DIR", str(state))
+    require_scheduler(case.name)
+    return case
 
 
 @pytest.fixture
-def make_batch(case: BatchCase) -> Iterator[Callable[..., BatchSystem]]:
+def make_batch(case: BatchCase, tmp_path: Path) -> Iterator[Callable[..., BatchSystem]]:
     """Makes batch systems with the given limits; closes them all afterwards."""
     made: list[BatchSystem] = []
 
     def make(max_threads: int | None = None, max_cpus: float | None = None,
              max_memory: int | None = None) -> BatchSystem:
-        system = case.make(max_threads, max_cpus, max_memory)
+        system = case.make(max_threads, max_cpus, max_memory,
+                           tmp_path / f"batch{len(made)}")
         made.append(system)
         return system
 
@@ -123,18 +166,20 @@ class Jobs:
         """A file under the test's folder (for records the jobs write)."""
         return str(self.root / name)
 
-    def command(self, argv: Sequence[str], cpu: float = 1, name: str = "conformance") -> JobSpec:
+    def command(self, argv: Sequence[str], cpu: float = 1, name: str = "conformance",
+                memory: int | None = None, time: float | None = None) -> JobSpec:
         """A plain command."""
         job_id = next(self._ids)
         log = self.root / "logs" / f"{job_id}.log"
         log.parent.mkdir(exist_ok=True)
         return JobSpec(job_id=job_id, attempt=1, argv=list(argv),
-                       resources=Resources(cpu=cpu), name=f"{name}{job_id}",
-                       log_path=str(log))
+                       resources=Resources(cpu=cpu, memory=memory, time=time),
+                       name=f"{name}{job_id}", log_path=str(log))
 
-    def script(self, *args: str, cpu: float = 1) -> JobSpec:
+    def script(self, *args: str, cpu: float = 1, memory: int | None = None,
+               time: float | None = None) -> JobSpec:
         """``python tests/batchjobs/job.py ARGS``."""
-        return self.command([sys.executable, JOB, *args], cpu=cpu)
+        return self.command([sys.executable, JOB, *args], cpu=cpu, memory=memory, time=time)
 
     def worker(self, fn: Callable[..., Any], *args: Any, cpu: float = 1,
                attempt: int = 1) -> JobSpec:
@@ -596,9 +641,12 @@ def test_jobs_share_the_cpus(make_batch: Callable[..., BatchSystem], jobs: Jobs,
     for update in collect(batch, ids, QUICK + case.latency).values():
         assert update.reason is ExitReason.FINISHED, update
     stamps = {p: json.loads(Path(p).read_text()) for p in (big, small1, small2)}
-    assert not overlap(stamps[big], stamps[small1]), stamps
-    assert not overlap(stamps[big], stamps[small2]), stamps
-    if batch.local:  # and the limit is not met by running one job at a time
+    if batch.local:
+        # --maxCpus bounds the cores in use at once here; on a cluster it is only the
+        # largest request, and the scheduler shares the nodes
+        assert not overlap(stamps[big], stamps[small1]), stamps
+        assert not overlap(stamps[big], stamps[small2]), stamps
+        # and the limit is not met by running one job at a time
         assert overlap(stamps[small1], stamps[small2]), stamps
 
 
@@ -624,6 +672,110 @@ def test_close_stops_everything(make_batch: Callable[..., BatchSystem], jobs: Jo
     assert_gone(batch, [s["pid"] for s in started], [s["pgid"] for s in started])
     time.sleep(0.2)
     assert not os.path.exists(marker), "a job waiting for a slot ran after close()"
+
+
+# ------------------------------------------- lost jobs, wall time, resources
+
+
+def test_a_job_whose_node_dies_is_reported(batch: BatchSystem, jobs: Jobs,
+                                           case: BatchCase) -> None:
+    """Its processes are SIGKILLed from outside, and on a cluster the job's own
+    script process too (as when its node goes down): it is reported, not finished."""
+    record = jobs.path("doomed.json")
+    spec = jobs.script("sleep", record, "60")
+    batch_id = batch.issue(spec)
+    started = wait_for_record(spec, record, QUICK + case.latency)
+    if not batch.local:
+        os.kill(started["ppid"], signal.SIGKILL)  # the job's script (jobtree's runner)
+    os.killpg(started["pgid"], signal.SIGKILL)
+    update = only(collect(batch, [batch_id], QUICK + 2 * case.latency))
+    # Grid Engine's accounting cannot tell a job killed from outside from one
+    # cancelled: it may say KILLED
+    assert update.reason in (ExitReason.LOST, ExitReason.FAILED, ExitReason.KILLED), (
+        update, log_of(spec))
+    assert update.exit_code != 0, update
+    assert_quiet(batch)
+
+
+def test_a_job_over_its_wall_time(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
+    """On a cluster the time asked for is a limit: the job is stopped and the
+    reason is TIMEOUT. On this machine it is an estimate (--maxJobDuration is
+    the limit there): the job runs on to its end."""
+    record = jobs.path("slow.json")
+    spec = jobs.script("stamp", record, "6", time=2)
+    update = only(collect(batch, [batch.issue(spec)], 6 + QUICK + case.latency))
+    if batch.local:
+        assert update.reason is ExitReason.FINISHED, (update, log_of(spec))
+        return
+    assert update.reason is ExitReason.TIMEOUT, (update, log_of(spec))
+    assert update.wall is not None and update.wall < 6, update
+    assert not os.path.exists(record), "the job was not stopped at its wall time"
+    assert_quiet(batch)
+
+
+def test_resources_reach_the_job(make_batch: Callable[..., BatchSystem], jobs: Jobs,
+                                 case: BatchCase, tmp_path: Path) -> None:
+    """A job asking for 2 cores, 512 MiB and 10 minutes runs, and on a cluster
+    its job script holds the scheduler's directives for them."""
+    batch = make_batch()
+    record = jobs.path("sized.json")
+    spec = jobs.script("sleep", record, "60", cpu=2, memory=512 * 2**20, time=600)
+    batch_id = batch.issue(spec)
+    wait_for_record(spec, record, QUICK + case.latency)
+    scripts = "".join(p.read_text() for p in tmp_path.glob("batch0/batch/subs/*.sh"))
+    for directive in case.directives:
+        assert directive in scripts, f"{directive!r} is not in the job script:\n{scripts}"
+    batch.kill([batch_id])
+    assert only(collect(batch, [batch_id], QUICK + case.latency)).reason is ExitReason.KILLED
+
+
+def test_a_restarted_master_adopts_its_running_jobs(case: BatchCase, jobs: Jobs,
+                                                    tmp_path: Path) -> None:
+    """A master issues a job and is SIGKILLed; a new batch system on the same
+    folder adopts the job, which keeps running (it is not issued twice), and
+    can still kill it. singleMachine's jobs end with their master: it adopts none."""
+    folder = tmp_path / "adopting"
+    config, workdir, tree_id = cluster_files(folder)
+    record = jobs.path("adopted.json")
+    spec = jobs.script("sleep", record, "60")
+    job = {"job_id": spec.job_id, "attempt": spec.attempt, "argv": list(spec.argv),
+           "name": spec.name, "log_path": spec.log_path}
+    plan = folder / "master.json"
+    plan.write_text(json.dumps({"name": case.name, "config": config, "workdir": workdir,
+                                "tree_id": tree_id, "job": job}))
+    master = subprocess.Popen([sys.executable, str(TESTS / "batchjobs" / "hang_master.py"),
+                               str(plan)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert master.stdout is not None
+        assert master.stdout.readline().startswith("issued "), "the master issued nothing"
+        started = wait_for_record(spec, record, QUICK + case.latency)
+    finally:
+        master.kill()
+        master.wait()
+    batch = case.make(None, None, None, folder)
+    try:
+        adopted = batch.adopt([(spec.job_id, spec.attempt)])
+        if batch.local:
+            assert adopted == {}
+            return
+        assert list(adopted) == [(spec.job_id, spec.attempt)], adopted
+        batch_id = adopted[(spec.job_id, spec.attempt)]
+        assert batch_id in batch.issued()
+        deadline = time.monotonic() + QUICK + case.latency
+        while batch_id not in batch.running():
+            assert time.monotonic() < deadline, "an adopted running job is not in running()"
+            time.sleep(0.1)
+        assert json.loads(Path(record).read_text()) == started, "the job was run again"
+        batch.kill([batch_id])
+        update = only(collect(batch, [batch_id], QUICK + case.latency))
+        assert update.reason is ExitReason.KILLED, update
+        assert_quiet(batch)
+    finally:
+        batch.close()
+        try:
+            os.killpg(started["pgid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # ------------------------------------------- singleMachine: its fork server

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import PIPELINES
+import pytest
+from conftest import PIPELINES, quick_cluster_config, require_scheduler
 
 from jobtree import graph
 from jobtree.jobstore import JobStore
@@ -25,9 +26,10 @@ KILLS = int(os.environ.get("JOBTREE_CRASH_KILLS", "25"))
 DEPTH = int(os.environ.get("JOBTREE_CRASH_DEPTH", "4"))
 
 
-def _start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as handle:
+        return subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL,
+                                stderr=handle)
 
 
 def _outputs(base: Path) -> dict[str, str]:
@@ -59,7 +61,20 @@ def _no_workers_left(tree: Path) -> bool:
     return True
 
 
-def test_master_killed_at_random_moments(tmp_path: Path) -> None:
+#: the batch systems the crash test runs on: (name, kills, longest wait before a kill)
+SYSTEMS = [("singleMachine", KILLS, 1.2),
+           ("slurm", min(KILLS, 10), 4.0),
+           ("gridEngine", min(KILLS, 10), 4.0)]
+
+
+@pytest.mark.parametrize("system,kills_wanted,longest", SYSTEMS, ids=[s[0] for s in SYSTEMS])
+def test_master_killed_at_random_moments(tmp_path: Path, system: str, kills_wanted: int,
+                                         longest: float) -> None:
+    options = ["--batchSystem", system]
+    if system != "singleMachine":
+        require_scheduler(system)
+        # Grid Engine's memory limit is on virtual memory: Python needs more than 20M
+        options += ["--clusterConfig", str(quick_cluster_config(tmp_path)), "--memory", "200M"]
     script = str(PIPELINES / "crashtree.py")
     clean = tmp_path / "clean"
     done = subprocess.run([sys.executable, script, "--base", str(clean), "--jobTree",
@@ -74,15 +89,16 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     rng = random.Random(1234)
     first = [script, "--base", str(base), "--jobTree", str(tree), "--logLevel", "WARNING",
-             "--depth", str(DEPTH)]
+             "--depth", str(DEPTH), *options]
     again = ["-m", "jobtree.cli.run", "--jobTree", str(tree)]
     kills = 0
     finished = False
-    for round_ in range(KILLS + 50):
-        process = _start(first if round_ == 0 or not tree.exists() else again)
-        if kills < KILLS:
+    for round_ in range(kills_wanted + 50):
+        log = tmp_path / "master.log"
+        process = _start(first if round_ == 0 or not tree.exists() else again, log)
+        if kills < kills_wanted:
             try:
-                process.wait(timeout=rng.uniform(0.05, 1.2))
+                process.wait(timeout=rng.uniform(0.05, longest))
             except subprocess.TimeoutExpired:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
@@ -94,9 +110,10 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
         if process.returncode == 0:
             finished = True
             break
-        assert process.returncode in (0, -signal.SIGKILL), process.returncode
+        assert process.returncode in (0, -signal.SIGKILL), (process.returncode,
+                                                            log.read_text()[-3000:])
     assert finished, "the tree never finished"
-    assert kills >= min(KILLS, 10), f"only {kills} kills landed before the tree finished"
+    assert kills >= min(kills_wanted, 10), f"only {kills} kills landed before the tree finished"
     assert _outputs(base) == expected
 
     # every target's children were committed by one execution of it
@@ -123,4 +140,4 @@ def test_master_killed_at_random_moments(tmp_path: Path) -> None:
     # the local temp dirs of workers killed with their master are gone
     assert not os.path.exists(local_temp_root(tree_id)) or not os.listdir(local_temp_root(tree_id))
     assert os.listdir(tree / "tmp" / "global") == []
-    print(f"crash test: the tree survived {kills} master kills")
+    print(f"crash test on {system}: the tree survived {kills} master kills")

@@ -21,6 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import quick_cluster_config, require_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -113,6 +114,21 @@ def test_sort_in_place(tmp_path: Path, name: str) -> None:
         sorted_bytes = to_sort.read_bytes()
         run_example("sort.py", *args, cwd=tmp_path)
         assert to_sort.read_bytes() == sorted_bytes
+
+
+@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+@pytest.mark.parametrize("name", ["tricky", "10KB-deep-tree"])
+def test_sort_on_a_cluster(tmp_path: Path, system: str, name: str) -> None:
+    """The same sort, each target a job (or an array task) of a real scheduler."""
+    require_scheduler(system)
+    contents, chunk = SORT_CASES[name]
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(contents)
+    expected = sorted_lines(to_sort)
+    run_example("sort.py", "--fileToSort", str(to_sort), "--N", str(chunk),
+                "--jobTree", str(tmp_path / "jobTree"), "--batchSystem", system,
+                "--clusterConfig", str(quick_cluster_config(tmp_path)), cwd=tmp_path)
+    assert to_sort.read_bytes().splitlines(keepends=True) == expected
 
 
 def test_sort_generate_to_output(tmp_path: Path) -> None:

@@ -341,7 +341,8 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             return 0
         command = self.cancel_by_name_command(self.settings.job_name)
         if command is not None:
-            self.commands.run(command)
+            # jobs that ended since the listing make some schedulers exit non-zero
+            self.commands.run(command, ok=lambda code, stderr: True)
         else:
             self._cancel(alive)
         return len(alive)
@@ -481,7 +482,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         os.chmod(script, 0o700)
         argv, stdin = self.submit_command(job)
         try:
-            out = self.commands.run(argv, stdin=text if self.script_on_stdin else stdin)
+            # one try: while the scheduler is down the I/O thread tries again later
+            out = self.commands.run(argv, stdin=text if self.script_on_stdin else stdin,
+                                    attempts=1)
             job_id = self.parse_submit(out)
         except SchedulerCommandError as err:
             if err.transient:
@@ -602,9 +605,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             del self._subs[sub.sub_id]
 
     # ---------------------------------------------------------- the poll
-    def _list(self) -> dict[str, NativeJob]:
+    def _list(self, attempts: int | None = None) -> dict[str, NativeJob]:
         argv = self.status_command(self.settings.job_name)
-        out = self.commands.run(argv, ok=self.no_jobs)
+        out = self.commands.run(argv, ok=self.no_jobs, attempts=attempts)
         return {row.id: row for row in self.parse_status(out)
                 if row.name is None or row.name == self.settings.job_name}
 
@@ -614,11 +617,15 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             if not any(s.job_id for s in self._subs.values()):
                 return
         try:
-            rows = self._list()
+            rows = self._list(attempts=1)  # the next poll is the retry
         except SchedulerCommandError as err:
             if not err.transient:
                 logger.warning("the %s status command failed: %s", self.name, err)
             self._unreachable(err)
+            # back off while it stays down: up to a minute between tries
+            down = time.monotonic() - (self._unreachable_since or time.monotonic())
+            self._next_poll = time.monotonic() + min(60.0, max(
+                self.settings.poll_interval, down / 2))
             return
         self._reachable()
         now = time.time()

@@ -22,7 +22,8 @@ import time
 
 
 def record(path: str, **extra: float) -> None:
-    data = {"pid": os.getpid(), "pgid": os.getpgid(0), "host": socket.gethostname(), **extra}
+    data = {"pid": os.getpid(), "pgid": os.getpgid(0), "ppid": os.getppid(),
+            "host": socket.gethostname(), **extra}
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(data, handle)
     os.replace(path + ".tmp", path)

@@ -17,8 +17,9 @@ def write_atomic(path, text):
 
 
 class Node(Target):
-    def __init__(self, path, depth, fanout, base, creator):
-        Target.__init__(self, memory="20M")
+    def __init__(self, path, depth, fanout, base, creator, memory="20M"):
+        Target.__init__(self, memory=memory)
+        self.memory = memory
         self.path = path
         self.depth = depth
         self.fanout = fanout
@@ -34,13 +35,13 @@ class Node(Target):
             return
         for i in range(self.fanout):
             self.addChildTarget(Node(f"{self.path}-{i}", self.depth - 1, self.fanout,
-                                     self.base, me))
-        self.setFollowOnTarget(Sum(self.path, self.fanout, self.base))
+                                     self.base, me, self.memory))
+        self.setFollowOnTarget(Sum(self.path, self.fanout, self.base, self.memory))
 
 
 class Sum(Target):
-    def __init__(self, path, fanout, base):
-        Target.__init__(self, memory="20M")
+    def __init__(self, path, fanout, base, memory="20M"):
+        Target.__init__(self, memory=memory)
         self.path = path
         self.fanout = fanout
         self.base = base
@@ -58,9 +59,12 @@ if __name__ == "__main__":
     parser.add_argument("--base", required=True)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--fanout", type=int, default=4)
+    parser.add_argument("--memory", default="20M",
+                        help="memory of every target (Grid Engine limits virtual memory: "
+                             "Python needs more than 20M there)")
     Stack.addJobTreeOptions(parser)
     options = parser.parse_args()
     for sub in ("runs", "out"):
         os.makedirs(os.path.join(options.base, sub), exist_ok=True)
-    root = Node("r", options.depth, options.fanout, options.base, "script")
+    root = Node("r", options.depth, options.fanout, options.base, "script", options.memory)
     raise SystemExit(1 if Stack(root).startJobTree(options) else 0)
