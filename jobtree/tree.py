@@ -177,6 +177,12 @@ def is_locked(paths: TreePaths) -> bool:
     return False
 
 
+def batch_workdir(paths: TreePaths, role: str, name: str) -> str:
+    """The folder of a cluster batch system's job files in a tree (one per
+    role and scheduler, so a tree moved to another scheduler keeps them apart)."""
+    return os.path.join(paths.batch, f"{role}-{batch_systems.canonical_name(name)}")
+
+
 def make_batches(config: Config, paths: TreePaths | None = None,
                  tree_id: str | None = None) -> dict[str, BatchSystem]:
     """The batch systems a run uses ("main", and "big" if configured).
@@ -191,14 +197,15 @@ def make_batches(config: Config, paths: TreePaths | None = None,
         BadOptionError: a cluster config file or option is bad.
     """
     common = {"options": config, "tree_id": tree_id}
-    workdir = paths.batch if paths is not None else None
     batches = {"main": batch_systems.create(
         config.batchSystem, config.maxThreads, config.maxCpus, config.maxMemory,
-        workdir=os.path.join(workdir, "main") if workdir else None, **common)}
+        workdir=batch_workdir(paths, "main", config.batchSystem) if paths else None,
+        **common)}
     if config.bigBatchSystem:
         batches["big"] = batch_systems.create(
             config.bigBatchSystem, config.maxThreads, config.bigMaxCpus, config.bigMaxMemory,
-            workdir=os.path.join(workdir, "big") if workdir else None, **common)
+            workdir=batch_workdir(paths, "big", config.bigBatchSystem) if paths else None,
+            **common)
     return batches
 
 

@@ -17,7 +17,9 @@ import signal
 import socket
 import time
 
-from ..errors import JobTreeError
+from .. import batch as batch_systems
+from .. import tree
+from ..errors import JobTreeError, SchedulerCommandError
 from ..jobstore import JobState
 from ..paths import TreePaths, write_atomic
 from ..resources import format_duration, parse_duration
@@ -76,6 +78,33 @@ def wait_until_free(paths: TreePaths, timeout: float) -> bool:
     return True
 
 
+def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
+    """Cancels every job a cluster scheduler still holds for the tree (of this
+    master or of one that is gone); returns what was done, for the report."""
+    store = open_tree(paths)
+    try:
+        meta = store.meta()
+    finally:
+        store.close()
+    options = meta.get("options") or {}
+    said = []
+    for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):
+        name = options.get(key)
+        if not name or batch_systems.canonical_name(name) not in batch_systems.CLUSTERS:
+            continue
+        system = batch_systems.create(
+            name, options=argparse.Namespace(**options),
+            workdir=tree.batch_workdir(paths, role, name), tree_id=meta.get("tree_id"))
+        try:
+            count = system.kill_tree()
+        except SchedulerCommandError as err:
+            raise KillTimeoutError(
+                f"The {system.name} jobs of {paths.root} could not be cancelled: {err} "
+                f"Run jobTreeKill again once the scheduler answers.") from err
+        said.append(f"cancelled {plural(count, f'{system.name} job')} of the tree")
+    return said
+
+
 def _positive_duration(text: str) -> float:
     try:
         seconds = parse_duration(text, "--timeout")
@@ -107,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     master = find_master(paths)
     if not master.running:
         print(f"No master is running the job tree {paths.root}: nothing to stop.")
+        for line in cancel_scheduler_jobs(paths):
+            print(line[0].upper() + line[1:] + ".")
         issued = _issued_count(paths)
         if issued:
             print(f"{plural(issued, 'target')} still marked as issued by a master that "
@@ -132,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:
         pass
     print(f"The master stopped after {format_duration(time.monotonic() - began)}.")
+    for line in cancel_scheduler_jobs(paths):
+        print(line[0].upper() + line[1:] + ".")
     issued = _issued_count(paths)
     if issued:
         print(f"{plural(issued, 'target')} still marked as issued (the master did not "
