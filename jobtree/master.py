@@ -140,7 +140,8 @@ class Master:
                 by_label.setdefault(job.batch, []).append(job)
         adopted: set[int] = set()
         for role in self.batches:
-            jobs = {(j.id, j.attempt): j for j in by_label.get(self._batch_label(role), [])}
+            jobs: dict[tuple[int, int], JobRow] = {
+                (j.id, j.attempt): j for j in by_label.get(self._batch_label(role), [])}
             if not jobs:
                 continue
             for key, batch_id in self.batches[role].adopt(list(jobs)).items():

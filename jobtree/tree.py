@@ -196,16 +196,15 @@ def make_batches(config: Config, paths: TreePaths | None = None,
         BatchSystemError: a name is unknown.
         BadOptionError: a cluster config file or option is bad.
     """
-    common = {"options": config, "tree_id": tree_id}
     batches = {"main": batch_systems.create(
         config.batchSystem, config.maxThreads, config.maxCpus, config.maxMemory,
-        workdir=batch_workdir(paths, "main", config.batchSystem) if paths else None,
-        **common)}
+        options=config, tree_id=tree_id,
+        workdir=batch_workdir(paths, "main", config.batchSystem) if paths else None)}
     if config.bigBatchSystem:
         batches["big"] = batch_systems.create(
             config.bigBatchSystem, config.maxThreads, config.bigMaxCpus, config.bigMaxMemory,
-            workdir=batch_workdir(paths, "big", config.bigBatchSystem) if paths else None,
-            **common)
+            options=config, tree_id=tree_id,
+            workdir=batch_workdir(paths, "big", config.bigBatchSystem) if paths else None)
     return batches
 
 

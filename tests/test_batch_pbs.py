@@ -129,7 +129,8 @@ def test_torque_parse_status_of_recorded_xml() -> None:
     assert {k: (r.state, r.exit_code, r.elapsed) for k, r in rows.items()} == expected
     assert rows["4126[2]"].name == "jobtree-3f2a"  # Torque's "-2" suffix taken off
     assert rows["4125"].name == "other-pipeline"
-    assert dialect("torque").parse_status((DATA / "torque" / "qstat-x-t-empty.xml").read_text()) == []
+    empty = (DATA / "torque" / "qstat-x-t-empty.xml").read_text()
+    assert dialect("torque").parse_status(empty) == []
     assert dialect("torque").parse_status("") == []
     with pytest.raises(ValueError):
         dialect("torque").parse_status("<Data><Job>")
@@ -146,7 +147,8 @@ def test_pbspro_parse_status_of_recorded_json() -> None:
                 "8818": (s.QUEUED, None, None), "8819": (s.FAILED, 1, 2.0)}
     assert {k: (r.state, r.exit_code, r.elapsed) for k, r in rows.items()} == expected
     assert rows["8817"].name == "other-pipeline"
-    assert dialect("pbspro").parse_status((DATA / "pbspro" / "qstat-json-empty.json").read_text()) == []
+    empty = (DATA / "pbspro" / "qstat-json-empty.json").read_text()
+    assert dialect("pbspro").parse_status(empty) == []
     with pytest.raises(ValueError):
         dialect("pbspro").parse_status("{\"Jobs\":")
 

@@ -216,7 +216,8 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             return
         for folder in ("exit", "subs", "out"):
             os.makedirs(self._dir(folder), mode=0o700, exist_ok=True)
-        write_atomic(self._dir("env.sh"), environment_script(os.environ).encode(), sync=False)
+        write_atomic(self._dir("env.sh"), environment_script(dict(os.environ)).encode(),
+                     sync=False)
         self._ready = True
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"jobtree-{self.name}")

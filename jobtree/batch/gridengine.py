@@ -142,7 +142,7 @@ class GridEngine(ClusterBatchSystem):
             root = ElementTree.fromstring(stdout)
         except ElementTree.ParseError as err:
             raise ValueError(f"qstat -xml printed no XML: {err}") from err
-        rows = []
+        rows: list[NativeJob] = []
         for element in root.iter("job_list"):
             number = (element.findtext("JB_job_number") or "").strip()
             if not number:

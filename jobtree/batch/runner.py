@@ -101,10 +101,11 @@ class Runner:
         return 0
 
     def _try(self, entry: dict[str, Any]) -> None:
+        started = time.time()
         record = {"task": self.index, "host": self.host, "pid": os.getpid(),
-                  "started": time.time()}
+                  "started": started}
         if claim(self.exit_dir, entry["key"], record):
-            self._run_entry(entry, record["started"])
+            self._run_entry(entry, started)
 
     def _run_entry(self, entry: dict[str, Any], started: float) -> None:
         lock = self._lock_local_dir(entry)

@@ -110,7 +110,7 @@ class Slurm(ClusterBatchSystem):
                 f"--user={getpass.getuser()}", f"--format={_SQUEUE_FORMAT}"]
 
     def parse_status(self, stdout: str) -> list[NativeJob]:
-        rows = []
+        rows: list[NativeJob] = []
         for line in stdout.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 4:
@@ -131,7 +131,7 @@ class Slurm(ClusterBatchSystem):
                 "--format=JobID,State,ExitCode,ElapsedRaw", f"--jobs={','.join(ids)}"]
 
     def parse_accounting(self, stdout: str) -> list[NativeJob]:
-        rows = []
+        rows: list[NativeJob] = []
         for line in stdout.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 4 or not parts[0]:
@@ -163,7 +163,7 @@ def _expand(job_id: str) -> list[str]:
         return [job_id]
     head, _, body = job_id.partition("_[")
     body = body.rstrip("]").split("%")[0]
-    ids = []
+    ids: list[str] = []
     for part in body.split(","):
         low, _, high = part.partition("-")
         if low.isdigit() and (not high or high.isdigit()):

@@ -1,0 +1,105 @@
+"""The job side of cluster batch systems (jobtree.batch.runner), run here
+without a scheduler: claiming entries, exit files, kill requests, wall time,
+and the cleaning of stale local temp dirs."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from jobtree.batch import runner
+
+
+def _manifest(tmp_path: Path, entries: list[dict[str, Any]], **extra: Any) -> Path:
+    exit_dir = tmp_path / "exit"
+    exit_dir.mkdir(exist_ok=True)
+    manifest = {"entries": entries, "exit_dir": str(exit_dir), "index_variable": "TASK",
+                "pack": True, "pack_time": 60, "tree_id": None, **extra}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def _entry(tmp_path: Path, key: str, script: str, walltime: float | None = None
+           ) -> dict[str, Any]:
+    return {"key": key, "argv": ["/bin/sh", "-c", script], "log": str(tmp_path / f"{key}.log"),
+            "walltime": walltime, "worker": False}
+
+
+def _run_tasks(manifest: Path, tasks: int) -> None:
+    processes = [subprocess.Popen([sys.executable, "-m", "jobtree.batch.runner", str(manifest)],
+                                  env=dict(os.environ, TASK=str(i))) for i in range(1, tasks + 1)]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+
+
+def _exit(tmp_path: Path, key: str) -> dict[str, Any]:
+    return json.loads((tmp_path / "exit" / f"{key}.exit").read_text())  # type: ignore[no-any-return]
+
+
+def test_packing_tasks_run_every_entry_once(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    entries = [_entry(tmp_path, f"{i}.1", f"echo $$ > {runs}/{i}.$$; exit {i % 3}")
+               for i in range(12)]
+    _run_tasks(_manifest(tmp_path, entries), tasks=3)
+    for i in range(12):
+        assert len(list(runs.glob(f"{i}.*"))) == 1, f"entry {i} ran {list(runs.glob(f'{i}.*'))}"
+        record = _exit(tmp_path, f"{i}.1")
+        assert record["code"] == i % 3 and record["task"] in (1, 2, 3)
+        claimed = json.loads((tmp_path / "exit" / f"{i}.1.run").read_text())
+        assert claimed["task"] == record["task"]
+
+
+def test_an_entry_claimed_by_a_kill_does_not_run(tmp_path: Path) -> None:
+    entries = [_entry(tmp_path, "1.1", f"touch {tmp_path}/ran")]
+    manifest = _manifest(tmp_path, entries, pack=False)
+    assert runner.claim(str(tmp_path / "exit"), "1.1", {"killed": True})
+    _run_tasks(manifest, tasks=1)
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / "exit" / "1.1.exit").exists()
+
+
+def test_kill_requests_and_wall_time_stop_an_entry(tmp_path: Path) -> None:
+    entries = [_entry(tmp_path, "1.1", "sleep 30"), _entry(tmp_path, "2.1", "sleep 30", 1.0)]
+    manifest = _manifest(tmp_path, entries, pack=False)
+    (tmp_path / "exit" / "1.1.kill").write_text("kill")
+    began = time.monotonic()
+    _run_tasks(manifest, tasks=2)
+    assert time.monotonic() - began < 15
+    assert _exit(tmp_path, "1.1")["reason"] == "killed"
+    timed_out = _exit(tmp_path, "2.1")
+    assert timed_out["reason"] == "timeout" and timed_out["code"] != 0
+
+
+def test_a_command_that_cannot_start_exits_127(tmp_path: Path) -> None:
+    entry = {"key": "1.1", "argv": [str(tmp_path / "missing")], "log": str(tmp_path / "l"),
+             "walltime": None, "worker": False}
+    _run_tasks(_manifest(tmp_path, [entry], pack=False), tasks=1)
+    assert _exit(tmp_path, "1.1")["code"] == 127
+    assert "cannot start" in (tmp_path / "l").read_text()
+
+
+def test_stale_local_temp_dirs_are_cleaned(tmp_path: Path) -> None:
+    root = tmp_path / "local"
+    stale, fresh, held = (root / n for n in ("1.1", "2.1", "3.1"))
+    for folder in (stale, fresh, held):
+        (folder / "0").mkdir(parents=True)
+    old = time.time() - 2 * runner.STALE_AFTER
+    os.utime(stale, (old, old))
+    os.utime(held, (old, old))
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a worker of another task on this node runs
+    try:
+        # flock locks are per open file: the cleaner, in another process, must see it
+        subprocess.run([sys.executable, "-c", "import sys; from jobtree.batch.runner import "
+                        "clean_stale; clean_stale(sys.argv[1])", str(root)], check=True)
+    finally:
+        os.close(fd)
+    assert not stale.exists() and fresh.exists() and held.exists()
