@@ -36,9 +36,8 @@ from conftest import quick_cluster_config, require_scheduler
 
 from jobtree import batch as batch_systems
 from jobtree import serialize
-from jobtree.batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from jobtree.batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update, runner
 from jobtree.batch import local as single_machine
-from jobtree.batch import runner
 from jobtree.batch.base import EXIT_MEMORY
 from jobtree.paths import TreePaths
 from jobtree.resources import Resources
