@@ -352,11 +352,14 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         with self._lock:
             self._closed = True
             self._pending.clear()
-            live = [s for s in self._subs.values() if not s.done and s.job_id]
+            # whatever is still queued or running: targets being stopped, or tasks
+            # of a packing submission left with nothing to do
+            live = [s for s in self._subs.values()
+                    if s.job_id and len(s.cancelled | s.ended_tasks) < s.tasks]
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.command_timeout + 5)
-        ids = [t for s in live for t in self._task_ids(s)]
+        ids = [self.task_id(s.job_id or "", None) for s in live]
         if ids:
             try:
                 self._cancel(ids)
@@ -557,7 +560,15 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                     record = _read_json(os.path.join(self.exit_dir, name))
                     if record is not None:
                         self._report(entry, self._from_exit(entry, record))
+            # tasks of a packing submission that came too late to claim anything are
+            # cancelled at once, before the scheduler starts them only to exit
+            excess = [task for sub in self._subs.values() if sub.pack and sub.tasks > 1
+                      and len(sub.cancelled | sub.ended_tasks) < sub.tasks
+                      and all(e.started is not None or e.reported for e in sub.entries)
+                      for task in self._excess(sub)]
             self._tidy()
+        if excess:
+            self._cancel(excess)
 
     def _from_exit(self, entry: _Entry, record: dict[str, Any]) -> Update:
         code = record.get("code")
