@@ -58,7 +58,8 @@ def test_tree_survives_the_slurm_controller_being_down(tmp_path: Path) -> None:
                        env=dict(os.environ, SLURM_CPUS=cpus), capture_output=True)
     text = log.read_text()
     assert "cannot reach slurm" in text, text
-    assert "failed" not in text.split("the tree finished")[0].lower().replace(
-        "0 failed", ""), text
+    assert "answers again" in text, text
+    # no target failed, not even once, for the outage
+    assert "failed (attempt" not in text and "failed for good" not in text, text
     expected = sum(w * 100 + i for w in range(waves) for i in range(width))
     assert (out / "total").read_text() == str(expected)

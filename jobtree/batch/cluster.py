@@ -193,6 +193,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._tokens = max(1.0, settings.submit_rate)
         self._tokens_at = time.monotonic()
         self._next_poll = 0.0
+        self._last_rows: dict[str, NativeJob] = {}
         self._unreachable_since: float | None = None
         self._retry_submit_at = 0.0
         self._counter = 0
@@ -640,6 +641,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 self.settings.poll_interval, down / 2))
             return
         self._reachable()
+        self._last_rows = rows
         now = time.time()
         excess: list[str] = []
         lost: list[_Entry] = []
@@ -755,7 +757,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                     self._report(entry, self._from_exit(entry, record))
                     continue
                 task = self._task_of(entry)
-                row = accounting.get(task or "")
+                # the accounting's word, else the listing's (qstat -x, bjobs -a and
+                # squeue -t all keep finished jobs for a while)
+                row = accounting.get(task or "") or self._last_rows.get(task or "")
                 self._report(entry, self._lost_update(entry, row, task))
 
     def _lost_update(self, entry: _Entry, row: NativeJob | None, task: str | None) -> Update:

@@ -146,10 +146,10 @@ class Slurm(ClusterBatchSystem):
 
     def transient(self, returncode: int | None, stderr: str) -> bool:
         text = stderr.lower()
-        if "invalid" in text or "error: batch job submission failed" in text and (
-                "requested node configuration" in text or "invalid account" in text
-                or "partition" in text or "memory specification" in text):
-            return False
+        if "batch job submission failed" in text or "invalid" in text:
+            # a refused request (node configuration, account, partition, memory),
+            # unless the controller could not be reached at all
+            return "unable to contact slurm controller" in text
         return super().transient(returncode, stderr) or "slurm_load_jobs" in text or (
             "unable to contact slurm controller" in text)
 

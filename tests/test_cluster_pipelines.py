@@ -1,0 +1,65 @@
+"""Whole pipelines on real Slurm: what a user sees when a target runs over its
+wall time or asks for what the scheduler refuses, and jobTreeStatus showing
+running targets by their scheduler job id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PIPELINES, quick_cluster_config, require_scheduler, run_command
+
+
+def _run(tmp_path: Path, kind: str, retries: int = 0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(PIPELINES / "cluster_failures.py"), "--out", str(tmp_path / "out"),
+         "--kind", kind, "--jobTree", str(tmp_path / "tree"), "--batchSystem", "slurm",
+         "--clusterConfig", str(quick_cluster_config(tmp_path)), "--retryCount", str(retries)],
+        capture_output=True, text=True, timeout=300)
+
+
+def test_a_target_over_its_wall_time_is_reported_as_such(tmp_path: Path) -> None:
+    require_scheduler("slurm")
+    done = _run(tmp_path, "overtime")
+    assert done.returncode == 1, done.stderr
+    assert (tmp_path / "out" / "slow-started").exists()
+    report = done.stderr[done.stderr.index("1 target failed"):]
+    assert "slow" in report and "timeout" in report and "wall time" in report, report
+    assert "on slurm job" in report, report
+    assert "jobTreeRun --jobTree" in report
+
+
+def test_a_request_the_scheduler_refuses_fails_at_once_with_its_reason(tmp_path: Path) -> None:
+    require_scheduler("slurm")
+    done = _run(tmp_path, "refused", retries=2)
+    assert done.returncode == 1, done.stderr
+    assert not (tmp_path / "out" / "greedy-ran").exists()
+    report = done.stderr[done.stderr.index("1 target failed"):]
+    assert "slurm refused the job" in report and "sbatch" in report, report
+    assert "failed; last:" in report, report  # refused for good: tried once, not 3 times
+
+
+@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+def test_status_shows_running_targets_by_scheduler_job(tmp_path: Path, system: str) -> None:
+    require_scheduler(system)
+    master = subprocess.Popen(
+        [sys.executable, str(PIPELINES / "waves.py"), "--out", str(tmp_path / "out"),
+         "--waves", "1", "--width", "2", "--sleep", "20", "--jobTree", str(tmp_path / "tree"),
+         "--batchSystem", system, "--clusterConfig", str(quick_cluster_config(tmp_path))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            status = run_command("status", "--jobTree", str(tmp_path / "tree"), "--verbose")
+            if status.stdout.count("running for") >= 2:
+                break
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(1)
+        assert status.stdout.count(f"{system} job ") >= 2, status.stdout
+    finally:
+        killed = run_command("kill", "--jobTree", str(tmp_path / "tree"))
+        master.wait(timeout=60)
+    assert killed.returncode == 0, killed.stdout + killed.stderr
