@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from typing import Sequence
 
 from ..errors import ResourceError
-from .native import NativeState
+from .cluster import ClusterBatchSystem
+from .native import NativeState, Request, Submission, hms, mebibytes
 
 #: ``PBSE_*`` errors (pbs_error.h, shared by Torque and PBS Pro) worth a retry,
 #: as the client's exit status shows them (the code modulo 256).
@@ -155,3 +157,43 @@ def extra_directive(prefix: str, extra: str) -> str:
     except ValueError as err:
         raise ResourceError(f"The extra directive {extra!r} is badly quoted: {err}.") from err
     return f"{prefix} {extra}"
+
+
+class PBSBatchSystem(ClusterBatchSystem):
+    """What the Torque and PBS Pro adapters share: ``#PBS`` directives,
+    ``qsub SCRIPT``, ``qdel IDS``, their ids and errors."""
+
+    directive_prefix = "#PBS"
+    min_array = 2
+
+    def common_directives(self, request: Request) -> list[str]:
+        """The directives both flavours write alike: wall time, disk, queue, account."""
+        pbs = self.directive_prefix
+        lines = []
+        if request.walltime is not None:
+            lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
+        if request.disk is not None:
+            lines.append(f"{pbs} -l file={mebibytes(request.disk)}mb")
+        if request.queue:
+            lines.append(f"{pbs} -q {request.queue}")
+        if request.account:
+            lines.append(f"{pbs} -A {request.account}")
+        return lines
+
+    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
+        return ["qsub", job.script], None
+
+    def parse_submit(self, stdout: str) -> str:
+        return parse_submit(stdout)
+
+    def task_id(self, job_id: str, index: int | None) -> str:
+        return task_id(job_id, index)
+
+    def cancel_command(self, ids: Sequence[str]) -> list[str]:
+        return ["qdel", *ids]
+
+    def cancel_by_name_command(self, name: str) -> list[str] | None:
+        return None  # qdel takes ids only: the base lists the tree's jobs and cancels those
+
+    def transient(self, returncode: int | None, stderr: str) -> bool:
+        return transient(returncode, stderr)

@@ -36,11 +36,10 @@ by signal N (271 is ``qdel``'s SIGTERM).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any
 
 from . import _pbs
-from .cluster import ClusterBatchSystem
-from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
+from .native import NativeJob, NativeState, Submission, mebibytes, parse_hms
 
 #: JOB_EXEC_KILL_WALLTIME in OpenPBS's job.h
 WALLTIME_EXCEEDED = -29
@@ -55,13 +54,11 @@ _STATES = {
 _FINISHED = {"F", "X"}
 
 
-class PBSPro(ClusterBatchSystem):
+class PBSPro(_pbs.PBSBatchSystem):
     """PBS Professional / OpenPBS (``qsub``, ``qstat -F json``, ``qdel``)."""
 
     name = "pbspro"
-    directive_prefix = "#PBS"
     index_variable = "PBS_ARRAY_INDEX"
-    min_array = 2
 
     def directives(self, job: Submission) -> list[str]:
         request = job.request
@@ -80,29 +77,13 @@ class PBSPro(ClusterBatchSystem):
                  f"{pbs} -l {chunk}"]
         if request.nodes > 1:
             lines.append(f"{pbs} -l place=scatter")
-        if request.walltime is not None:
-            lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
-        if request.disk is not None:
-            lines.append(f"{pbs} -l file={mebibytes(request.disk)}mb")
-        if request.queue:
-            lines.append(f"{pbs} -q {request.queue}")
-        if request.account:
-            lines.append(f"{pbs} -A {request.account}")
+        lines.extend(self.common_directives(request))
         if job.is_array:
             lines.append(f"{pbs} -J 1-{job.tasks}")
             if job.max_running:
                 lines.append(f"{pbs} -W max_run_subjobs={job.max_running}")
         lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
         return lines
-
-    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
-        return ["qsub", job.script], None
-
-    def parse_submit(self, stdout: str) -> str:
-        return _pbs.parse_submit(stdout)
-
-    def task_id(self, job_id: str, index: int | None) -> str:
-        return _pbs.task_id(job_id, index)
 
     def status_command(self, name: str) -> list[str]:
         return ["qstat", "-f", "-F", "json", "-x", "-t"]
@@ -138,12 +119,3 @@ class PBSPro(ClusterBatchSystem):
         return NativeJob(id=job_id, state=state, exit_code=exit_code,
                          elapsed=parse_hms(str(walltime)) if walltime else None,
                          name=attrs.get("Job_Name"))
-
-    def cancel_command(self, ids: Sequence[str]) -> list[str]:
-        return ["qdel", *ids]
-
-    def cancel_by_name_command(self, name: str) -> list[str] | None:
-        return None
-
-    def transient(self, returncode: int | None, stderr: str) -> bool:
-        return _pbs.transient(returncode, stderr)

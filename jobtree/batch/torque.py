@@ -35,11 +35,9 @@ time, -10 memory, 256 + N killed by signal N (271 is ``qdel``'s SIGTERM).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
-from typing import Sequence
 
 from . import _pbs
-from .cluster import ClusterBatchSystem
-from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
+from .native import NativeJob, NativeState, Submission, mebibytes, parse_hms
 
 #: JOB_EXEC_KILL_WALLTIME in Torque's job.h
 WALLTIME_EXCEEDED = -11
@@ -53,13 +51,11 @@ _STATES = {
 }
 
 
-class Torque(ClusterBatchSystem):
+class Torque(_pbs.PBSBatchSystem):
     """PBS/Torque (``qsub``, ``qstat -x``, ``qdel``)."""
 
     name = "torque"
-    directive_prefix = "#PBS"
     index_variable = "PBS_ARRAYID"
-    min_array = 2
 
     def directives(self, job: Submission) -> list[str]:
         request = job.request
@@ -74,29 +70,13 @@ class Torque(ClusterBatchSystem):
                  f"{pbs} -l {nodes}"]
         if request.memory is not None:
             lines.append(f"{pbs} -l mem={mebibytes(request.memory) * request.nodes}mb")
-        if request.walltime is not None:
-            lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
-        if request.disk is not None:
-            lines.append(f"{pbs} -l file={mebibytes(request.disk)}mb")
-        if request.queue:
-            lines.append(f"{pbs} -q {request.queue}")
-        if request.account:
-            lines.append(f"{pbs} -A {request.account}")
+        lines.extend(self.common_directives(request))
         lines.append(f"{pbs} -d {_pbs.check_path('working folder', job.workdir)}")
         if job.is_array:
             limit = f"%{job.max_running}" if job.max_running else ""
             lines.append(f"{pbs} -t 1-{job.tasks}{limit}")
         lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
         return lines
-
-    def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
-        return ["qsub", job.script], None
-
-    def parse_submit(self, stdout: str) -> str:
-        return _pbs.parse_submit(stdout)
-
-    def task_id(self, job_id: str, index: int | None) -> str:
-        return _pbs.task_id(job_id, index)
 
     def status_command(self, name: str) -> list[str]:
         return ["qstat", "-x", "-t"]
@@ -135,12 +115,3 @@ class Torque(ClusterBatchSystem):
             name = name[: -len(f"-{index}")]
         return NativeJob(id=job_id, state=state, exit_code=exit_code,
                          elapsed=parse_hms(walltime) if walltime else None, name=name)
-
-    def cancel_command(self, ids: Sequence[str]) -> list[str]:
-        return ["qdel", *ids]
-
-    def cancel_by_name_command(self, name: str) -> list[str] | None:
-        return None
-
-    def transient(self, returncode: int | None, stderr: str) -> bool:
-        return _pbs.transient(returncode, stderr)
