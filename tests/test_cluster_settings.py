@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobtree import batch as batch_systems
-from jobtree.batch.cluster import environment_script
+from jobtree.batch.jobfiles import environment_script
 from jobtree.batch.settings import cluster_settings
 from jobtree.errors import BadOptionError, BatchSystemError
 

@@ -42,16 +42,28 @@ import shlex
 import sys
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import ResourceError, SchedulerCommandError
 from ..paths import write_atomic
 from ..resources import Resources
 from . import runner
 from .adapter import SchedulerDialect
-from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .commands import CommandRunner
-from .native import NativeJob, NativeState, Request, Submission
+from .jobfiles import (
+    Entry,
+    Submitted,
+    append,
+    environment_script,
+    read_json,
+    remove,
+    tail,
+    tasks_of,
+    update_for_lost,
+    update_from_exit,
+)
+from .native import NativeJob, Request, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +79,6 @@ _PER_TASK = 50
 #: their targets fail (the job script cannot start: a bad prologue, no Python)
 _MAX_BARREN = 2
 _WORKER = ["-m", "jobtree.worker"]
-# variables of the submitting session that must not reach a job
-_SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM")
-_SKIP_PREFIXES = ("SLURM_", "SGE_TASK", "PBS_", "LSB_", "JOBTREE_MASTER", "BASH_FUNC")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,54 +127,6 @@ class ClusterSettings:
     max_memory: int | None = None
 
 
-@dataclasses.dataclass(eq=False)
-class _Entry:
-    """One issued target."""
-
-    batch_id: BatchJobId
-    key: str
-    argv: list[str]
-    log: str
-    walltime: float | None
-    request: Request | None
-    worker: bool
-    sub: _Sub | None = None
-    started: float | None = None
-    task: int | None = None
-    killed: bool = False
-    reported: bool = False
-    ended_seen: float | None = None  # when its task was first seen ended without an exit file
-    barren: int = 0  # submissions of it that ran nothing at all
-
-    def manifest(self) -> dict[str, Any]:
-        return {"key": self.key, "argv": self.argv, "log": self.log,
-                "walltime": self.walltime, "worker": self.worker}
-
-
-@dataclasses.dataclass(eq=False)
-class _Sub:
-    """One submitted scheduler job (plain or array) and its entries."""
-
-    sub_id: str
-    entries: list[_Entry]
-    tasks: int
-    pack: bool
-    submitted: float
-    job_id: str | None = None
-    ended_tasks: set[int] = dataclasses.field(default_factory=set)
-    cancelled: set[int] = dataclasses.field(default_factory=set)
-    done: bool = False
-
-    def live_tasks(self) -> int:
-        """Tasks that may still run a target (for the max_jobs budget)."""
-        if all(e.reported for e in self.entries):
-            return 0
-        if not self.pack:
-            return sum(1 for i, e in enumerate(self.entries, 1)
-                       if not e.reported and i not in self.ended_tasks)
-        return self.tasks - len(self.ended_tasks | self.cancelled)
-
-
 class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     """A batch system that submits to a cluster scheduler (see the module doc).
 
@@ -184,10 +145,10 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._updates: queue.Queue[Update] = queue.Queue()
-        self._open: dict[BatchJobId, _Entry] = {}
-        self._by_key: dict[str, _Entry] = {}
-        self._pending: collections.deque[_Entry] = collections.deque()
-        self._subs: dict[str, _Sub] = {}
+        self._open: dict[BatchJobId, Entry] = {}
+        self._by_key: dict[str, Entry] = {}
+        self._pending: collections.deque[Entry] = collections.deque()
+        self._subs: dict[str, Submitted] = {}
         self._native: dict[BatchJobId, str] = {}  # scheduler ids learnt, not yet collected
         self._last_issue = 0.0
         self._tokens = max(1.0, settings.submit_rate)
@@ -244,7 +205,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 request = None
                 self._updates.put(Update(batch_id, None, ExitReason.FAILED, message=str(err),
                                          permanent=True))
-            entry = _Entry(batch_id, key, list(spec.argv), spec.log_path,
+            entry = Entry(batch_id, key, list(spec.argv), spec.log_path,
                            spec.resources.time, request, worker)
             self._open[batch_id] = entry
             self._by_key[key] = entry
@@ -403,7 +364,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._wake.wait(0.2)
             self._wake.clear()
 
-    def _report(self, entry: _Entry, update: Update) -> None:
+    def _report(self, entry: Entry, update: Update) -> None:
         entry.reported = True
         self._updates.put(update)
 
@@ -420,7 +381,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             budget = self.settings.max_jobs - sum(s.live_tasks() for s in self._subs.values())
             if budget <= 0:
                 return
-            groups: dict[tuple[Request, bool], list[_Entry]] = {}
+            groups: dict[tuple[Request, bool], list[Entry]] = {}
             for entry in self._pending:
                 assert entry.request is not None
                 groups.setdefault((entry.request, entry.worker), []).append(entry)
@@ -446,7 +407,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._tokens -= 1
         return True
 
-    def _plan(self, entries: list[_Entry], tasks: int) -> _Sub:
+    def _plan(self, entries: list[Entry], tasks: int) -> Submitted:
         """The next submission of a group: ``tasks`` scheduler jobs (or array
         tasks) for its oldest targets; packing tasks may claim the rest too."""
         pack = self.settings.pack_time > 0
@@ -459,9 +420,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             chosen = chosen if pack else chosen[:1]
         self._counter += 1
         sub_id = f"{int(time.time())}-{os.getpid()}-{self._counter}"
-        return _Sub(sub_id, chosen, tasks, pack, time.time())
+        return Submitted(sub_id, chosen, tasks, pack, time.time())
 
-    def _submit(self, sub: _Sub, request: Request) -> bool:
+    def _submit(self, sub: Submitted, request: Request) -> bool:
         """Writes and submits one job; False if the scheduler is unreachable."""
         walltime = request.walltime
         if sub.pack and walltime:
@@ -526,13 +487,13 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                  f"{shlex.quote(manifest)}", ""]
         return "\n".join(lines)
 
-    def _fail(self, entries: Iterable[_Entry], message: str) -> None:
+    def _fail(self, entries: Iterable[Entry], message: str) -> None:
         logger.error("%s", message)
         with self._lock:
             for entry in entries:
                 if entry in self._pending:
                     self._pending.remove(entry)
-                _append(entry.log, f"jobtree: {message}\n")
+                append(entry.log, f"jobtree: {message}\n")
                 self._report(entry, Update(entry.batch_id, None, ExitReason.FAILED,
                                            message=message, permanent=True))
 
@@ -550,7 +511,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 if entry is None or entry.reported:
                     continue
                 if kind == "run" and entry.started is None:
-                    record = _read_json(os.path.join(self.exit_dir, name))
+                    record = read_json(os.path.join(self.exit_dir, name))
                     if record and "started" in record:
                         entry.started = float(record["started"])
                         entry.task = int(record.get("task", 1))
@@ -558,9 +519,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                             self._native[entry.batch_id] = self.task_id(
                                 entry.sub.job_id, entry.task if entry.sub.tasks > 1 else None)
                 elif kind == "exit":
-                    record = _read_json(os.path.join(self.exit_dir, name))
+                    record = read_json(os.path.join(self.exit_dir, name))
                     if record is not None:
-                        self._report(entry, self._from_exit(entry, record))
+                        self._report(entry, update_from_exit(entry, record, self._task_of(entry)))
             # tasks of a packing submission that came too late to claim anything are
             # cancelled at once, before the scheduler starts them only to exit
             excess = [task for sub in self._subs.values() if sub.pack and sub.tasks > 1
@@ -571,28 +532,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         if excess:
             self._cancel(excess)
 
-    def _from_exit(self, entry: _Entry, record: dict[str, Any]) -> Update:
-        code = record.get("code")
-        reason = record.get("reason")
-        if code == 0:
-            why = ExitReason.FINISHED
-        elif reason == "killed" or entry.killed:
-            why = ExitReason.KILLED
-        elif reason == "timeout":
-            why = ExitReason.TIMEOUT
-        elif code is None:
-            why = ExitReason.LOST
-        elif code == EXIT_MEMORY and entry.worker:
-            why = ExitReason.MEMLIMIT
-        else:
-            why = ExitReason.FAILED
-        message = None
-        if why is ExitReason.TIMEOUT:
-            message = f"it ran over its wall time ({entry.walltime or 'the queue limit'}s)"
-        return Update(entry.batch_id, code, why, record.get("wall"), record.get("maxrss"),
-                      native_id=self._task_of(entry), message=message)
-
-    def _task_of(self, entry: _Entry) -> str | None:
+    def _task_of(self, entry: Entry) -> str | None:
         if entry.sub is None or not entry.sub.job_id:
             return None
         index = entry.task if entry.sub.tasks > 1 else None
@@ -611,10 +551,10 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 continue  # a late task could still claim: keep the markers
             for entry in sub.entries:
                 for kind in ("run", "exit", "kill"):
-                    _remove(runner.marker(self.exit_dir, entry.key, kind))
+                    remove(runner.marker(self.exit_dir, entry.key, kind))
                 self._by_key.pop(entry.key, None)
             for suffix in (".sh", ".json", ".id"):
-                _remove(self._dir("subs", sub.sub_id + suffix))
+                remove(self._dir("subs", sub.sub_id + suffix))
             del self._subs[sub.sub_id]
 
     # ---------------------------------------------------------- the poll
@@ -644,7 +584,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._last_rows = rows
         now = time.time()
         excess: list[str] = []
-        lost: list[_Entry] = []
+        lost: list[Entry] = []
         with self._lock:
             for sub in list(self._subs.values()):
                 if not sub.job_id:
@@ -657,7 +597,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         if lost:
             self._settle_lost(lost)
 
-    def _task_ids(self, sub: _Sub, only: Iterable[int] | None = None) -> list[str]:
+    def _task_ids(self, sub: Submitted, only: Iterable[int] | None = None) -> list[str]:
         if not sub.job_id:
             return []
         if sub.tasks == 1:
@@ -665,7 +605,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         indices = range(1, sub.tasks + 1) if only is None else sorted(set(only))
         return [self.task_id(sub.job_id, i) for i in indices]
 
-    def _alive_tasks(self, sub: _Sub, rows: dict[str, NativeJob], now: float) -> set[int]:
+    def _alive_tasks(self, sub: Submitted, rows: dict[str, NativeJob], now: float) -> set[int]:
         """Updates which tasks of ``sub`` ended; returns the alive ones."""
         alive: set[int] = set()
         young = now - sub.submitted < _ABSENT_GRACE
@@ -677,7 +617,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 sub.ended_tasks.add(index)
         return alive
 
-    def _excess(self, sub: _Sub) -> list[str]:
+    def _excess(self, sub: Submitted) -> list[str]:
         """Queued tasks of a packing submission whose targets are all claimed."""
         if not sub.pack or sub.tasks == 1:
             return []
@@ -686,7 +626,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             if entry.reported and entry.task is None:
                 continue  # killed before it started
             if entry.task is None:
-                record = _read_json(runner.marker(self.exit_dir, entry.key, "run"))
+                record = read_json(runner.marker(self.exit_dir, entry.key, "run"))
                 if record is None:
                     return []  # a target is still to be claimed
                 if "task" in record:
@@ -697,12 +637,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         sub.cancelled |= idle
         return self._task_ids(sub, idle)
 
-    def _ended_without_exit(self, sub: _Sub, now: float) -> list[_Entry]:
+    def _ended_without_exit(self, sub: Submitted, now: float) -> list[Entry]:
         """Targets whose task ended without leaving an exit file; unclaimed
         targets of a submission whose tasks all ended go back to be submitted."""
-        lost: list[_Entry] = []
+        lost: list[Entry] = []
         all_ended = len(sub.ended_tasks | sub.cancelled) >= sub.tasks
-        unclaimed: list[_Entry] = []
+        unclaimed: list[Entry] = []
         for index, entry in enumerate(sub.entries, 1):
             if entry.reported:
                 continue
@@ -720,10 +660,10 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._resubmit(sub, unclaimed)
         return lost
 
-    def _resubmit(self, sub: _Sub, entries: list[_Entry]) -> None:
+    def _resubmit(self, sub: Submitted, entries: list[Entry]) -> None:
         ran_any = any(e.started is not None or e.reported for e in sub.entries
                       if e not in entries)
-        barren: list[_Entry] = []
+        barren: list[Entry] = []
         for entry in entries:
             entry.barren += 0 if ran_any else 1
             if entry.barren >= _MAX_BARREN:
@@ -733,12 +673,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._pending.appendleft(entry)
         sub.entries = [e for e in sub.entries if e not in entries]
         if barren:
-            tail = _tail(self._dir("out"), sub.sub_id)
+            output = tail(self._dir("out"), sub.sub_id)
             self._fail(barren, f"{self.name} jobs of these targets ended {_MAX_BARREN} times "
                                f"without running them (job {sub.job_id}); the job script "
-                               f"could not start the worker. Its output: {tail}")
+                               f"could not start the worker. Its output: {output}")
 
-    def _settle_lost(self, entries: list[_Entry]) -> None:
+    def _settle_lost(self, entries: list[Entry]) -> None:
         ids = sorted({t for e in entries if (t := self._task_of(e)) is not None})
         accounting: dict[str, NativeJob] = {}
         command = self.accounting_command(ids) if ids else None
@@ -752,37 +692,15 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 if entry.reported:
                     continue
                 exit_file = runner.marker(self.exit_dir, entry.key, "exit")
-                record = _read_json(exit_file)
+                record = read_json(exit_file)
                 if record is not None:
-                    self._report(entry, self._from_exit(entry, record))
+                    self._report(entry, update_from_exit(entry, record, self._task_of(entry)))
                     continue
                 task = self._task_of(entry)
                 # the accounting's word, else the listing's (qstat -x, bjobs -a and
                 # squeue -t all keep finished jobs for a while)
                 row = accounting.get(task or "") or self._last_rows.get(task or "")
-                self._report(entry, self._lost_update(entry, row, task))
-
-    def _lost_update(self, entry: _Entry, row: NativeJob | None, task: str | None) -> Update:
-        state = row.state if row is not None else NativeState.LOST
-        reason = {NativeState.TIMEOUT: ExitReason.TIMEOUT,
-                  NativeState.OUT_OF_MEMORY: ExitReason.MEMLIMIT,
-                  NativeState.CANCELLED: ExitReason.KILLED,
-                  NativeState.COMPLETED: ExitReason.LOST}.get(state, ExitReason.LOST)
-        if entry.killed:
-            reason = ExitReason.KILLED
-        elif reason is ExitReason.LOST and row is not None and row.state is NativeState.FAILED:
-            reason = ExitReason.FAILED
-        message = {
-            ExitReason.TIMEOUT: f"{self.name} stopped job {task} at its wall time",
-            ExitReason.MEMLIMIT: f"{self.name} stopped job {task} for using more memory "
-                                 f"than it asked for",
-            ExitReason.KILLED: f"{self.name} job {task} was cancelled",
-        }.get(reason, f"{self.name} job {task} ended without a word from jobtree's runner "
-                      f"(node failure, or killed with SIGKILL); state "
-                      f"{row.state.value if row else 'unknown'}")
-        code = row.exit_code if row is not None else None
-        return Update(entry.batch_id, code, reason, row.elapsed if row else None,
-                      native_id=task, message=message)
+                self._report(entry, update_for_lost(self.name, entry, row, task))
 
     def _cancel(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), 500):
@@ -799,7 +717,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             if not name.endswith(".id"):
                 continue
             sub_id = name[:-3]
-            manifest = _read_json(os.path.join(folder, sub_id + ".json"))
+            manifest = read_json(os.path.join(folder, sub_id + ".json"))
             try:
                 with open(os.path.join(folder, name), encoding="utf-8") as handle:
                     job_id = handle.read().strip()
@@ -809,14 +727,14 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 continue
             entries = []
             for item in manifest["entries"]:
-                entry = _Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
+                entry = Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
                                item.get("walltime"), None, bool(item.get("worker")))
-                record = _read_json(runner.marker(self.exit_dir, entry.key, "run"))
+                record = read_json(runner.marker(self.exit_dir, entry.key, "run"))
                 if record and "started" in record:
                     entry.started, entry.task = float(record["started"]), int(record["task"])
                 entries.append(entry)
-            tasks = _tasks_of(manifest, entries)
-            sub = _Sub(sub_id, entries, tasks, bool(manifest.get("pack")),
+            tasks = tasks_of(manifest, entries)
+            sub = Submitted(sub_id, entries, tasks, bool(manifest.get("pack")),
                        os.path.getmtime(os.path.join(folder, name)), job_id)
             for entry in entries:
                 entry.sub = sub
@@ -839,55 +757,3 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             logger.warning("%s answers again after %.0fs", self.name,
                            time.monotonic() - self._unreachable_since)
             self._unreachable_since = None
-
-
-def _tasks_of(manifest: dict[str, Any], entries: list[_Entry]) -> int:
-    return int(manifest.get("tasks") or (len(entries) if manifest.get("index_variable") else 1))
-
-
-def environment_script(environ: dict[str, str]) -> str:
-    """A POSIX shell script that exports ``environ`` (what a job gets of the
-    environment that started the tree; node and scheduler variables are left out)."""
-    lines = ["# the environment of the process that started the tree"]
-    for key in sorted(environ):
-        if (not key.isidentifier() or key in _SKIP_VARIABLES
-                or key.startswith(_SKIP_PREFIXES)):
-            continue
-        lines.append(f"export {key}={shlex.quote(environ[key])}")
-    return "\n".join(lines) + "\n"
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _append(path: str, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError:
-        pass
-
-
-def _tail(folder: str, stem: str, size: int = 600) -> str:
-    """The end of the scheduler's output of a submission's first task."""
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.startswith(stem))
-        with open(os.path.join(folder, names[0]), "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - size))
-            return handle.read().decode(errors="replace").strip() or "(empty)"
-    except (OSError, IndexError):
-        return "(none)"
