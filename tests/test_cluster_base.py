@@ -1,0 +1,92 @@
+"""The shared cluster base, end to end against the fake Torque (which really
+runs jobs): a job script that cannot start its targets, a scheduler that
+refuses a request, and one that is down for a while."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from jobtree import batch as batch_systems
+from jobtree.batch import BatchSystem, ExitReason, JobSpec, Update
+from jobtree.resources import Resources
+
+FAKE = Path(__file__).resolve().parent / "fakes" / "torque"
+
+
+Make = Callable[[str], BatchSystem]
+
+
+@pytest.fixture
+def torque(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Make]:
+    """Makes Torque batch systems on a fresh fake server, with extra config lines."""
+    monkeypatch.setenv("PATH", f"{FAKE}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PBS_DIR", str(tmp_path / "server"))
+    (tmp_path / "server").mkdir()
+    made: list[BatchSystem] = []
+
+    def make(config: str) -> BatchSystem:
+        path = tmp_path / "cluster.ini"
+        path.write_text("[cluster]\npoll_interval = 0.5\nexit_grace = 1\nsubmit_rate = 50\n"
+                        + config)
+        system = batch_systems.create("torque", options=argparse.Namespace(
+            clusterConfig=str(path)), workdir=str(tmp_path / "batch"), tree_id="basetest01")
+        made.append(system)
+        return system
+
+    yield make
+    for system in made:
+        system.close()
+
+
+def _spec(tmp_path: Path, job_id: int, command: str, memory: int | None = None) -> JobSpec:
+    return JobSpec(job_id, 1, ["/bin/sh", "-c", command], Resources(cpu=1, memory=memory),
+                   f"t{job_id}", str(tmp_path / f"{job_id}.log"))
+
+
+def _wait(batch: BatchSystem, timeout: float) -> Update:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        update = batch.next_update(0.5)
+        if update is not None:
+            return update
+    pytest.fail(f"no update within {timeout}s")
+
+
+def test_a_job_script_that_cannot_start_its_targets_fails_them(torque: Make,
+                                                                tmp_path: Path) -> None:
+    batch = torque("prologue = echo the module system is broken >&2; exit 3\n")
+    batch.issue(_spec(tmp_path, 1, "true"))
+    update = _wait(batch, 60)
+    assert update.reason is ExitReason.FAILED and update.permanent, update
+    assert update.message and "could not start the worker" in update.message, update
+    assert "the module system is broken" in update.message, update
+    assert "could not start the worker" in (tmp_path / "1.log").read_text()
+
+
+def test_a_refused_request_fails_at_once_for_good(torque: Make, tmp_path: Path) -> None:
+    batch = torque("")  # the fake refuses more than 8 cores per node, as a real server would
+    spec = JobSpec(1, 1, ["/bin/sh", "-c", "true"], Resources(cpu=64), "t1",
+                   str(tmp_path / "1.log"))
+    batch.issue(spec)
+    update = _wait(batch, 30)
+    assert update.reason is ExitReason.FAILED and update.permanent, update
+    assert update.message and "refused" in update.message and "qsub" in update.message
+
+
+def test_a_scheduler_down_fails_nothing(torque: Make, tmp_path: Path) -> None:
+    batch = torque("")
+    (tmp_path / "server" / "down").write_text("")
+    batch_id = batch.issue(_spec(tmp_path, 1, f"{sys.executable} -c 'print(42)'"))
+    assert batch.next_update(4) is None  # qsub keeps failing: nothing is reported
+    assert batch_id in batch.issued()
+    (tmp_path / "server" / "down").unlink()
+    update = _wait(batch, 60)
+    assert (update.batch_id, update.reason) == (batch_id, ExitReason.FINISHED), update
+    assert "42" in (tmp_path / "1.log").read_text()
