@@ -63,3 +63,48 @@ def test_status_shows_running_targets_by_scheduler_job(tmp_path: Path, system: s
         killed = run_command("kill", "--jobTree", str(tmp_path / "tree"))
         master.wait(timeout=60)
     assert killed.returncode == 0, killed.stdout + killed.stderr
+
+
+def test_kill_cancels_the_jobs_a_crashed_master_left(tmp_path: Path) -> None:
+    require_scheduler("slurm")
+    tree = tmp_path / "tree"
+    master = subprocess.Popen(
+        [sys.executable, str(PIPELINES / "waves.py"), "--out", str(tmp_path / "out"),
+         "--waves", "1", "--width", "3", "--sleep", "60", "--jobTree", str(tree),
+         "--batchSystem", "slurm", "--clusterConfig", str(quick_cluster_config(tmp_path))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while run_command("status", "--jobTree", str(tree), "--verbose").stdout.count(
+                "running for") < 3:
+            assert time.monotonic() < deadline, "the targets did not start"
+            time.sleep(1)
+    finally:
+        master.kill()  # the master crashes; its scheduler jobs go on
+        master.wait()
+    name = _job_name(tree)
+    assert _queued(name), "the crashed master's jobs should still be on the scheduler"
+    killed = run_command("kill", "--jobTree", str(tree))
+    assert killed.returncode == 0, killed.stderr
+    assert "Cancelled 3 slurm jobs of the tree" in killed.stdout, killed.stdout
+    deadline = time.monotonic() + 30
+    while _queued(name):
+        assert time.monotonic() < deadline, "jobTreeKill left jobs on the scheduler"
+        time.sleep(0.5)
+    cleaned = run_command("clean", "--jobTree", str(tree))
+    assert cleaned.returncode == 0 and not tree.exists(), cleaned.stdout + cleaned.stderr
+
+
+def _job_name(tree: Path) -> str:
+    import json
+    import sqlite3
+
+    with sqlite3.connect(tree / "tree.db") as db:
+        (value,) = db.execute("SELECT value FROM meta WHERE key = 'tree_id'").fetchone()
+    return f"jt-{json.loads(value)[:10]}"
+
+
+def _queued(name: str) -> list[str]:
+    out = subprocess.run(["squeue", "--noheader", f"--name={name}", "--format=%i %T"],
+                         capture_output=True, text=True, timeout=60).stdout
+    return [line for line in out.splitlines() if line.strip()]

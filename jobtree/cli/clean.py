@@ -17,9 +17,10 @@ import sys
 import uuid
 
 from .. import tree
-from ..errors import TreeError
+from ..errors import JobTreeError, TreeError
 from ..paths import TreePaths, local_temp_root
 from .common import entry_point, tree_argument, tree_paths
+from .kill import cancel_scheduler_jobs
 from .status import readonly_connection
 
 
@@ -115,7 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     with tree.master_lock(paths, refusal=(
             f"jobTreeClean left it alone. Stop it first with:  jobTreeKill --jobTree "
             f"{paths.root}  then run jobTreeClean again.")):
+        # jobs a crashed master left queued on a cluster would run against a tree
+        # that is gone: cancel them first
+        try:
+            cancelled = cancel_scheduler_jobs(paths)
+        except JobTreeError as err:  # a scheduler out of reach must not keep the tree
+            cancelled = [f"warning: {err} Removing the tree anyway; cancel its jobs by "
+                         f"name yourself (see docs/clusters.md)"]
         remove_tree(paths)
+    for line in cancelled:
+        print(line[0].upper() + line[1:] + ".")
     removed = f"Removed the job tree {paths.root} ({state})"
     if tree_id is not None:
         local = local_temp_root(tree_id)
