@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from conftest import require_scheduler
 
 from jobtree import batch as batch_systems
 from jobtree.batch import BatchSystem, ExitReason, JobSpec, Update
@@ -90,3 +92,24 @@ def test_a_scheduler_down_fails_nothing(torque: Make, tmp_path: Path) -> None:
     update = _wait(batch, 60)
     assert (update.batch_id, update.reason) == (batch_id, ExitReason.FINISHED), update
     assert "42" in (tmp_path / "1.log").read_text()
+
+
+def test_a_grid_engine_job_stuck_in_error_is_deleted_and_fails(tmp_path: Path) -> None:
+    """A job held in Grid Engine's error state (Eqw: here its working folder is
+    missing) never runs: it is deleted, tried again, then fails with the reason."""
+    require_scheduler("gridEngine")
+    config = tmp_path / "cluster.ini"
+    config.write_text("[cluster]\npoll_interval = 0.5\nexit_grace = 1\n"
+                      "extra = -wd /nonexistent/jobtree-test\n")
+    batch = batch_systems.create("gridEngine", options=argparse.Namespace(
+        clusterConfig=str(config)), workdir=str(tmp_path / "batch"), tree_id="eqwtest001")
+    try:
+        batch.issue(_spec(tmp_path, 1, "true"))
+        update = _wait(batch, 90)
+        assert update.reason is ExitReason.FAILED and update.permanent, update
+        assert "could not start the worker" in (update.message or ""), update
+        listed = subprocess.run(["qstat", "-xml"], capture_output=True, text=True,
+                                timeout=60).stdout
+        assert "jt-eqwtest00" not in listed, "a job in error state was left in the queue"
+    finally:
+        batch.close()

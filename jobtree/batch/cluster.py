@@ -63,7 +63,7 @@ from .jobfiles import (
     update_for_lost,
     update_from_exit,
 )
-from .native import NativeJob, Request, Submission
+from .native import NativeJob, NativeState, Request, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._tokens_at = time.monotonic()
         self._next_poll = 0.0
         self._last_rows: dict[str, NativeJob] = {}
+        self._cleared: set[str] = set()  # failed tasks already cancelled
         self._unreachable_since: float | None = None
         self._retry_submit_at = 0.0
         self._counter = 0
@@ -592,6 +593,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 self._alive_tasks(sub, rows, now)
                 excess.extend(self._excess(sub))
                 lost.extend(self._ended_without_exit(sub, now))
+            # a task listed as failed is cancelled once: one held in an error state
+            # (Grid Engine's Eqw) would otherwise stay in the queue for ever
+            stuck = [i for i, row in rows.items()
+                     if row.state is NativeState.FAILED and i not in self._cleared]
+            self._cleared.update(stuck)
+            excess.extend(stuck)
         if excess:
             self._cancel(excess)
         if lost:
