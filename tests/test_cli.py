@@ -323,3 +323,24 @@ def test_status_check_and_dot(tmp_path: Path) -> None:
     text = dot.read_text()
     assert text.startswith("digraph jobtree {") and text.count("->") == 3
     assert "style=dashed" in text
+
+
+def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
+    """A tree written before jobs.extra existed (format 1): jobTreeStatus reads
+    it as it is, and a master upgrades it when it continues the tree."""
+    import sqlite3
+
+    path = make_tree(tmp_path / "old", "--mode", "fail", expect=1)
+    db = sqlite3.connect(path / "tree.db")
+    db.execute("ALTER TABLE jobs DROP COLUMN extra")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+    status = run_command("status", "--jobTree", str(path), "--verbose")
+    assert status.returncode == 0 and "failed" in status.stdout, status.stdout + status.stderr
+    run_command("run", "--jobTree", str(path))
+    db = sqlite3.connect(f"file:{path / 'tree.db'}?mode=ro", uri=True)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    version = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+    db.close()
+    assert "extra" in columns and json.loads(version) == 2
