@@ -108,3 +108,26 @@ def _queued(name: str) -> list[str]:
     out = subprocess.run(["squeue", "--noheader", f"--name={name}", "--format=%i %T"],
                          capture_output=True, text=True, timeout=60).stdout
     return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+def test_a_tree_moves_from_this_machine_to_a_cluster(tmp_path: Path, system: str) -> None:
+    """Started on singleMachine and stopped midway, the tree is continued on a
+    cluster with jobTreeRun --batchSystem, and finishes with the same result."""
+    require_scheduler(system)
+    tree, out = tmp_path / "tree", tmp_path / "out"
+    args = [sys.executable, str(PIPELINES / "crashtree.py"), "--base", str(out), "--depth", "3",
+            "--memory", "200M", "--jobTree", str(tree), "--maxThreads", "1"]
+    master = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (out / "out").exists() or len(list((out / "out").iterdir())) < 3:
+        assert master.poll() is None, "the tree finished before it could be moved"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    master.kill()
+    master.wait()
+    moved = run_command("run", "--jobTree", str(tree), "--batchSystem", system,
+                        "--clusterConfig", str(quick_cluster_config(tmp_path)))
+    assert moved.returncode == 0, moved.stderr
+    assert "batchSystem: 'singleMachine' -> " in moved.stderr, moved.stderr
+    assert (out / "out" / "r").read_text() == str(4 ** 3 * len("r-0-0-0"))
