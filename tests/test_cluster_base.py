@@ -35,8 +35,8 @@ def torque(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Make]:
 
     def make(config: str) -> BatchSystem:
         path = tmp_path / "cluster.ini"
-        path.write_text("[cluster]\npoll_interval = 0.5\nexit_grace = 1\nsubmit_rate = 50\n"
-                        + config)
+        rate = "" if "submit_rate" in config else "submit_rate = 50\n"
+        path.write_text("[cluster]\npoll_interval = 0.5\nexit_grace = 1\n" + rate + config)
         system = batch_systems.create("torque", options=argparse.Namespace(
             clusterConfig=str(path)), workdir=str(tmp_path / "batch"), tree_id="basetest01")
         made.append(system)
@@ -115,3 +115,28 @@ def test_a_grid_engine_job_stuck_in_error_is_deleted_and_fails(tmp_path: Path) -
             time.sleep(0.5)
     finally:
         batch.close()
+
+
+def test_max_jobs_and_the_submit_rate_bound_what_reaches_the_scheduler(
+        torque: Make, tmp_path: Path) -> None:
+    """One job per target (no arrays, no packing), at most 3 in the queue at
+    once, at most 4 submissions a second: 12 targets never flood the server."""
+    batch = torque("arrays = no\npack_time = 0\nmax_jobs = 3\nsubmit_rate = 4\n")
+    began = time.monotonic()
+    ids = {batch.issue(_spec(tmp_path, i, "sleep 0.3")) for i in range(1, 13)}
+    seen: list[int] = []
+    updates: list[Update] = []
+    deadline = time.monotonic() + 120
+    while len(updates) < len(ids):
+        assert time.monotonic() < deadline, f"only {len(updates)} of 12 finished"
+        listed = subprocess.run(["qstat", "-x", "-t"], capture_output=True, text=True,
+                                timeout=30).stdout
+        seen.append(sum(1 for row in batch.parse_status(listed) if row.state.alive))
+        update = batch.next_update(0.1)
+        if update is not None:
+            updates.append(update)
+    assert {u.batch_id for u in updates} == ids
+    assert all(u.reason is ExitReason.FINISHED for u in updates), updates
+    assert max(seen) <= 3, f"up to {max(seen)} jobs were queued or running at once"
+    # 12 submissions at 4 a second, after a burst of 4, take at least 2 seconds
+    assert time.monotonic() - began >= 2.0
