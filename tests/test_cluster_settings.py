@@ -83,3 +83,14 @@ def test_the_job_environment_script_keeps_values_exactly(tmp_path: Path) -> None
     assert "NEWLINE=1\n2\n" in shown
     assert "SLURM_JOB_ID" not in shown and "TMPDIR=/node" not in shown
     assert "/elsewhere" not in shown
+
+
+@pytest.mark.parametrize("name,command", [("slurm", "squeue"), ("gridEngine", "qstat"),
+                                          ("torque", "qstat"), ("pbspro", "qstat"),
+                                          ("lsf", "bjobs")])
+def test_a_scheduler_whose_commands_are_missing_is_a_clear_error(
+        name: str, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(BatchSystemError) as caught:
+        batch_systems.create(name, options=_options())
+    assert f"{command} is not on PATH" in str(caught.value) and "login node" in str(caught.value)

@@ -39,12 +39,13 @@ import math
 import os
 import queue
 import shlex
+import shutil
 import sys
 import threading
 import time
 from typing import Iterable, Sequence
 
-from ..errors import ResourceError, SchedulerCommandError
+from ..errors import BatchSystemError, ResourceError, SchedulerCommandError
 from ..paths import write_atomic
 from ..resources import Resources
 from . import runner
@@ -139,6 +140,13 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     reports_scheduler_ids = True
 
     def __init__(self, settings: ClusterSettings, runner_: CommandRunner | None = None) -> None:
+        command = self.status_command(settings.job_name)[0]
+        if shutil.which(command) is None:
+            raise BatchSystemError(
+                f"--batchSystem {self.name} needs the scheduler's commands, but {command} is "
+                f"not on PATH. Run jobtree on a machine that can submit to the cluster (a "
+                f"login node; some sites need a `module load` first), or choose another "
+                f"--batchSystem. Nothing was run; a tree that exists is left as it is.")
         self.settings = settings
         self.commands = runner_ or CommandRunner(self.transient,
                                                  timeout=settings.command_timeout)
