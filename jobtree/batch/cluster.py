@@ -228,19 +228,21 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
 
     def kill(self, ids: Sequence[BatchJobId]) -> None:
         with self._lock:
+            unsubmitted: list[Entry] = []
             for batch_id in ids:
                 entry = self._open.get(batch_id)
                 if entry is None or entry.reported:
                     continue
                 entry.killed = True
                 if entry.sub is None:
-                    self._pending.remove(entry)
+                    unsubmitted.append(entry)
                     self._report(entry, Update(batch_id, None, ExitReason.KILLED))
                 elif runner.claim(self.exit_dir, entry.key, {"killed": True}):
                     self._report(entry, Update(batch_id, None, ExitReason.KILLED))
                 else:
                     write_atomic(runner.marker(self.exit_dir, entry.key, "kill"), b"kill",
                                  sync=False)
+            self._drop_pending(unsubmitted)
             self._wake.set()
 
     def issued(self) -> set[BatchJobId]:
@@ -478,12 +480,19 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._subs[sub.sub_id] = sub
             for entry in sub.entries:
                 entry.sub = sub
-                if entry in self._pending:
-                    self._pending.remove(entry)
                 self._native[entry.batch_id] = job_id
+                if entry.reported:  # killed while it was being submitted: never run it
+                    runner.claim(self.exit_dir, entry.key, {"killed": True})
+            self._drop_pending(sub.entries)
         logger.debug("submitted %d targets as %s job %s (%d tasks)", len(sub.entries),
                      self.name, job_id, sub.tasks)
         return True
+
+    def _drop_pending(self, entries: Iterable[Entry]) -> None:
+        """Takes entries off the queue of those to submit (in one pass)."""
+        gone = set(entries)
+        if gone:
+            self._pending = collections.deque(e for e in self._pending if e not in gone)
 
     def _script(self, job: Submission, manifest: str) -> str:
         lines = ["#!/bin/sh", *self.directives(job),
@@ -498,10 +507,10 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
 
     def _fail(self, entries: Iterable[Entry], message: str) -> None:
         logger.error("%s", message)
+        entries = list(entries)
         with self._lock:
+            self._drop_pending(entries)
             for entry in entries:
-                if entry in self._pending:
-                    self._pending.remove(entry)
                 append(entry.log, f"jobtree: {message}\n")
                 self._report(entry, Update(entry.batch_id, None, ExitReason.FAILED,
                                            message=message, permanent=True))
