@@ -69,11 +69,13 @@ def create(name: str, max_threads: int | None = None, max_cpus: float | None = N
     canonical = canonical_name(name)
     if canonical == "singleMachine":
         return SingleMachine(max_threads=max_threads, max_cpus=max_cpus, max_memory=max_memory)
+    from .cluster import ClusterBatchSystem
     from .settings import cluster_settings
 
     module, cls = CLUSTERS[canonical]
     adapter = getattr(importlib.import_module(f".{module}", __name__), cls)
     settings = cluster_settings(canonical, options, workdir, tree_id, max_threads, max_cpus,
                                 max_memory)
-    system: BatchSystem = adapter(settings)
+    system: ClusterBatchSystem = adapter(settings)
+    system.check_commands()
     return system

@@ -140,13 +140,6 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     reports_scheduler_ids = True
 
     def __init__(self, settings: ClusterSettings, runner_: CommandRunner | None = None) -> None:
-        command = self.status_command(settings.job_name)[0]
-        if shutil.which(command) is None:
-            raise BatchSystemError(
-                f"--batchSystem {self.name} needs the scheduler's commands, but {command} is "
-                f"not on PATH. Run jobtree on a machine that can submit to the cluster (a "
-                f"login node; some sites need a `module load` first), or choose another "
-                f"--batchSystem. Nothing was run; a tree that exists is left as it is.")
         self.settings = settings
         self.commands = runner_ or CommandRunner(self.transient,
                                                  timeout=settings.command_timeout)
@@ -170,6 +163,20 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._ready = False
+
+    def check_commands(self) -> None:
+        """Checks that the scheduler's commands can be run here.
+
+        Raises:
+            BatchSystemError: they are not on PATH (say where to run instead).
+        """
+        command = self.status_command(self.settings.job_name)[0]
+        if shutil.which(command) is None:
+            raise BatchSystemError(
+                f"--batchSystem {self.name} needs the scheduler's commands, but {command} is "
+                f"not on PATH. Run jobtree on a machine that can submit to the cluster (a "
+                f"login node; some sites need a `module load` first), or choose another "
+                f"--batchSystem. Nothing was run; a tree that exists is left as it is.")
 
     # ------------------------------------------------------------ paths
     def _dir(self, *parts: str) -> str:
