@@ -125,6 +125,8 @@ class Runner:
         finally:
             if lock is not None:
                 os.close(lock)
+                # what a worker killed by a signal could not remove itself
+                shutil.rmtree(self._local_dir(entry), ignore_errors=True)
         ended = time.time()
         outcome.update(started=started, ended=ended, wall=ended - started, host=self.host,
                        task=self.index)
@@ -136,10 +138,9 @@ class Runner:
     def _lock_local_dir(self, entry: dict[str, Any]) -> int | None:
         """Holds a lock on the worker's local temp dir while it runs, so
         another task on this node does not take it for stale."""
-        tree_id = self.manifest.get("tree_id")
-        if not tree_id or not entry.get("worker"):
+        if not self.manifest.get("tree_id") or not entry.get("worker"):
             return None
-        path = os.path.join(local_temp_root(tree_id), entry["key"])
+        path = self._local_dir(entry)
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_RDONLY)
@@ -147,6 +148,10 @@ class Runner:
             return fd
         except OSError:
             return None
+
+    def _local_dir(self, entry: dict[str, Any]) -> str:
+        """The local temp root of the worker running ``entry`` on this node."""
+        return os.path.join(local_temp_root(self.manifest["tree_id"]), entry["key"])
 
     def _start(self, entry: dict[str, Any]) -> int | None:
         argv: list[str] = entry["argv"]
