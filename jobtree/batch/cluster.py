@@ -304,7 +304,6 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                         self._open.pop(entry.batch_id, None)
                 if all(e.reported for e in sub.entries):
                     orphans.extend(self._task_ids(sub, alive))
-                    sub.done = True
             known = {t for s in self._subs.values() for t in self._task_ids(s)}
             orphans.extend(r.id for r in (rows or {}).values()
                            if r.state.alive and r.id not in known)
@@ -570,8 +569,6 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         for sub in list(self._subs.values()):
             if not all(e.reported for e in sub.entries):
                 continue
-            if not sub.done:
-                sub.done = True
             if len(sub.ended_tasks | sub.cancelled) < sub.tasks:
                 continue  # a late task could still claim: keep the markers
             for entry in sub.entries:

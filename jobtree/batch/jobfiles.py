@@ -71,7 +71,6 @@ class Submitted:
     job_id: str | None = None
     ended_tasks: set[int] = dataclasses.field(default_factory=set)
     cancelled: set[int] = dataclasses.field(default_factory=set)
-    done: bool = False
 
     def live_tasks(self) -> int:
         """Tasks that may still run a target (for the max_jobs budget)."""

@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cancelled = cancel_scheduler_jobs(paths)
         except JobTreeError as err:  # a scheduler out of reach must not keep the tree
-            cancelled = [f"warning: {err} Removing the tree anyway; cancel its jobs by "
-                         f"name yourself (see docs/clusters.md)"]
+            cancelled = [f"Warning: {err} Removing the tree anyway; cancel its jobs by "
+                         f"name yourself (see docs/clusters.md)."]
         remove_tree(paths)
     for line in cancelled:
-        print(line[0].upper() + line[1:] + ".")
+        print(line)
     removed = f"Removed the job tree {paths.root} ({state})"
     if tree_id is not None:
         local = local_temp_root(tree_id)

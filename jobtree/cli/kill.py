@@ -80,7 +80,7 @@ def wait_until_free(paths: TreePaths, timeout: float) -> bool:
 
 def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     """Cancels every job a cluster scheduler still holds for the tree (of this
-    master or of one that is gone); returns what was done, for the report."""
+    master or of one that is gone); returns what was done, as sentences to print."""
     store = open_tree(paths)
     try:
         meta = store.meta()
@@ -101,7 +101,7 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
             raise KillTimeoutError(
                 f"The {system.name} jobs of {paths.root} could not be cancelled: {err} "
                 f"Run jobTreeKill again once the scheduler answers.") from err
-        said.append(f"cancelled {plural(count, f'{system.name} job')} of the tree")
+        said.append(f"Cancelled {plural(count, f'{system.name} job')} of the tree.")
     return said
 
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if not master.running:
         print(f"No master is running the job tree {paths.root}: nothing to stop.")
         for line in cancel_scheduler_jobs(paths):
-            print(line[0].upper() + line[1:] + ".")
+            print(line)
         issued = _issued_count(paths)
         if issued:
             print(f"{plural(issued, 'target')} still marked as issued by a master that "
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     print(f"The master stopped after {format_duration(time.monotonic() - began)}.")
     for line in cancel_scheduler_jobs(paths):
-        print(line[0].upper() + line[1:] + ".")
+        print(line)
     issued = _issued_count(paths)
     if issued:
         print(f"{plural(issued, 'target')} still marked as issued (the master did not "
