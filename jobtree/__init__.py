@@ -7,6 +7,8 @@ classic jobTree, so old scripts port by changing their imports.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
                      BadOptionError,
@@ -20,9 +22,22 @@ from .errors import (
                      TreeStopped,
                      UnpicklableTargetError,
 )
-from .stack import Stack
 from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+
+def __getattr__(name: str) -> Any:
+    # Stack (and with it the options) is imported when a script first asks for
+    # it, so that workers and the fork server, which only run targets, start
+    # quickly
+    if name == "Stack":
+        from .stack import Stack
+
+        return Stack
+    raise AttributeError(f"module 'jobtree' has no attribute {name!r}")
 
 __all__ = [
     "BadOptionError", "BatchSystemError", "CommandTarget", "FunctionWrappingTarget",

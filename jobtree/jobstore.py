@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any, Iterator, NewType, Sequence
 
-from . import _version
+from . import _version, metrics
 from .errors import TreeError
 from .paths import TreePaths
 from .resources import Resources
@@ -83,6 +83,9 @@ CREATE TABLE stats (
     memory INTEGER, started REAL
 );
 """
+
+#: whether this SQLite has UPDATE ... RETURNING (3.35 and newer)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 _COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
             "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
@@ -183,6 +186,8 @@ class JobStore:
         self._readonly = readonly
         self._in_transaction = False
         self._next_id = 0
+        if metrics.ENABLED:
+            connection.set_trace_callback(lambda _: metrics.count("statements"))
         names = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
         # a format-1 tree opened read-only has no extra column
         self._select = ", ".join(c if c in names else f"NULL AS {c}" for c in _COLUMNS)
@@ -279,6 +284,7 @@ class JobStore:
             raise
         self._in_transaction = False
         self._db.execute("COMMIT")
+        metrics.count("transactions")
 
     # --------------------------------------------------------------- meta
     def meta(self) -> dict[str, Any]:
@@ -310,6 +316,13 @@ class JobStore:
             f"SELECT {self._select} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
             (int(state), limit))
         return [_row(r) for r in rows]
+
+    def ready(self, limit: int) -> list[tuple[JobRow, bytes]]:
+        """Up to ``limit`` ready jobs, oldest first, with their pickled targets."""
+        rows = self._db.execute(
+            f"SELECT {self._select}, pickle FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
+            (int(JobState.READY), limit))
+        return [(_row(r[:-1]), bytes(r[-1])) for r in rows]
 
     def pickle_of(self, job_id: int) -> bytes:
         """The pickled target of a job that has not run yet."""
@@ -348,18 +361,31 @@ class JobStore:
         return row is None or bool(row[0])
 
     # ------------------------------------------------------------- writes
-    def mark_issued(self, job_id: int, batch: str, now: float) -> int:
-        """Marks a ready job issued and returns its new attempt number."""
-        row = self._db.execute("SELECT attempt FROM jobs WHERE id = ? AND state = ?",
-                               (job_id, int(JobState.READY))).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        attempt = int(row[0]) + 1
-        self._db.execute(
+    def mark_issued(self, job_id: int, batch: str, now: float,
+                    attempt: int | None = None) -> int:
+        """Marks a ready job issued and returns its new attempt number.
+
+        Args:
+            attempt: the job's attempt number as read in this transaction, if
+                the caller has it (saves a read).
+
+        Raises:
+            KeyError: the job is not ready (or not at ``attempt``).
+        """
+        if attempt is None:
+            row = self._db.execute("SELECT attempt FROM jobs WHERE id = ? AND state = ?",
+                                   (job_id, int(JobState.READY))).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            attempt = int(row[0])
+        cursor = self._db.execute(
             "UPDATE jobs SET state = ?, attempt = ?, batch = ?, batch_id = NULL, "
-            "issued_at = ?, started_at = NULL WHERE id = ?",
-            (int(JobState.ISSUED), attempt, batch, now, job_id))
-        return attempt
+            "issued_at = ?, started_at = NULL WHERE id = ? AND state = ? AND attempt = ?",
+            (int(JobState.ISSUED), attempt + 1, batch, now, job_id, int(JobState.READY),
+             attempt))
+        if cursor.rowcount != 1:
+            raise KeyError(job_id)
+        return attempt + 1
 
     def set_batch_id(self, job_id: int, attempt: int, batch_id: str) -> None:
         """Records the batch system's id of an issued attempt."""
@@ -374,24 +400,31 @@ class JobStore:
 
     def is_current(self, job_id: int, attempt: int) -> bool:
         """Whether (job, attempt) is issued now, so its result may be ingested."""
-        row = self._db.execute("SELECT 1 FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
-                               (job_id, attempt, int(JobState.ISSUED))).fetchone()
-        return row is not None
+        return self.current(job_id, attempt) is not None
+
+    def current(self, job_id: int, attempt: int) -> JobRow | None:
+        """The job if (job, attempt) is issued now, else None (a stale attempt)."""
+        row = self._db.execute(
+            f"SELECT {self._select} FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
+            (job_id, attempt, int(JobState.ISSUED))).fetchone()
+        return _row(row) if row is not None else None
 
     def ingest_success(self, job_id: int, attempt: int, steps: Sequence[Step],
-                       run_id: str, tries: int, now: float) -> Settled | None:
+                       run_id: str, tries: int, now: float,
+                       job: JobRow | None = None) -> Settled | None:
         """Commits what a successful attempt did (inside the caller's transaction).
 
         Idempotent: a stale or repeated (job, attempt) changes nothing and
         returns None.
+
+        Args:
+            job: the job as :meth:`current` read it in this transaction, if
+                the caller has it (saves a read).
         """
-        if not steps or not self.is_current(job_id, attempt):
+        current = job if job is not None else self.current(job_id, attempt)
+        if not steps or current is None or current.attempt != attempt:
             return None
         settled = Settled()
-        job = self.job(job_id)
-        current = job
-        self._db.execute("UPDATE jobs SET pickle = NULL, run_id = ? WHERE id = ?",
-                         (run_id, job_id))
         for index, step in enumerate(steps):
             if index > 0:  # a follow-on the worker chained: record it as run
                 chained = self._insert(
@@ -399,10 +432,13 @@ class JobStore:
                     chain=current.chain, tries=tries,
                     new=NewJob(step.cls, step.description, None, None, None, None, b""),
                     pickle=None, run_id=run_id)
-                self._db.execute("UPDATE jobs SET followon = ?, state = ? WHERE id = ?",
-                                 (chained, int(JobState.DONE), current.id))
+                self._db.execute(
+                    "UPDATE jobs SET followon = ?, state = ?, pickle = NULL, run_id = ?, "
+                    "batch_id = NULL WHERE id = ?",
+                    (chained, int(JobState.DONE), run_id, current.id))
                 settled.done += 1
-                current = self.job(chained)
+                current = dataclasses.replace(current, id=chained, predecessor=current.id,
+                                              followon=None)
             for level, text in step.messages:
                 self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                                  (current.id, now, level, text))
@@ -414,9 +450,7 @@ class JobStore:
                      step.stats.get("wait"), step.stats.get("memory"),
                      step.stats.get("started")))
         last = steps[-1]
-        for child in last.children:
-            self._insert(JobState.READY, parent=current.id, predecessor=None, chain=None,
-                         tries=tries, new=child, pickle=child.pickle, run_id=None)
+        self._insert_children(current.id, last.children, tries)
         settled.new_ready += len(last.children)
         followon = None
         if last.followon is not None:
@@ -425,11 +459,24 @@ class JobStore:
                                     new=last.followon, pickle=last.followon.pickle,
                                     run_id=None)
         self._db.execute(
-            "UPDATE jobs SET state = ?, pending = ?, followon = ?, batch_id = NULL WHERE id = ?",
-            (int(JobState.RAN), len(last.children), followon, current.id))
+            "UPDATE jobs SET state = ?, pending = ?, followon = ?, pickle = NULL, run_id = ?, "
+            "batch_id = NULL WHERE id = ?",
+            (int(JobState.RAN), len(last.children), followon, run_id, current.id))
         if not last.children:
-            self._settle(current.id, settled)
+            self._settle(current.id, settled, (current.parent, followon, current.chain))
         return settled
+
+    def _insert_children(self, parent: int, children: Sequence[NewJob], tries: int) -> None:
+        """Adds a run's children as ready founders of chains of their own."""
+        first = self._next_id
+        self._next_id += len(children)
+        self._db.executemany(
+            "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
+            " description, cpu, memory, time, disk, pickle, run_id, extra) "
+            "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            ((first + n, int(JobState.READY), parent, first + n, tries, c.cls, c.description,
+              c.cpu, c.memory, c.time, c.disk, c.pickle, c.extra_json)
+             for n, c in enumerate(children)))
 
     def _insert(self, state: JobState, parent: int | None, predecessor: int | None,
                 chain: int | None, tries: int, new: NewJob, pickle: bytes | None,
@@ -445,31 +492,55 @@ class JobStore:
              pickle, run_id, new.extra_json))
         return JobId(job_id)
 
-    def _settle(self, job_id: int, settled: Settled) -> None:
+    def _settle(self, job_id: int, settled: Settled,
+                links: tuple[int | None, int | None, int] | None = None) -> None:
         """A job ran and all its children's chains finished: start its follow-on,
-        or close its chain and tell the chain's parent. Iterative, O(depth)."""
+        or close its chain and tell the chain's parent. Iterative, O(depth).
+
+        Args:
+            links: the job's (parent, followon, chain), if the caller knows them.
+        """
         while True:
-            parent, followon, chain = self._db.execute(
-                "SELECT parent, followon, chain FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            self._db.execute("UPDATE jobs SET state = ? WHERE id = ?",
-                             (int(JobState.DONE), job_id))
+            if links is None:
+                links = self._db.execute("SELECT parent, followon, chain FROM jobs WHERE id = ?",
+                                         (job_id,)).fetchone()
+            parent, followon, chain = links
+            links = None
             settled.done += 1
             if followon is not None:
+                self._db.execute("UPDATE jobs SET state = ? WHERE id = ?",
+                                 (int(JobState.DONE), job_id))
                 self._db.execute("UPDATE jobs SET state = ? WHERE id = ? AND state = ?",
                                  (int(JobState.READY), followon, int(JobState.WAITING)))
                 settled.new_ready += 1
                 return
-            self._db.execute("UPDATE jobs SET chain_closed = 1 WHERE id = ?", (chain,))
+            if chain == job_id:  # a founder with no follow-on closes its own chain
+                self._db.execute("UPDATE jobs SET state = ?, chain_closed = 1 WHERE id = ?",
+                                 (int(JobState.DONE), job_id))
+            else:
+                self._db.execute("UPDATE jobs SET state = ? WHERE id = ?",
+                                 (int(JobState.DONE), job_id))
+                self._db.execute("UPDATE jobs SET chain_closed = 1 WHERE id = ?", (chain,))
             settled.closed_chains.append(chain)
             if parent is None:
                 settled.root_done = True
                 return
-            self._db.execute("UPDATE jobs SET pending = pending - 1 WHERE id = ?", (parent,))
-            pending, state = self._db.execute(
-                "SELECT pending, state FROM jobs WHERE id = ?", (parent,)).fetchone()
+            pending, state = self._count_down(parent)
             if pending > 0 or state != JobState.RAN:
                 return
             job_id = parent
+
+    def _count_down(self, parent: int) -> tuple[int, int]:
+        """One more child chain of ``parent`` finished: its (pending, state) after."""
+        if _RETURNING:
+            row = self._db.execute(
+                "UPDATE jobs SET pending = pending - 1 WHERE id = ? RETURNING pending, state",
+                (parent,)).fetchone()
+        else:
+            self._db.execute("UPDATE jobs SET pending = pending - 1 WHERE id = ?", (parent,))
+            row = self._db.execute("SELECT pending, state FROM jobs WHERE id = ?",
+                                   (parent,)).fetchone()
+        return int(row[0]), int(row[1])
 
     def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
                        log: str | None, message: str | None, now: float,

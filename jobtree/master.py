@@ -77,6 +77,9 @@ class Master:
         self._last_progress = 0.0
         self._last_housekeeping = 0.0
         self._last_rescue = clock()
+        self._issue_time = 0.0
+        # whether job inputs go through files (some batch system does not take them)
+        self._input_files = not all(b.takes_input for b in batches.values())
 
     # ------------------------------------------------------------- public
     def request_stop(self, reason: str) -> None:
@@ -105,15 +108,44 @@ class Master:
     def _run(self) -> int:
         self.recover()
         self._log_progress(force=True)
+        ended: list[tuple[str, Update, _Issued]] = []
         while True:
             self._housekeeping()
             if self._stop_reason:
                 self._stop()
-            self._issue_ready()
+            self._turn(ended)
             if not self._issued and not self._awaiting:
                 break
-            self._wait_and_ingest()
+            ended = self._collect_ended()
         return self._finish()
+
+    def _turn(self, ended: list[tuple[str, Update, _Issued]]) -> None:
+        """Ingests the jobs that ended and marks the ready jobs issued, in one
+        transaction; then, after it commits, hands those jobs over."""
+        settled_all: list[Settled] = []
+        with self.store.transaction():
+            for role, update, issued in ended:
+                if self.batches[role].local:  # what a killed worker could not remove
+                    self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
+                                                      f"{issued.job_id}.{issued.attempt}"))
+                settled = self._ingest(issued.job_id, issued.attempt, update,
+                                       timed_out=issued.timed_out)
+                if isinstance(settled, Settled):
+                    settled_all.append(settled)
+            plan = self._mark_ready_issued()
+        self._janitor.remove(self._garbage)
+        for settled in settled_all:
+            self._after_commit(settled)
+        if ended:
+            self._log_progress()
+        for index, (row, pickled, role, resources, attempt) in enumerate(plan):
+            try:
+                self._hand_over(row, pickled, role, resources, attempt, self._issue_time)
+            except JobTreeError:
+                with self.store.transaction():
+                    for row, _, _, _, attempt in plan[index:]:
+                        self.store.return_to_ready(row.id, attempt)
+                raise
 
     # ----------------------------------------------------------- recovery
     def recover(self) -> None:
@@ -166,6 +198,8 @@ class Master:
             # detected (it does not unpickle) and its job simply runs again
             "sync_results": not all(b.local for b in self.batches.values()),
             "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
+            # what a warm fork server imports once for all its workers
+            "preload": self.meta.get("script"),
         }
         write_atomic(self.paths.config, json.dumps(config).encode())
 
@@ -213,33 +247,32 @@ class Master:
 
     # ------------------------------------------------------------ issuing
     def _issue_ready(self) -> None:
+        """Issues as many ready jobs as there is room for."""
+        self._turn([])
+
+    def _mark_ready_issued(self) -> list[tuple[JobRow, bytes, str, Resources, int]]:
+        """Marks as many ready jobs issued as the batch systems have room for
+        (inside the caller's transaction); returns what to hand over."""
         room = sum(b.capacity() for b in self.batches.values()) - len(self._issued)
         if room <= 0:
-            return
-        rows = self.store.jobs_in(JobState.READY, limit=room)
+            return []
+        rows = self.store.ready(room)
         if not rows:
-            return
-        now = self.clock()
-        plan: list[tuple[JobRow, str, Resources, int]] = []
-        with self.store.transaction():
-            for row in rows:
-                resources = row.resources().with_defaults(self.defaults)
-                role = self._route(resources)
-                attempt = self.store.mark_issued(row.id, self._batch_label(role), now)
-                problem = self._too_big(resources, role)
-                if problem:
-                    self.store.record_failure(row.id, attempt, "too big", None, None, problem,
-                                              now, permanent=True)
-                    logger.error("%s cannot run: %s", row.description, problem)
-                    continue
-                plan.append((row, role, resources, attempt))
-        for row, role, resources, attempt in plan:
-            try:
-                self._hand_over(row, role, resources, attempt, now)
-            except JobTreeError:
-                with self.store.transaction():
-                    self.store.return_to_ready(row.id, attempt)
-                raise
+            return []
+        now = self._issue_time = self.clock()
+        plan: list[tuple[JobRow, bytes, str, Resources, int]] = []
+        for row, pickled in rows:
+            resources = row.resources().with_defaults(self.defaults)
+            role = self._route(resources)
+            attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt)
+            problem = self._too_big(resources, role)
+            if problem:
+                self.store.record_failure(row.id, attempt, "too big", None, None, problem,
+                                          now, permanent=True)
+                logger.error("%s cannot run: %s", row.description, problem)
+                continue
+            plan.append((row, pickled, role, resources, attempt))
+        return plan
 
     def _batch_label(self, role: str) -> str:
         name = self.batches[role].name
@@ -266,18 +299,20 @@ class Master:
                     f"{Resources(memory=limits.memory).describe()} of memory (--maxMemory)")
         return None
 
-    def _hand_over(self, row: JobRow, role: str, resources: Resources, attempt: int,
-                   now: float) -> None:
-        job = {"pickle": self.store.pickle_of(row.id), "chain": row.chain,
+    def _hand_over(self, row: JobRow, pickled: bytes, role: str, resources: Resources,
+                   attempt: int, now: float) -> None:
+        batch = self.batches[role]
+        job = {"pickle": pickled, "chain": row.chain,
                "resources": resources.to_dict(), "description": row.description,
                "issued_at": now}
-        write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
+        if not batch.takes_input:
+            write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
         spec = JobSpec(job_id=row.id, attempt=attempt,
                        argv=[sys.executable, "-m", "jobtree.worker", self.paths.root,
                              str(row.id), str(attempt)],
                        resources=resources, name=f"jt{row.id}.{attempt}",
-                       log_path=self.paths.log(row.id, attempt), kind=row.cls)
-        batch = self.batches[role]
+                       log_path=self.paths.log(row.id, attempt), kind=row.cls,
+                       job=job if batch.takes_input else None)
         batch_id = batch.issue(spec)
         self._issued[(role, batch_id)] = _Issued(row.id, attempt, role, row.description)
         if not batch.local and not batch.reports_scheduler_ids:
@@ -286,26 +321,12 @@ class Master:
         logger.debug("issued %s as %s job %s", row.description, batch.name, batch_id)
 
     # ---------------------------------------------------------- ingesting
-    def _wait_and_ingest(self) -> None:
+    def _collect_ended(self) -> list[tuple[str, Update, _Issued]]:
+        """The issued jobs that ended (waiting up to a second for the first),
+        without those whose result is still on its way from another machine."""
         ended = [(role, update, issued) for role, update in self._collect_updates()
                  if (issued := self._issued.pop((role, update.batch_id), None)) is not None]
-        ended = [e for e in ended if not self._result_late(*e)] + self._results_arrived()
-        if not ended:
-            return
-        settled_all: list[Settled] = []
-        with self.store.transaction():
-            for role, update, issued in ended:
-                if self.batches[role].local:  # what a killed worker could not remove
-                    self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
-                                                      f"{issued.job_id}.{issued.attempt}"))
-                settled = self._ingest(issued.job_id, issued.attempt, update,
-                                       timed_out=issued.timed_out)
-                if isinstance(settled, Settled):
-                    settled_all.append(settled)
-        self._janitor.remove(self._garbage)
-        for settled in settled_all:
-            self._after_commit(settled)
-        self._log_progress()
+        return [e for e in ended if not self._result_late(*e)] + self._results_arrived()
 
     def _result_late(self, role: str, update: Update, issued: _Issued) -> bool:
         """Whether to wait for the result of a job that exited 0 on another
@@ -329,6 +350,8 @@ class Master:
         return arrived
 
     def _collect_updates(self) -> list[tuple[str, Update]]:
+        """The updates of the batch systems: waits up to a second for the
+        first, then takes those that are there already."""
         roles = list(self.batches)
         timeout = 1.0 / len(roles)
         updates: list[tuple[str, Update]] = []
@@ -351,16 +374,18 @@ class Master:
         """
         path = self.paths.result(job_id, attempt)
         result = read_result(path)
-        if not self.store.is_current(job_id, attempt):
+        job = self.store.current(job_id, attempt)
+        if job is None:
             self._garbage.append(path)
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
                 job_id, attempt, [to_step(s) for s in result["steps"]], result["run_id"],
-                self.config.retryCount, self.clock())
+                self.config.retryCount, self.clock(), job)
             if settled is not None:
-                self._garbage.extend((self.paths.job_input(job_id),
-                                      self.paths.log(job_id, attempt), path))
+                if self._input_files:
+                    self._garbage.append(self.paths.job_input(job_id))
+                self._garbage.extend((self.paths.log(job_id, attempt), path))
                 return settled
         self._record_failure(job_id, attempt, update, result, timed_out)
         self._garbage.append(path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
-import tempfile
+
+from . import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +92,21 @@ def local_temp_root(tree_id: str) -> str:
 
 def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
     """Writes ``data`` to ``path`` so that the file is either whole or absent:
-    a temporary name in the same folder, fsync, rename."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    a temporary name in the same folder (unique to this process and call),
+    fsync unless ``sync`` is false, rename."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{next(_temp_names)}-{name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+                metrics.count("fsyncs")
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -106,3 +114,6 @@ def write_atomic(path: str, data: bytes, sync: bool = True) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+_temp_names = itertools.count()

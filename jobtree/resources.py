@@ -232,19 +232,21 @@ class Resources:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Resources:
         """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
-        data = dict(data or {})
-        data["directives"] = tuple(data.get("directives") or ())
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        if not data:
+            return cls()
+        values = {name: data[name] for name in _FIELDS if name in data}
+        values["directives"] = tuple(data.get("directives") or ())
+        return cls(**values)
 
     def with_defaults(self, defaults: Resources) -> Resources:
         """Returns these resources with unset values taken from ``defaults``."""
-        return Resources(**{
-            f.name: getattr(self, f.name) if getattr(self, f.name) not in (None, ())
-            else getattr(defaults, f.name) for f in dataclasses.fields(self)})
+        mine = self.__dict__
+        return Resources(**{name: mine[name] if mine[name] not in (None, ())
+                            else getattr(defaults, name) for name in _FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         """The resources as a plain dict (for the job store)."""
-        data = dataclasses.asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["directives"] = list(self.directives)
         return data
 
@@ -272,3 +274,7 @@ class Resources:
         if self.queue:
             parts.append(f"queue {self.queue}")
         return ", ".join(parts) or "defaults"
+
+
+#: the names of Resources' fields, in order
+_FIELDS = tuple(f.name for f in dataclasses.fields(Resources))

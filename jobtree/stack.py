@@ -74,6 +74,7 @@ class Stack:
                 f"target classes. Workers import the script as a module, so put the code "
                 f"that parses options and starts the tree under "
                 f"`if __name__ == \"__main__\":`.")
+        _warm_fork_server(options)
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)
@@ -130,6 +131,22 @@ class Stack:
         res = self.target.getResources()
         return NewJob(class_name(self.target), self.target._jt_describe(), res.cpu,
                       res.memory, res.time, res.disk, data, res.cluster_only() or None)
+
+
+def _warm_fork_server(options: Any) -> None:
+    """Starts singleMachine's fork server at once, so that it starts up while
+    this process imports the master and builds the tree."""
+    from .batch import canonical_name
+
+    try:
+        if canonical_name(str(getattr(options, "batchSystem", None)
+                              or "singleMachine")) != "singleMachine":
+            return
+    except JobTreeError:
+        return  # reported when the options are checked
+    from .batch.local import prestart_fork_server
+
+    prestart_fork_server()
 
 
 def _fingerprint(target: Target) -> dict[str, Any]:

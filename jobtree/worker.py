@@ -9,6 +9,7 @@ the target added no children, it runs the follow-on itself as well while the
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,6 @@ import socket
 import sys
 import time
 import traceback
-import uuid
 from typing import Any
 
 from . import serialize
@@ -51,9 +51,11 @@ class RunContext:
         self.defaults = defaults
         self.limits = limits
         self.messages: list[tuple[int, str]] = []
+        self.local_made = False  # whether the run asked for its local temp dir
 
     def local_temp_dir(self) -> str:
         os.makedirs(self._local_dir, mode=0o700, exist_ok=True)
+        self.local_made = True
         return self._local_dir
 
     def global_temp_dir(self) -> str:
@@ -70,18 +72,57 @@ def _resources(data: dict[str, Any] | None) -> Resources:
     return Resources.from_dict(data)
 
 
+@functools.lru_cache(maxsize=None)
+def _libc() -> ctypes.CDLL:
+    """The C library (loaded once; a warm fork server's children share it)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _hostname() -> str:
+    return socket.gethostname()
+
+
 def die_with_parent(parent: int) -> None:
     """Asks Linux to SIGTERM this process when its parent ``parent`` dies
     (so workers do not outlive a killed master for long)."""
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        _libc().prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # the parent died before prctl
         raise SystemExit(EXIT_SETUP)
+
+
+def read_config(paths: TreePaths) -> dict[str, Any]:
+    """The worker config the master wrote for the tree."""
+    with open(paths.config, encoding="utf-8") as handle:
+        return dict(json.load(handle))
+
+
+def prepare_process(config: dict[str, Any]) -> None:
+    """Gives this process the environment, ``sys.path``, folder and logging of
+    the process that started the tree (what the scheduler set for this job on
+    this node stays)."""
+    wanted = dict(config["environ"])
+    wanted.update((k, v) for k, v in os.environ.items() if k.startswith(_NODE_PREFIXES)
+                  or k in _NODE_VARIABLES)
+    for key in [k for k in os.environ if k not in wanted]:
+        del os.environ[key]
+    for key, value in wanted.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    for entry in reversed(config["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        os.chdir(config["cwd"])
+    except OSError:
+        logger.warning("cannot enter %s; running in %s", config["cwd"], os.getcwd())
+    logging.basicConfig(level=config["log_level"], stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 class Terminated(BaseException):
@@ -93,16 +134,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 class Worker:
-    """One execution of one issued job."""
+    """One execution of one issued job.
 
-    def __init__(self, tree: str, job_id: int, attempt: int) -> None:
+    Args:
+        tree: the tree's folder.
+        job_id: the job.
+        attempt: its attempt number.
+        config: the tree's worker config, when the caller has read it already
+            (a warm fork server); else it is read from the tree.
+    """
+
+    def __init__(self, tree: str, job_id: int, attempt: int,
+                 config: dict[str, Any] | None = None) -> None:
         self.paths = TreePaths(tree)
         self.job_id = job_id
         self.attempt = attempt
-        self.run_id = uuid.uuid4().hex
+        self.run_id = os.urandom(16).hex()
         self.chained: str | None = None  # the chained follow-on running now, if any
-        with open(self.paths.config, encoding="utf-8") as handle:
-            self.config = json.load(handle)
+        self.config = config if config is not None else read_config(self.paths)
         self.defaults = _resources(self.config["defaults"])
         self.limits = _resources(self.config["limits"])
         self.local_root = os.path.join(local_temp_root(self.config["tree_id"]),
@@ -110,30 +159,20 @@ class Worker:
 
     def prepare(self) -> None:
         """Gives the process the environment of the process that started the tree."""
-        wanted = dict(self.config["environ"])
-        wanted.update((k, v) for k, v in os.environ.items() if k.startswith(_NODE_PREFIXES)
-                      or k in _NODE_VARIABLES)  # what the scheduler set for this job
-        for key in [k for k in os.environ if k not in wanted]:
-            del os.environ[key]
-        for key, value in wanted.items():
-            if os.environ.get(key) != value:
-                os.environ[key] = value
-        for entry in reversed(self.config["sys_path"]):
-            if entry not in sys.path:
-                sys.path.insert(0, entry)
-        try:
-            os.chdir(self.config["cwd"])
-        except OSError:
-            logger.warning("cannot enter %s; running in %s", self.config["cwd"], os.getcwd())
-        logging.basicConfig(level=self.config["log_level"], stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        prepare_process(self.config)
 
-    def run(self) -> int:
-        """Runs the job (and chained follow-ons); returns the exit status."""
+    def run(self, job: dict[str, Any] | None = None) -> int:
+        """Runs the job (and chained follow-ons); returns the exit status.
+
+        Args:
+            job: the job's input, when the batch system handed it over; else
+                it is read from the tree's job input file.
+        """
         started = time.time()
-        with open(self.paths.job_input(self.job_id), "rb") as handle:
-            job = pickle.load(handle)
-        print(f"jobtree: job {self.job_id} attempt {self.attempt} on {socket.gethostname()} "
+        if job is None:
+            with open(self.paths.job_input(self.job_id), "rb") as handle:
+                job = pickle.load(handle)
+        print(f"jobtree: job {self.job_id} attempt {self.attempt} on {_hostname()} "
               f"pid {os.getpid()}: {job['description']}", file=sys.stderr, flush=True)
         steps: list[dict[str, Any]] = []
         data, resources = job["pickle"], _resources(job["resources"])
@@ -181,7 +220,8 @@ class Worker:
             follow = _new_job(followon) if followon is not None else None
         finally:
             target._jt_runtime = None
-            shutil.rmtree(local_dir, ignore_errors=True)
+            if context.local_made:
+                shutil.rmtree(local_dir, ignore_errors=True)
         stats = None
         if self.config["stats"]:
             stats = {"wall": time.time() - began, "cpu": _cpu_seconds() - usage_before,
@@ -223,8 +263,17 @@ def _write_failure(worker: Worker, error: str, permanent: bool = False) -> None:
         print(f"jobtree: cannot write the failure result: {err}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The worker's entry point."""
+def main(argv: list[str] | None = None, config: dict[str, Any] | None = None,
+         job: dict[str, Any] | None = None) -> int:
+    """The worker's entry point.
+
+    Args:
+        argv: TREE JOB ATTEMPT (default: the command line).
+        config: the tree's worker config, already applied to this process by
+            a warm fork server (see :func:`prepare_process`); else it is read
+            and applied here.
+        job: the job's input, if the batch system handed it over.
+    """
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
         print("usage: python -m jobtree.worker TREE JOB ATTEMPT", file=sys.stderr)
@@ -233,13 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("JOBTREE_MASTER_PID"):
         die_with_parent(int(os.environ["JOBTREE_MASTER_PID"]))
     try:
-        worker = Worker(args[0], int(args[1]), int(args[2]))
-        worker.prepare()
+        worker = Worker(args[0], int(args[1]), int(args[2]), config)
+        if config is None:
+            worker.prepare()
     except (OSError, ValueError, KeyError) as err:
         print(f"jobtree: the worker cannot start: {err}", file=sys.stderr)
         return EXIT_SETUP
     try:
-        return worker.run()
+        return worker.run(job)
     except Terminated:
         print("jobtree: the worker was stopped (SIGTERM); no result written", file=sys.stderr)
         return 128 + int(signal.SIGTERM)

@@ -299,3 +299,17 @@ def test_results_that_show_up_late_are_waited_for(tmp_path: Path, delay: int,
     else:
         assert master.store.counts()[JobState.DONE] == 4
         assert master.store.failures(permanent_only=False) == []
+
+
+def test_chains_settle_the_same_without_update_returning(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite before 3.35 has no UPDATE ... RETURNING: counting down a parent's
+    pending chains then takes an UPDATE and a SELECT."""
+    from jobtree import jobstore
+
+    monkeypatch.setattr(jobstore, "_RETURNING", False)
+    paths, config = _make_tree(tmp_path, Root(4))
+    master, _ = _master(paths, config, Clock())
+    assert master.run() == 0
+    assert master.store.counts()[JobState.DONE] == 6
+    assert graph.check(master.store) == []

@@ -7,7 +7,9 @@ from typing import Any
 
 from ..errors import BatchSystemError
 from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
-from .local import SingleMachine
+
+# the batch systems are imported when created: a worker that imports
+# jobtree.batch.base (or the fork server) does not pay for them
 
 __all__ = ["BatchJobId", "BatchSystem", "ExitReason", "JobSpec", "Update", "create",
            "known_names", "CLUSTERS"]
@@ -68,6 +70,8 @@ def create(name: str, max_threads: int | None = None, max_cpus: float | None = N
     """
     canonical = canonical_name(name)
     if canonical == "singleMachine":
+        from .local import SingleMachine
+
         return SingleMachine(max_threads=max_threads, max_cpus=max_cpus, max_memory=max_memory)
     from .cluster import ClusterBatchSystem
     from .settings import cluster_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from typing import NewType, Sequence
+from typing import Any, NewType, Sequence
 
 from ..resources import Resources
 
@@ -44,6 +44,9 @@ class JobSpec:
         name: a short name for the scheduler's listing.
         log_path: where the job's standard output and error go.
         kind: the target's class (jobs of one kind tend to take alike).
+        job: the job's input (its pickled target, chain, resources), given
+            to batch systems that hand it to the worker themselves
+            (``takes_input``); the others' workers read the job input file.
     """
 
     job_id: int
@@ -53,6 +56,7 @@ class JobSpec:
     name: str
     log_path: str
     kind: str = ""
+    job: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +98,8 @@ class BatchSystem(abc.ABC):
     #: whether the ids issue() returns are jobtree's own and the scheduler's
     #: come later from scheduler_ids() (then only those are recorded)
     reports_scheduler_ids: bool = False
+    #: whether it hands JobSpec.job to the worker (then no job input file is written)
+    takes_input: bool = False
 
     @abc.abstractmethod
     def limits(self) -> Resources:

@@ -1,54 +1,93 @@
-"""A fork server for singleMachine: one process that has imported the worker
-forks a fresh child for every job, so a tiny target does not pay for starting
-Python and importing jobtree each time.
+"""A fork server for singleMachine: one warm process forks a fresh child for
+every job, so a tiny target pays for a fork and its own work, not for starting
+Python, importing jobtree and the pipeline, and reading the tree's config.
 
-Protocol: one JSON object per line. The master writes
-``{"spawn": KEY, "argv": [...], "log": PATH}``; the server answers
-``{"started": KEY, "pid": N}`` and, when the child ends,
-``{"exited": KEY, "code": C, "maxrss": BYTES}``. When its input closes (the
-master exited or died) the server stops its children and exits.
+The server imports the worker once. For each tree it serves it reads the
+worker config once, gives itself the tree's environment, folder and
+``sys.path`` (what every worker would do first), and imports the pipeline's
+script, so its compiled code is shared by every child. A child still runs
+exactly one target (and its chained follow-ons) in a process of its own.
+
+Pipeline code changed on disk after it was imported is not used: before a
+fork the server looks (at most once a second) whether any file it imported
+for the pipeline changed, and if so forgets those modules, so later children
+import the new code as a fresh worker would.
+
+Protocol: the master writes frames, each a 4-byte big-endian length and a
+pickle of ``{"spawn": KEY, "argv": [...], "log": PATH, "job": INPUT|None}``
+(``INPUT`` is the job's input, handed over instead of a file). The server
+answers one JSON object per line: ``{"started": KEY, "pid": N}`` and, when
+the child ends, ``{"exited": KEY, "code": C, "maxrss": BYTES}``. When its
+input closes (the master exited or died) the server stops its children and
+exits.
 """
 
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
+import pickle
 import select
 import signal
+import struct
 import sys
+import sysconfig
 import time
 from typing import Any
 
 #: seconds between SIGTERM and SIGKILL of children when the server stops
 STOP_GRACE = 5.0
+#: longest wait before the server looks for ended children anyway
+REAP_EVERY = 1.0
+#: seconds between looks at whether the pipeline's files changed
+STALE_CHECK_EVERY = 1.0
+#: set to 1 to keep the server from importing the pipeline's script
+NO_PRELOAD = "JOBTREE_NO_PRELOAD"
+_FRAME = struct.Struct(">I")
 
 
-def run_child(argv: list[str], log: str, close: tuple[int, ...] = ()) -> None:
+def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),
+              config: dict[str, Any] | None = None, job: dict[str, Any] | None = None,
+              warm: bool = False) -> None:
     """Runs in a forked child: becomes a worker (in a session of its own, its
-    output appended to ``log``) and never returns. ``close``: the parent's
-    descriptors the child must not keep."""
+    output appended to ``log``) and never returns.
+
+    Args:
+        argv: TREE JOB ATTEMPT.
+        log: the job's log file.
+        close: the parent's descriptors the child must not keep.
+        config: the tree's worker config, if the parent applied it already.
+        job: the job's input, if it was handed over.
+        warm: the parent is the fork server, whose standard input is
+            /dev/null and whose (empty, line-buffered) sys.stdout and
+            sys.stderr serve the child as they are once its descriptors 1 and
+            2 are the log.
+    """
     code = 2
     try:
+        signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is closed below
         os.setsid()
         for fd in close:
             os.close(fd)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
         out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
-        os.close(devnull)
         os.close(out)
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        if not warm:
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         os.environ["JOBTREE_MASTER_PID"] = str(os.getppid())
         from .. import worker
 
-        code = worker.main(argv)
+        code = worker.main(argv, config, job)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:  # noqa: BLE001 - report anything, then exit
@@ -64,15 +103,89 @@ def run_child(argv: list[str], log: str, close: tuple[int, ...] = ()) -> None:
             os._exit(code)
 
 
+class Pipeline:
+    """What the server did once for one tree: its config, applied, and the
+    pipeline's modules it imported (with their files' change times)."""
+
+    def __init__(self, tree: str) -> None:
+        from .. import worker
+        from ..paths import TreePaths
+
+        self.config = worker.read_config(TreePaths(tree))
+        worker.prepare_process(self.config)
+        self.modules: dict[str, tuple[str, int]] = {}
+        self._checked = time.monotonic()
+        if os.environ.get(NO_PRELOAD) != "1" and self.config.get("preload"):
+            self._preload(str(self.config["preload"]))
+        gc.freeze()  # as in main(): what was imported for the pipeline is shared too
+
+    def _preload(self, script: str) -> None:
+        """Imports the pipeline's script as workers would, quietly; a script
+        that fails to import is left to each worker to report."""
+        from .. import serialize
+
+        before = set(sys.modules)
+        saved = (os.dup(1), os.dup(2))
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        try:
+            if script.endswith(".py"):
+                serialize.import_script(script)
+            else:
+                serialize.load_module_attribute(script, "__name__")
+        except BaseException:  # noqa: BLE001 - the workers report it
+            pass
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        shared = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                     "platlib")}
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None)
+            if isinstance(file, str) and not file.startswith(tuple(shared)):
+                try:
+                    self.modules[name] = (file, os.stat(file).st_mtime_ns)
+                except OSError:
+                    pass
+
+    def forget_if_changed(self) -> None:
+        """Forgets the imported pipeline modules if any of their files changed."""
+        now = time.monotonic()
+        if not self.modules or now - self._checked < STALE_CHECK_EVERY:
+            return
+        self._checked = now
+        for file, mtime in self.modules.values():
+            try:
+                changed = os.stat(file).st_mtime_ns != mtime
+            except OSError:
+                changed = True
+            if changed:
+                for name in self.modules:
+                    sys.modules.pop(name, None)
+                self.modules.clear()
+                return
+
+
 class Server:
     """The fork server's state: its children, by pid."""
 
-    def __init__(self) -> None:
+    def __init__(self, requests: int, replies: int) -> None:
         self.children: dict[int, str] = {}
         self.master_gone = False
-        self.out = sys.stdout.buffer
+        self.requests = requests
+        self.out = os.fdopen(replies, "wb")
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
+        self.pipelines: dict[str, Pipeline | None] = {}
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -81,12 +194,32 @@ class Server:
         except OSError:
             self.master_gone = True  # nobody to tell; the master's restart recovers
 
-
+    def _pipeline(self, argv: list[str], job: Any) -> Pipeline | None:
+        """The warm state for the tree of a worker command, made on first use
+        (None when the config cannot be read: the child then reports why)."""
+        if job is None or len(argv) != 3:
+            return None
+        tree = argv[0]
+        if tree not in self.pipelines:
+            try:
+                self.pipelines[tree] = Pipeline(tree)
+            except (OSError, ValueError, KeyError):
+                self.pipelines[tree] = None
+        pipeline = self.pipelines[tree]
+        if pipeline is not None:
+            pipeline.forget_if_changed()
+        return pipeline
 
     def spawn(self, request: dict[str, Any]) -> None:
+        pipeline = self._pipeline(request["argv"], request.get("job"))
+        sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            run_child(request["argv"], request["log"], (self.wake_r, self.wake_w))
+            run_child(request["argv"], request["log"],
+                      (self.wake_r, self.wake_w, self.requests, self.out.fileno()),
+                      pipeline.config if pipeline else None,
+                      request.get("job") if pipeline else None, warm=True)
         self.children[pid] = request["spawn"]
         self.send({"started": request["spawn"], "pid": pid})
 
@@ -116,41 +249,62 @@ class Server:
                 time.sleep(0.05)
 
     def serve(self) -> None:
-        signal.signal(signal.SIGCHLD, lambda *_: os.write(self.wake_w, b"."))
-        signal.signal(signal.SIGTERM, lambda *_: os.write(self.wake_w, b"T"))
+        # the signals wake the loop through the pipe, written by the C handler
+        # itself: a signal that comes just before select() is not missed
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: None)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stdin = sys.stdin.fileno()
-        buffer = b""
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        buffer = bytearray()
         while True:
             try:
-                ready, _, _ = select.select([stdin, self.wake_r], [], [])
+                ready, _, _ = select.select([self.requests, self.wake_r], [], [], REAP_EVERY)
             except InterruptedError:
                 continue
-            if self.wake_r in ready:
-                woke = os.read(self.wake_r, 4096)
-                self.reap()
-                if b"T" in woke or self.master_gone:
-                    break
-            if stdin in ready:
-                chunk = os.read(stdin, 65536)
+            woke = os.read(self.wake_r, 4096) if self.wake_r in ready else b""
+            self.reap()
+            if int(signal.SIGTERM) in woke or self.master_gone:
+                break
+            if self.requests in ready:
+                chunk = os.read(self.requests, 1 << 20)
                 if not chunk:
                     break
                 buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    self.spawn(json.loads(line))
+                while len(buffer) >= _FRAME.size:
+                    (size,) = _FRAME.unpack_from(buffer)
+                    if len(buffer) < _FRAME.size + size:
+                        break
+                    request = pickle.loads(buffer[_FRAME.size:_FRAME.size + size])
+                    del buffer[:_FRAME.size + size]
+                    self.spawn(request)
         self.stop_children()
 
 
+def frame(request: dict[str, Any]) -> bytes:
+    """A request as the server reads it."""
+    data = pickle.dumps(request, 5)
+    return _FRAME.pack(len(data)) + data
+
+
 def main() -> None:
-    """Entry point: ``python -m jobtree.batch.forkserver``."""
+    """Entry point: ``python -m jobtree.batch.forkserver``. Requests come on
+    standard input and replies go to standard output; the server moves both
+    off descriptors 0 and 1, which the pipeline's code may print to."""
     from .. import worker  # noqa: F401 - imported once, shared by every child
 
     worker.die_with_parent(os.getppid())
+    requests, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    for stream in (sys.stdout, sys.stderr):  # as the children's, whose output goes to logs
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
     # what the server imported is shared with every child: keep the children's
     # garbage collector off it, so it is not copied page by page after fork
     gc.freeze()
-    Server().serve()
+    Server(requests, replies).serve()
     os._exit(0)  # no flush of a pipe whose reader may be gone
 
 

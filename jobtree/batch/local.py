@@ -18,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 from ..resources import Resources
+from . import forkserver
 from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,32 @@ class _Running:
         self.server: int | None = None  # the generation of the fork server that runs it
 
 
+_SERVER = [sys.executable, "-c", "from jobtree.batch.forkserver import main; main()"]
+#: a fork server started ahead of need (see prestart_fork_server)
+_prestarted: list[subprocess.Popen[bytes]] = []
+
+
+def prestart_fork_server() -> None:
+    """Starts a fork server now, so that it starts up while this process
+    builds the tree; the next singleMachine batch system uses it."""
+    if sys.platform.startswith("linux") and not _prestarted:
+        _prestarted.append(_start_server())
+
+
+def _start_server() -> subprocess.Popen[bytes]:
+    return subprocess.Popen(_SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            close_fds=True)
+
+
+def _server_process() -> subprocess.Popen[bytes]:
+    """The prestarted fork server if it is still there, else a new one."""
+    while _prestarted:
+        process = _prestarted.pop()
+        if process.poll() is None:
+            return process
+    return _start_server()
+
+
 class _ForkServer:
     """The master's end of the fork server: sends spawns, reads exits."""
 
@@ -68,9 +95,7 @@ class _ForkServer:
                  ended: queue.Queue[tuple[BatchJobId, int | None, int | None]],
                  started: queue.Queue[tuple[BatchJobId, int]]) -> None:
         self.generation = generation
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobtree.batch.forkserver"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, close_fds=True)
+        self.process = _server_process()
         self._ended = ended
         self._started = started
         self.alive = True
@@ -78,10 +103,11 @@ class _ForkServer:
                                         daemon=True, name="jobtree-forkserver")
         self._reader.start()
 
-    def spawn(self, key: BatchJobId, argv: Sequence[str], log: str) -> None:
+    def spawn(self, key: BatchJobId, argv: Sequence[str], log: str,
+              job: dict[str, Any] | None) -> None:
         assert self.process.stdin is not None
-        line = json.dumps({"spawn": key, "argv": list(argv), "log": log}) + "\n"
-        self.process.stdin.write(line.encode())
+        self.process.stdin.write(forkserver.frame(
+            {"spawn": key, "argv": list(argv), "log": log, "job": job}))
         self.process.stdin.flush()
 
     def _read(self, stream: IO[bytes] | None) -> None:
@@ -120,6 +146,7 @@ class SingleMachine(BatchSystem):
 
     name = "singleMachine"
     local = True
+    takes_input = sys.platform.startswith("linux")  # the fork server hands it over
 
     def __init__(self, max_threads: int | None = None, max_cpus: float | None = None,
                  max_memory: int | None = None) -> None:
@@ -178,7 +205,7 @@ class SingleMachine(BatchSystem):
                 self._generation += 1
                 self._server = _ForkServer(self._generation, self._ended, self._started)
             running.server = self._server.generation
-            self._server.spawn(batch_id, argv[3:], spec.log_path)
+            self._server.spawn(batch_id, argv[3:], spec.log_path, spec.job)
         else:
             self._popen(batch_id, running, argv)
         logger.debug("started job %s: %s", batch_id, argv)
