@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import sys
 
 from . import metrics
 
@@ -88,6 +89,11 @@ def local_temp_root(tree_id: str) -> str:
     test file each time a process asks)."""
     base = os.environ.get("TMPDIR") or "/tmp"
     return os.path.join(base, f"jobtree-{os.getuid()}", tree_id)
+
+
+def worker_sys_path() -> list[str]:
+    """This process's ``sys.path`` as a new tree stores it for its workers."""
+    return [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
 
 
 def write_atomic(path: str, data: bytes, sync: bool = True) -> None:

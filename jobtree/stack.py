@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .jobstore import NewJob
 
 # The master's modules (sqlite3, filelock, the batch systems) are imported in
-# startJobTree, so that a worker importing a pipeline script stays quick.
+# startJobTree, so that a worker importing a pipeline script stays quick (and
+# after singleMachine's fork server is started, which then starts up meanwhile).
 
 
 class Stack:
@@ -60,10 +61,6 @@ class Stack:
             JobTreeError: the options, the target or the tree directory cannot be
                 used; printed without a traceback if the script does not catch it.
         """
-        from . import batch as batch_systems
-        from . import tree
-        from .jobstore import JobStore
-        from .options import resolve
         from .paths import TreePaths
 
         _install_excepthook()
@@ -74,12 +71,19 @@ class Stack:
                 f"target classes. Workers import the script as a module, so put the code "
                 f"that parses options and starts the tree under "
                 f"`if __name__ == \"__main__\":`.")
-        _warm_fork_server(options)
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)
+        new = not os.path.exists(paths.root) or (os.path.isdir(paths.root)
+                                                  and not os.listdir(paths.root))
+        _warm_fork_server(options, fingerprint["script"] if new else None)
+        from . import batch as batch_systems
+        from . import tree
+        from .jobstore import JobStore
+        from .options import resolve
+
         notices: list[tuple[int, str]] = []
-        if os.path.exists(paths.root) and not tree.exists_but_empty(paths):
+        if not new:
             tree.check_owner(paths)
             store = JobStore.open(paths, readonly=True)
             try:
@@ -133,9 +137,10 @@ class Stack:
                       res.memory, res.time, res.disk, data, res.cluster_only() or None)
 
 
-def _warm_fork_server(options: Any) -> None:
+def _warm_fork_server(options: Any, script: str | None) -> None:
     """Starts singleMachine's fork server at once, so that it starts up while
-    this process imports the master and builds the tree."""
+    this process imports the master and builds the tree; for a new tree it
+    imports the pipeline's ``script`` right away too."""
     from .batch import canonical_name
 
     try:
@@ -145,8 +150,9 @@ def _warm_fork_server(options: Any) -> None:
     except JobTreeError:
         return  # reported when the options are checked
     from .batch.local import prestart_fork_server
+    from .paths import worker_sys_path
 
-    prestart_fork_server()
+    prestart_fork_server(script, worker_sys_path())
 
 
 def _fingerprint(target: Target) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .errors import BadOptionError, TreeError, TreeLockedError
 from .jobstore import JobStore, NewJob
 from .master import Master
 from .options import Config
-from .paths import TreePaths
+from .paths import TreePaths, worker_sys_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         for folder in staged.folders():
             os.makedirs(folder, mode=0o700)
         meta = dict(fingerprint, tree_id=uuid.uuid4().hex, environ=dict(os.environ),
-                    sys_path=[os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)],
+                    sys_path=worker_sys_path(),
                     cwd=os.getcwd(), options=config.stored(), user=os.geteuid(),
                     root_description=root.description,
                     host=socket.gethostname())

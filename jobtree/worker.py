@@ -8,7 +8,6 @@ the target added no children, it runs the follow-on itself as well while the
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import logging
@@ -17,7 +16,6 @@ import pickle
 import resource
 import shutil
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -73,14 +71,16 @@ def _resources(data: dict[str, Any] | None) -> Resources:
 
 
 @functools.lru_cache(maxsize=None)
-def _libc() -> ctypes.CDLL:
+def _libc() -> Any:
     """The C library (loaded once; a warm fork server's children share it)."""
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 
 @functools.lru_cache(maxsize=None)
 def _hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 def die_with_parent(parent: int) -> None:

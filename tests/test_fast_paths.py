@@ -12,14 +12,16 @@ from pathlib import Path
 from conftest import PIPELINES, run_script
 
 
-def _run(tmp_path: Path, *args: str, **env: str) -> tuple[Path, dict[str, int]]:
+def _run(tmp_path: Path, *args: str, code: int = 0, **env: str) -> tuple[Path, dict[str, int]]:
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     script = tmp_path / "warm.py"  # a copy: the edit case changes it
-    shutil.copy(PIPELINES / "warm.py", script)
+    if not script.exists():
+        shutil.copy(PIPELINES / "warm.py", script)
     done = run_script(script, *args, "--jobTree", str(tmp_path / "jt"), "--maxThreads", "2",
+                      "--retryCount", "0",
                       env=dict(os.environ, WARM_OUT=str(out), JOBTREE_METRICS="1", **env))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == code, done.stderr
     counts = json.loads(done.stdout.strip().splitlines()[-1])["counts"]
     return out, counts
 
@@ -37,6 +39,20 @@ def test_the_fork_server_imports_the_script_once_and_hands_inputs_over(tmp_path:
     assert all(leaf["inputs"] == [] for leaf in leaves)  # no job input files
     # the server imported the script; no worker did (the print at import did
     # not disturb the server's protocol either)
+    assert len(list(out.glob("import.*"))) == 1
+
+
+def test_a_continued_tree_is_imported_once_too(tmp_path: Path) -> None:
+    """A tree that exists already is imported when its first job comes (in the
+    tree's stored environment), not at the fork server's start."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "fail").touch()  # the environment is the tree's: a file says it
+    out, _ = _run(tmp_path, "fan", "--width", "10", code=1)
+    assert len(_notes(out, "leaf.")) == 9
+    for name in [*out.glob("import.*"), out / "fail"]:
+        name.unlink()
+    _run(tmp_path, "fan", "--width", "10")  # fixed: it continues the tree
+    assert len(_notes(out, "leaf.")) == 10
     assert len(list(out.glob("import.*"))) == 1
 
 

@@ -103,6 +103,57 @@ def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),
             os._exit(code)
 
 
+def import_pipeline(script: str) -> dict[str, tuple[str, int]]:
+    """Imports the pipeline's script (a file, or a module name) as workers
+    would, quietly; a script that fails to import is left to each worker to
+    report.
+
+    Returns:
+        the modules it imported from outside Python's own and installed
+        packages: name -> (file, change time).
+    """
+    from .. import serialize
+
+    before = set(sys.modules)
+    saved = (os.dup(1), os.dup(2))
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        if script.endswith(".py"):
+            serialize.import_script(script)
+        else:
+            serialize.load_module_attribute(script, "__name__")
+    except BaseException:  # noqa: BLE001 - the workers report it
+        pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    shared = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                       "platlib")})
+    modules: dict[str, tuple[str, int]] = {}
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None)
+        if isinstance(file, str) and not file.startswith(shared):
+            try:
+                modules[name] = (file, os.stat(file).st_mtime_ns)
+            except OSError:
+                pass
+    return modules
+
+
+#: pipelines imported at start-up, before their tree was known (see main)
+_early: dict[str, dict[str, tuple[str, int]]] = {}
+
+
 class Pipeline:
     """What the server did once for one tree: its config, applied, and the
     pipeline's modules it imported (with their files' change times)."""
@@ -115,47 +166,11 @@ class Pipeline:
         worker.prepare_process(self.config)
         self.modules: dict[str, tuple[str, int]] = {}
         self._checked = time.monotonic()
-        if os.environ.get(NO_PRELOAD) != "1" and self.config.get("preload"):
-            self._preload(str(self.config["preload"]))
+        script = self.config.get("preload")
+        if os.environ.get(NO_PRELOAD) != "1" and script:
+            early = _early.pop(str(script), None)
+            self.modules = early if early is not None else import_pipeline(str(script))
         gc.freeze()  # as in main(): what was imported for the pipeline is shared too
-
-    def _preload(self, script: str) -> None:
-        """Imports the pipeline's script as workers would, quietly; a script
-        that fails to import is left to each worker to report."""
-        from .. import serialize
-
-        before = set(sys.modules)
-        saved = (os.dup(1), os.dup(2))
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.close(devnull)
-        try:
-            if script.endswith(".py"):
-                serialize.import_script(script)
-            else:
-                serialize.load_module_attribute(script, "__name__")
-        except BaseException:  # noqa: BLE001 - the workers report it
-            pass
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-        shared = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
-                                                     "platlib")}
-        for name in set(sys.modules) - before:
-            file = getattr(sys.modules[name], "__file__", None)
-            if isinstance(file, str) and not file.startswith(tuple(shared)):
-                try:
-                    self.modules[name] = (file, os.stat(file).st_mtime_ns)
-                except OSError:
-                    pass
 
     def forget_if_changed(self) -> None:
         """Forgets the imported pipeline modules if any of their files changed."""
@@ -287,9 +302,15 @@ def frame(request: dict[str, Any]) -> bytes:
 
 
 def main() -> None:
-    """Entry point: ``python -m jobtree.batch.forkserver``. Requests come on
-    standard input and replies go to standard output; the server moves both
-    off descriptors 0 and 1, which the pipeline's code may print to."""
+    """Entry point: ``python -c 'from jobtree.batch.forkserver import main;
+    main()' [SCRIPT SYS_PATH_JSON]``. Requests come on standard input and
+    replies go to standard output; the server moves both off descriptors 0
+    and 1, which the pipeline's code may print to.
+
+    With SCRIPT, the server imports the pipeline at once, with SYS_PATH_JSON
+    in front of its ``sys.path``, while the master is still building a new
+    tree: the tree's environment is this process's own then.
+    """
     from .. import worker  # noqa: F401 - imported once, shared by every child
 
     worker.die_with_parent(os.getppid())
@@ -301,6 +322,10 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # as the children's, whose output goes to logs
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
+    if len(sys.argv) == 3 and os.environ.get(NO_PRELOAD) != "1":
+        script, path = sys.argv[1], json.loads(sys.argv[2])
+        sys.path[:0] = [entry for entry in path if entry not in sys.path]
+        _early[script] = import_pipeline(script)
     # what the server imported is shared with every child: keep the children's
     # garbage collector off it, so it is not copied page by page after fork
     gc.freeze()

@@ -67,15 +67,23 @@ _SERVER = [sys.executable, "-c", "from jobtree.batch.forkserver import main; mai
 _prestarted: list[subprocess.Popen[bytes]] = []
 
 
-def prestart_fork_server() -> None:
+def prestart_fork_server(script: str | None = None, sys_path: Sequence[str] = ()) -> None:
     """Starts a fork server now, so that it starts up while this process
-    builds the tree; the next singleMachine batch system uses it."""
+    builds the tree; the next singleMachine batch system uses it.
+
+    Args:
+        script: the pipeline's script for the server to import at once (only
+            for a new tree, whose environment is this process's); None to
+            import it when the first job comes.
+        sys_path: the tree's ``sys.path``, for that import.
+    """
     if sys.platform.startswith("linux") and not _prestarted:
-        _prestarted.append(_start_server())
+        _prestarted.append(_start_server(
+            [script, json.dumps(list(sys_path))] if script else []))
 
 
-def _start_server() -> subprocess.Popen[bytes]:
-    return subprocess.Popen(_SERVER, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def _start_server(args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*_SERVER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             close_fds=True)
 
 
