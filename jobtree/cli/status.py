@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any
 
-from .. import graph, tree
+from .. import tree
 from ..errors import BadOptionError, TreeError
 from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
@@ -358,8 +358,11 @@ def main(argv: list[str] | None = None) -> int:
             if options.verbose:
                 lines += issued_lines(store, now) + failure_lines(store) + message_lines(db)
             lines += advice_lines(paths, counts, master, options.verbose)
-            problems = graph.check(store) if options.check else []
+            problems: list[str] = []
+            if options.check or options.dot:
+                from .. import graph  # networkx, imported only when needed
             if options.check:
+                problems = graph.check(store)
                 lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
                           if problems else ["Check: the tree is consistent."])
             if options.dot:
