@@ -32,22 +32,23 @@ class Janitor:
     """
 
     def __init__(self) -> None:
-        self._paths: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._paths: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, daemon=True, name="jobtree-janitor")
         self._thread.start()
 
     def remove(self, paths: list[str]) -> None:
         """Queues ``paths`` for removal and empties the list."""
-        for path in paths:
-            self._paths.put(path)
-        paths.clear()
+        if paths:
+            self._paths.put(list(paths))  # one hand-over: the thread wakes once
+            paths.clear()
 
     def _work(self) -> None:
         while True:
-            path = self._paths.get()
-            if path is None:
+            paths = self._paths.get()
+            if paths is None:
                 return
-            remove(path)
+            for path in paths:
+                remove(path)
 
     def close(self) -> None:
         """Finishes the queued removals."""

@@ -125,7 +125,8 @@ class Master:
         settled_all: list[Settled] = []
         with self.store.transaction():
             for role, update, issued in ended:
-                if self.batches[role].local:  # what a killed worker could not remove
+                if self.batches[role].local and update.reason is not ExitReason.FINISHED:
+                    # what a killed worker could not remove
                     self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
                                                       f"{issued.job_id}.{issued.attempt}"))
                 settled = self._ingest(issued.job_id, issued.attempt, update,

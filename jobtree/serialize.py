@@ -11,6 +11,7 @@ imported (lambdas, closures, interactive definitions) is pickled by value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -30,6 +31,7 @@ PROTOCOL = 5
 IMPORTING_SCRIPT = "JOBTREE_IMPORTING_SCRIPT"
 
 
+@functools.lru_cache(maxsize=256)
 def _script_module_name(path: str) -> str:
     """The name under which the script at ``path`` is imported on workers."""
     stem = os.path.splitext(os.path.basename(path))[0]

@@ -206,12 +206,14 @@ class Worker:
     def _run_one(self, data: bytes, chain: int, wait: float | None,
                  index: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
         target: Target = serialize.loads(data)
+        description = target._jt_describe()
         if index > 0:
-            self.chained = target._jt_describe()
+            self.chained = description
         local_dir = os.path.join(self.local_root, str(index))
         context = RunContext(self.paths, chain, local_dir, self.defaults, self.limits)
         target._jt_runtime = context
-        usage_before = _cpu_seconds()
+        stats_wanted = bool(self.config["stats"])
+        usage_before = _cpu_seconds() if stats_wanted else 0.0
         began = time.time()
         try:
             target.run()
@@ -223,10 +225,10 @@ class Worker:
             if context.local_made:
                 shutil.rmtree(local_dir, ignore_errors=True)
         stats = None
-        if self.config["stats"]:
+        if stats_wanted:
             stats = {"wall": time.time() - began, "cpu": _cpu_seconds() - usage_before,
                      "wait": wait, "memory": _peak_memory(), "started": began}
-        step = {"cls": class_name(target), "description": target._jt_describe(),
+        step = {"cls": class_name(target), "description": description,
                 "children": children, "followon": follow, "messages": context.messages,
                 "stats": stats}
         return step, follow
