@@ -13,17 +13,24 @@ fork the server looks (at most once a second) whether any file it imported
 for the pipeline changed, and if so forgets those modules, so later children
 import the new code as a fresh worker would.
 
+The server also keeps the jobs waiting for room (the master's thread, cpu
+and memory limits), so that when a child ends the next job starts at once,
+without a round trip to the master.
+
 Protocol: the master writes frames, each a 4-byte big-endian length and a
-pickle of ``{"spawn": KEY, "argv": [...], "log": PATH, "job": INPUT|None}``
-(``INPUT`` is the job's input, handed over instead of a file). The server
-answers one JSON object per line: ``{"started": KEY, "pid": N}`` and, when
-the child ends, ``{"exited": KEY, "code": C, "maxrss": BYTES}``. When its
-input closes (the master exited or died) the server stops its children and
-exits.
+pickle of a request: ``{"limits": [THREADS, CPUS, MEMORY]}`` first, then
+``{"spawn": KEY, "argv": [...], "log": PATH, "job": INPUT|None, "worker":
+BOOL, "cpu": C, "memory": M}`` (``INPUT`` is a worker's input, handed over
+instead of a file; a plain command is exec'd) and ``{"kill": KEY}``. The
+server answers one JSON object per line: ``{"started": KEY, "pid": N, "at": T}`` and,
+when the job ends, ``{"exited": KEY, "code": C, "maxrss": BYTES}`` (code
+None for a job killed before it started). When its input closes (the master
+exited or died) the server stops its children and exits.
 """
 
 from __future__ import annotations
 
+import collections
 import gc
 import io
 import json
@@ -39,6 +46,8 @@ from typing import Any
 
 #: seconds between SIGTERM and SIGKILL of children when the server stops
 STOP_GRACE = 5.0
+#: seconds between SIGTERM and SIGKILL when the master stops one job
+KILL_GRACE = 5.0
 #: longest wait before the server looks for ended children anyway
 REAP_EVERY = 1.0
 #: seconds between looks at whether the pipeline's files changed
@@ -191,16 +200,23 @@ class Pipeline:
 
 
 class Server:
-    """The fork server's state: its children, by pid."""
+    """The fork server's state: the jobs it holds until they fit, and its
+    children (each a job), within the limits the master gave."""
 
     def __init__(self, requests: int, replies: int) -> None:
-        self.children: dict[int, str] = {}
         self.master_gone = False
         self.requests = requests
         self.out = os.fdopen(replies, "wb")
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         self.pipelines: dict[str, Pipeline | None] = {}
+        self.pending: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.children: dict[int, tuple[str, float, int]] = {}  # pid: key, cpu, memory
+        self.pids: dict[str, int] = {}
+        self.stopping: dict[int, float] = {}  # pid: when it gets SIGKILL
+        self.threads, self.cpus, self.memory = 1, 1.0, 0
+        self.cpu_used, self.memory_used = 0.0, 0
+        self.environ = dict(os.environ)  # for plain commands: the master's own
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -208,6 +224,42 @@ class Server:
             self.out.flush()
         except OSError:
             self.master_gone = True  # nobody to tell; the master's restart recovers
+
+    def handle(self, request: dict[str, Any]) -> None:
+        """One request of the master: limits, a job to run, or a job to stop."""
+        if "limits" in request:
+            self.threads, self.cpus, self.memory = request["limits"]
+        elif "spawn" in request:
+            self.pending[request["spawn"]] = request
+        elif "kill" in request:
+            self.kill(request["kill"])
+
+    def kill(self, key: str) -> None:
+        """Stops a job: drops it if it waits, else SIGTERMs its process group
+        (SIGKILL after the grace the master gave)."""
+        if self.pending.pop(key, None) is not None:
+            self.send({"exited": key, "code": None, "maxrss": None})
+            return
+        pid = self.pids.get(key)
+        if pid is not None and pid not in self.stopping:
+            _signal_group(pid, signal.SIGTERM)
+            self.stopping[pid] = time.monotonic() + KILL_GRACE
+
+    def _fits(self, request: dict[str, Any]) -> bool:
+        if not self.children:
+            return True  # a job within the limits always gets to run alone
+        return (len(self.children) < self.threads
+                and self.cpu_used + request["cpu"] <= self.cpus + 1e-9
+                and self.memory_used + request["memory"] <= self.memory)
+
+    def start_what_fits(self) -> None:
+        """Starts the waiting jobs that fit, oldest first."""
+        for key, request in list(self.pending.items()):
+            if len(self.children) >= self.threads:
+                return
+            if self._fits(request):
+                del self.pending[key]
+                self.spawn(request)
 
     def _pipeline(self, argv: list[str], job: Any) -> Pipeline | None:
         """The warm state for the tree of a worker command, made on first use
@@ -226,38 +278,65 @@ class Server:
         return pipeline
 
     def spawn(self, request: dict[str, Any]) -> None:
-        pipeline = self._pipeline(request["argv"], request.get("job"))
+        worker = request["worker"]
+        pipeline = self._pipeline(request["argv"], request.get("job")) if worker else None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            run_child(request["argv"], request["log"],
-                      (self.wake_r, self.wake_w, self.requests, self.out.fileno()),
+            close = (self.wake_r, self.wake_w, self.requests, self.out.fileno())
+            if not worker:
+                run_command(request["argv"], request["log"], close, self.environ)
+            run_child(request["argv"], request["log"], close,
                       pipeline.config if pipeline else None,
                       request.get("job") if pipeline else None, warm=True)
-        self.children[pid] = request["spawn"]
-        self.send({"started": request["spawn"], "pid": pid})
+        key = request["spawn"]
+        self.children[pid] = (key, request["cpu"], request["memory"])
+        self.pids[key] = pid
+        self.cpu_used += request["cpu"]
+        self.memory_used += request["memory"]
+        self.send({"started": key, "pid": pid, "at": time.time()})
 
     def reap(self) -> None:
+        """Reports the children that ended, and starts what fits in their place."""
+        ended = False
         while self.children:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
-            key = self.children.pop(pid, None)
-            if key is not None:
-                self.send({"exited": key, "code": os.waitstatus_to_exitcode(status),
-                           "maxrss": usage.ru_maxrss * 1024})
+                break
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            key, cpu, memory = child
+            ended = True
+            del self.pids[key]
+            self.stopping.pop(pid, None)
+            self.cpu_used -= cpu
+            self.memory_used -= memory
+            _signal_group(pid, signal.SIGKILL)  # whatever the job left behind
+            self.send({"exited": key, "code": os.waitstatus_to_exitcode(status),
+                       "maxrss": usage.ru_maxrss * 1024})
+        if ended:
+            self.start_what_fits()
+
+    def escalate(self) -> float:
+        """SIGKILLs the jobs whose grace after SIGTERM is over; returns the
+        seconds until the next one's is."""
+        now = time.monotonic()
+        for pid, deadline in list(self.stopping.items()):
+            if now >= deadline:
+                _signal_group(pid, signal.SIGKILL)
+                del self.stopping[pid]
+        return min((d - now for d in self.stopping.values()), default=REAP_EVERY)
 
     def stop_children(self) -> None:
+        self.pending.clear()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in list(self.children):
-                try:
-                    os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _signal_group(pid, sig)
             deadline = time.time() + STOP_GRACE
             while self.children and time.time() < deadline:
                 self.reap()
@@ -272,8 +351,9 @@ class Server:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         buffer = bytearray()
         while True:
+            timeout = min(REAP_EVERY, self.escalate())
             try:
-                ready, _, _ = select.select([self.requests, self.wake_r], [], [], REAP_EVERY)
+                ready, _, _ = select.select([self.requests, self.wake_r], [], [], timeout)
             except InterruptedError:
                 continue
             woke = os.read(self.wake_r, 4096) if self.wake_r in ready else b""
@@ -289,10 +369,40 @@ class Server:
                     (size,) = _FRAME.unpack_from(buffer)
                     if len(buffer) < _FRAME.size + size:
                         break
-                    request = pickle.loads(buffer[_FRAME.size:_FRAME.size + size])
+                    self.handle(pickle.loads(buffer[_FRAME.size:_FRAME.size + size]))
                     del buffer[:_FRAME.size + size]
-                    self.spawn(request)
+                self.start_what_fits()
         self.stop_children()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_command(argv: list[str], log: str, close: tuple[int, ...],
+                environ: dict[str, str]) -> None:
+    """Runs in a forked child: becomes the plain command ``argv`` (in a
+    session of its own, its output appended to ``log``) and never returns."""
+    try:
+        signal.set_wakeup_fd(-1)
+        os.setsid()
+        for fd in close:
+            os.close(fd)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.execvpe(argv[0], argv, dict(environ, JOBTREE_MASTER_PID=str(os.getppid())))
+    except BaseException as err:  # noqa: BLE001 - report it in the job's log
+        try:
+            os.write(2, f"jobtree: cannot start {argv[0]}: {err}\n".encode())
+        finally:
+            os._exit(127)
 
 
 def frame(request: dict[str, Any]) -> bytes:

@@ -1,9 +1,10 @@
 """singleMachine: runs jobs as processes on this machine within cpu, memory
 and thread limits.
 
-Worker commands go to a fork server (see :mod:`.forkserver`), which forks a
-ready-imported worker in about a millisecond; any other command is started
-with subprocess. Every job is a process group of its own, killed whole.
+On Linux every job goes to a fork server (see :mod:`.forkserver`), which
+keeps the jobs until they fit, forks a ready-imported worker in about a
+millisecond, and execs any other command; elsewhere jobs are started with
+subprocess. Every job is a process group of its own, killed whole.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Upd
 logger = logging.getLogger(__name__)
 
 #: seconds between SIGTERM and SIGKILL when a job is killed
-KILL_GRACE = 5.0
+KILL_GRACE = forkserver.KILL_GRACE
 #: longest wait in next_update before it looks after kills again
 _SLICE = 0.2
 _WORKER = ["-m", "jobtree.worker"]
@@ -52,14 +53,14 @@ def machine_memory() -> int:
 
 
 class _Running:
-    """A started job."""
+    """A job handed to the fork server (which may still hold it) or started."""
 
     def __init__(self, spec: JobSpec, started: float) -> None:
         self.spec = spec
         self.started = started
         self.pid: int | None = None
         self.killed_at: float | None = None
-        self.server: int | None = None  # the generation of the fork server that runs it
+        self.server: int | None = None  # the generation of the fork server that has it
 
 
 _SERVER = [sys.executable, "-c", "from jobtree.batch.forkserver import main; main()"]
@@ -101,7 +102,7 @@ class _ForkServer:
 
     def __init__(self, generation: int,
                  ended: queue.Queue[tuple[BatchJobId, int | None, int | None]],
-                 started: queue.Queue[tuple[BatchJobId, int]]) -> None:
+                 started: queue.Queue[tuple[BatchJobId, int, float]]) -> None:
         self.generation = generation
         self.process = _server_process()
         self._ended = ended
@@ -111,19 +112,22 @@ class _ForkServer:
                                         daemon=True, name="jobtree-forkserver")
         self._reader.start()
 
-    def spawn(self, key: BatchJobId, argv: Sequence[str], log: str,
-              job: dict[str, Any] | None) -> None:
+    def send(self, request: dict[str, Any]) -> None:
+        """Hands a request to the server (see :mod:`.forkserver`)."""
         assert self.process.stdin is not None
-        self.process.stdin.write(forkserver.frame(
-            {"spawn": key, "argv": list(argv), "log": log, "job": job}))
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(forkserver.frame(request))
+            self.process.stdin.flush()
+        except OSError:
+            pass  # the server is gone: the reader thread reports it
 
     def _read(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
         for line in stream:
             message = json.loads(line)
             if "started" in message:
-                self._started.put((BatchJobId(message["started"]), int(message["pid"])))
+                self._started.put((BatchJobId(message["started"]), int(message["pid"]),
+                                   float(message["at"])))
             else:
                 self._ended.put((BatchJobId(message["exited"]), message["code"],
                                  message["maxrss"]))
@@ -146,6 +150,9 @@ class _ForkServer:
 class SingleMachine(BatchSystem):
     """Runs each job as a process group of its own on this machine.
 
+    On Linux every job goes to the fork server, which also holds the jobs
+    that wait for room; elsewhere this object starts them with subprocess.
+
     Args:
         max_threads: most jobs at once.
         max_cpus: most cores in use at once (default: all usable cores).
@@ -163,16 +170,19 @@ class SingleMachine(BatchSystem):
         self._max_cpus = min(max_cpus, cpus) if max_cpus else cpus
         memory = machine_memory()
         self._max_memory = min(max_memory, memory) if max_memory else memory
+        self._use_server = sys.platform.startswith("linux")
+        # without a fork server: the jobs waiting for room, and what is in use
         self._waiting: collections.OrderedDict[BatchJobId, JobSpec] = collections.OrderedDict()
+        self._cpu_used = 0.0
+        self._memory_used = 0
         self._running: dict[BatchJobId, _Running] = {}
         self._ended: queue.Queue[tuple[BatchJobId, int | None, int | None]] = queue.Queue()
-        self._started: queue.Queue[tuple[BatchJobId, int]] = queue.Queue()
+        self._started: queue.Queue[tuple[BatchJobId, int, float]] = queue.Queue()
         self._server: _ForkServer | None = None
         self._generation = 0
         self._synthetic: collections.deque[Update] = collections.deque()
-        self._cpu_used = 0.0
-        self._memory_used = 0
         self._counter = 0
+        self._closing = False
 
     def limits(self) -> Resources:
         return Resources(cpu=self._max_cpus, memory=self._max_memory)
@@ -183,10 +193,49 @@ class SingleMachine(BatchSystem):
     def issue(self, spec: JobSpec) -> BatchJobId:
         self._counter += 1
         batch_id = BatchJobId(f"local-{os.getpid()}-{self._counter}")
-        self._waiting[batch_id] = spec
-        self._start_what_fits()
+        if self._use_server:
+            running = _Running(spec, time.time())
+            self._running[batch_id] = running
+            self._hand_to_server(batch_id, running)
+        else:
+            self._waiting[batch_id] = spec
+            self._start_what_fits()
         return batch_id
 
+    # ------------------------------------------------------ with a fork server
+    def _hand_to_server(self, batch_id: BatchJobId, running: _Running) -> None:
+        if self._server is None or not self._server.alive:
+            self._generation += 1
+            self._server = _ForkServer(self._generation, self._ended, self._started)
+            self._server.send({"limits": [self._max_threads, self._max_cpus,
+                                          self._max_memory]})
+        running.server = self._server.generation
+        spec = running.spec
+        worker = _is_worker(spec)
+        self._server.send({
+            "spawn": batch_id, "argv": list(spec.argv[3:] if worker else spec.argv),
+            "log": spec.log_path, "job": spec.job, "worker": worker,
+            "cpu": float(spec.resources.cpu or 1), "memory": int(spec.resources.memory or 0)})
+        logger.debug("handed job %s to the fork server: %s", batch_id, spec.argv)
+
+    def _server_died(self, generation: int | None) -> None:
+        """A fork server is gone: the jobs it ran are lost (the master retries
+        them); those it had not started go to a new one."""
+        self._note_starts()
+        mine = [(i, r) for i, r in self._running.items() if r.server == generation]
+        lost = [i for i, r in mine
+                if r.pid is not None or r.killed_at is not None or self._closing]
+        if lost:
+            logger.warning("the singleMachine fork server exited; %d jobs are lost", len(lost))
+        for batch_id in lost:
+            self._ended.put((batch_id, None, None))
+        if self._server is not None and self._server.generation == generation:
+            self._server = None
+        for batch_id, running in mine:
+            if batch_id not in lost:
+                self._hand_to_server(batch_id, running)
+
+    # --------------------------------------------------- without a fork server
     def _fits(self, spec: JobSpec) -> bool:
         if not self._running:
             return True  # a job within the limits always gets to run alone
@@ -200,27 +249,16 @@ class SingleMachine(BatchSystem):
                 return
             if self._fits(spec):
                 del self._waiting[batch_id]
-                self._start(batch_id, spec)
+                self._popen(batch_id, spec)
 
-    def _start(self, batch_id: BatchJobId, spec: JobSpec) -> None:
+    def _popen(self, batch_id: BatchJobId, spec: JobSpec) -> None:
         running = _Running(spec, time.time())
         self._running[batch_id] = running
         self._cpu_used += float(spec.resources.cpu or 1)
         self._memory_used += int(spec.resources.memory or 0)
         argv = list(spec.argv)
-        if _is_worker(spec) and sys.platform.startswith("linux"):
-            if self._server is None or not self._server.alive:
-                self._generation += 1
-                self._server = _ForkServer(self._generation, self._ended, self._started)
-            running.server = self._server.generation
-            self._server.spawn(batch_id, argv[3:], spec.log_path, spec.job)
-        else:
-            self._popen(batch_id, running, argv)
-        logger.debug("started job %s: %s", batch_id, argv)
-
-    def _popen(self, batch_id: BatchJobId, running: _Running, argv: list[str]) -> None:
         env = dict(os.environ, JOBTREE_MASTER_PID=str(os.getpid()))
-        with open(running.spec.log_path, "ab") as log:
+        with open(spec.log_path, "ab") as log:
             try:
                 process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True,
@@ -237,7 +275,16 @@ class SingleMachine(BatchSystem):
             self._ended.put((batch_id, process.returncode, usage.ru_maxrss * 1024))
 
         threading.Thread(target=wait, daemon=True, name=f"wait-{batch_id}").start()
+        logger.debug("started job %s: %s", batch_id, argv)
 
+    def _escalate_kills(self) -> None:
+        now = time.time()
+        for running in self._running.values():
+            if (running.killed_at is not None and running.pid is not None
+                    and now - running.killed_at > KILL_GRACE):
+                _signal_group(running.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------ both ways
     def kill(self, ids: Sequence[BatchJobId]) -> None:
         now = time.time()
         self._note_starts()
@@ -246,10 +293,14 @@ class SingleMachine(BatchSystem):
                 self._synthetic.append(Update(batch_id, None, ExitReason.KILLED))
                 continue
             running = self._running.get(batch_id)
-            if running is not None and running.killed_at is None:
-                running.killed_at = now
-                if running.pid is not None:
-                    _signal_group(running.pid, signal.SIGTERM)
+            if running is None or running.killed_at is not None:
+                continue
+            running.killed_at = now
+            if running.server is not None:
+                if self._server is not None and self._server.generation == running.server:
+                    self._server.send({"kill": batch_id})  # it escalates to SIGKILL
+            elif running.pid is not None:
+                _signal_group(running.pid, signal.SIGTERM)
 
     def issued(self) -> set[BatchJobId]:
         return (set(self._waiting) | set(self._running)
@@ -263,21 +314,21 @@ class SingleMachine(BatchSystem):
     def _note_starts(self) -> None:
         while True:
             try:
-                batch_id, pid = self._started.get_nowait()
+                batch_id, pid, at = self._started.get_nowait()
             except queue.Empty:
                 return
             running = self._running.get(batch_id)
             if running is not None:
                 running.pid = pid
-                if running.killed_at is not None:
-                    _signal_group(pid, signal.SIGTERM)
+                running.started = at  # it may have waited in the server
 
     def next_update(self, timeout: float) -> Update | None:
         deadline = time.time() + max(timeout, 0)
         while True:
-            # kills wait for a pid or a grace period: look after them every slice
+            # kills wait for a grace period: look after them every slice
             self._note_starts()
-            self._escalate_kills()
+            if not self._use_server:
+                self._escalate_kills()
             if self._synthetic:
                 return self._synthetic.popleft()
             try:
@@ -300,11 +351,12 @@ class SingleMachine(BatchSystem):
         running = self._running.pop(batch_id, None)
         if running is None:
             return None
-        self._cpu_used -= float(running.spec.resources.cpu or 1)
-        self._memory_used -= int(running.spec.resources.memory or 0)
-        if running.pid is not None:
-            _signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
-        self._start_what_fits()
+        if running.server is None:  # the fork server does all this for its jobs
+            self._cpu_used -= float(running.spec.resources.cpu or 1)
+            self._memory_used -= int(running.spec.resources.memory or 0)
+            if running.pid is not None:
+                _signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
+            self._start_what_fits()
         if code == 0:
             reason = ExitReason.FINISHED
         elif running.killed_at is not None:
@@ -317,31 +369,15 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.FAILED
         return Update(batch_id, code, reason, time.time() - running.started, maxrss)
 
-    def _server_died(self, generation: int | None) -> None:
-        """A fork server is gone: the jobs it ran are lost (the master retries them)."""
-        lost = [i for i, r in self._running.items() if r.server == generation]
-        if lost:
-            logger.warning("the singleMachine fork server exited; %d jobs are lost", len(lost))
-        for batch_id in lost:
-            self._ended.put((batch_id, None, None))
-        if self._server is not None and self._server.generation == generation:
-            self._server = None
-
-    def _escalate_kills(self) -> None:
-        now = time.time()
-        for running in self._running.values():
-            if (running.killed_at is not None and running.pid is not None
-                    and now - running.killed_at > KILL_GRACE):
-                _signal_group(running.pid, signal.SIGKILL)
-
     def close(self) -> None:
+        self._closing = True
         self._waiting.clear()
         self._note_starts()
         for running in self._running.values():
-            if running.pid is not None:
+            if running.pid is not None and running.server is None:
                 _signal_group(running.pid, signal.SIGTERM)
         if self._server is not None:
-            self._server.close()  # stops (TERM, then KILL) the workers it forked
+            self._server.close()  # stops (TERM, then KILL) the jobs it has
             self._server = None
         deadline = time.time() + KILL_GRACE
         while self._running and time.time() < deadline:
