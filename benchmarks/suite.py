@@ -801,8 +801,19 @@ EXPLANATION = """\
 """
 
 
+def analysis() -> str:
+    """The hand-written part of the page (benchmarks/analysis.md): what bounds
+    the numbers, from profiles; empty if there is none."""
+    try:
+        with open(os.path.join(HERE, "analysis.md"), encoding="utf-8") as handle:
+            return handle.read().strip() + "\n\n"
+    except FileNotFoundError:
+        return ""
+
+
 def document(rows: list[Row], notes: list[str], ctx: Context, argv: list[str]) -> str:
-    """The Markdown page: the command, the machine, the table, the notes, the legend."""
+    """The Markdown page: the command, the machine, the table, the notes, the
+    analysis, the legend."""
     mode = ("\n\n**Quick mode**: smaller sizes, a smoke test; goals are not judged."
             if ctx.quick else "")
     command_line = " ".join(["python benchmarks/suite.py", *argv])
@@ -811,7 +822,7 @@ def document(rows: list[Row], notes: list[str], ctx: Context, argv: list[str]) -
         f"Written by `{command_line}` with `--maxThreads {ctx.threads}`.{mode}", "",
         "## Machine", "", *[f"- {line}" for line in machine()], "",
         "## Results", "", table(rows), "", *[f"- {note}" for note in notes],
-        "" if notes else "", EXPLANATION])
+        "" if notes else "", analysis() + EXPLANATION])
 
 
 # ----------------------------------------------------------------------- main

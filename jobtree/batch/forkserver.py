@@ -52,8 +52,9 @@ KILL_GRACE = 5.0
 REAP_EVERY = 1.0
 #: seconds between looks at whether the pipeline's files changed
 STALE_CHECK_EVERY = 1.0
-#: set to 1 to keep the server from importing the pipeline's script
-NO_PRELOAD = "JOBTREE_NO_PRELOAD"
+#: set to 1 (in the master's environment) to keep the server from importing
+#: the pipeline's script; read when the server starts
+NO_PRELOAD = os.environ.get("JOBTREE_NO_PRELOAD") == "1"
 _FRAME = struct.Struct(">I")
 
 
@@ -176,7 +177,7 @@ class Pipeline:
         self.modules: dict[str, tuple[str, int]] = {}
         self._checked = time.monotonic()
         script = self.config.get("preload")
-        if os.environ.get(NO_PRELOAD) != "1" and script:
+        if not NO_PRELOAD and script:
             early = _early.pop(str(script), None)
             self.modules = early if early is not None else import_pipeline(str(script))
         gc.freeze()  # as in main(): what was imported for the pipeline is shared too
@@ -432,7 +433,7 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # as the children's, whose output goes to logs
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
-    if len(sys.argv) == 3 and os.environ.get(NO_PRELOAD) != "1":
+    if len(sys.argv) == 3 and not NO_PRELOAD:
         script, path = sys.argv[1], json.loads(sys.argv[2])
         sys.path[:0] = [entry for entry in path if entry not in sys.path]
         _early[script] = import_pipeline(script)
