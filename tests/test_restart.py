@@ -147,8 +147,8 @@ def test_kept_logs_are_cut_to_maxLogFileSize(tmp_path: Path) -> None:
 
 def _start_sleeper(tree: Path, ignore_hup: bool) -> subprocess.Popen[str]:
     def preexec() -> None:
-        if ignore_hup:
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup does
+        # as nohup does, or the default (whatever the test run itself inherited)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
 
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "pipelines" / "bad.py"), "sleeper",
