@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
 import socket
 import sqlite3
+import sys
 import time
 from typing import Any
 
@@ -25,6 +27,7 @@ from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
 from ..report import describe_failure
 from ..resources import format_duration
+from . import query
 from .common import entry_point, tree_argument, tree_paths
 
 #: issued targets listed one by one with --verbose (the rest are counted)
@@ -33,6 +36,8 @@ SHOWN_ISSUED = 20
 SHOWN_FAILED = 20
 #: latest logToMaster messages shown with --verbose
 SHOWN_MESSAGES = 5
+#: running and failed targets listed in --json unless --limit says otherwise
+JSON_LIMIT = 1000
 
 
 # ------------------------------------------------------------- the master
@@ -339,16 +344,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="also check the tree's invariants (reads every job; slow on "
                              "huge trees) and exit 1 if one is broken")
+    parser.add_argument("--json", action="store_true",
+                        help="print the status as one JSON document (schema "
+                             f"{query.SCHEMA}, see docs/status.schema.json); with --state, "
+                             "--class or --select, the matching targets; with --classes, the "
+                             "classes")
+    parser.add_argument("--state", type=query.parse_state, metavar="STATE",
+                        help="list the targets in STATE, one per line (id, class, state, "
+                             f"attempts, wall time, description): {', '.join(query.STATES)}")
+    parser.add_argument("--class", dest="cls", metavar="NAME",
+                        help="list the targets of class NAME (module.Class, or just Class)")
+    parser.add_argument("--select", metavar="EXPR",
+                        help="list the targets for which the SQL condition EXPR holds, over "
+                             f"the columns {', '.join(query.COLUMNS)}; e.g. 'attempts > 1'")
+    parser.add_argument("--limit", type=_positive, metavar="N",
+                        help="list at most N targets (with --json: at most N running and N "
+                             "failed ones; default 1000)")
+    parser.add_argument("--classes", action="store_true",
+                        help="show each target class: its targets in each state and their "
+                             "median run time (recorded with --stats)")
+    parser.add_argument("--log", type=int, metavar="ID",
+                        help="print the kept logs of target ID (every failed or running attempt)")
+    parser.add_argument("--attempt", type=_positive, metavar="N",
+                        help="with --log: only the log of attempt N")
     parser.add_argument("--dot", metavar="FILE",
                         help="also write the tree (its first 5000 targets) as a Graphviz "
                              "DOT graph to FILE: children solid, follow-ons dashed")
     options = parser.parse_args(argv)
     paths = tree_paths(options.jobTree)
+    listing = options.state or options.cls or options.select
+    modes = [name for name, on in (("--state/--class/--select", listing),
+                                   ("--classes", options.classes),
+                                   ("--log", options.log is not None)) if on]
+    if len(modes) > 1:
+        raise BadOptionError(f"{' and '.join(modes)} cannot be combined; ask for one at a time.")
+    if options.attempt is not None and options.log is None:
+        raise BadOptionError("--attempt goes with --log ID (the target whose log to print).")
+    if modes:
+        return _query(paths, options)
     store = open_tree(paths)
     try:
         db = readonly_connection(paths)
         try:
             now = time.time()
+            if options.json:
+                master = find_master(paths)
+                issued = issued_summary(db)
+                document = query.document(
+                    paths, store, db, dataclasses.asdict(master),
+                    {"running": issued.running, "queued": issued.queued}, now,
+                    options.limit or JSON_LIMIT)
+                print(json.dumps(document, indent=2))
+                complete = bool(document["complete"])
+                return 1 if options.failIfNotComplete and not complete else 0
             meta = store.meta()
             counts = store.counts()
             issued = issued_summary(db)
@@ -377,6 +425,53 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 1
     return 1 if options.failIfNotComplete and not complete else 0
+
+
+def _query(paths: TreePaths, options: argparse.Namespace) -> int:
+    """--state/--class/--select, --classes or --log."""
+    store = open_tree(paths)
+    try:
+        if options.log is not None:
+            for attempt, path in query.logs(paths, store, options.log, options.attempt):
+                print(f"==> target {options.log}, attempt {attempt}: {path} <==")
+                sys.stdout.flush()
+                with open(path, "rb") as handle:
+                    sys.stdout.buffer.write(handle.read())
+                sys.stdout.buffer.flush()
+            return 0
+        db = readonly_connection(paths)
+        try:
+            if options.classes:
+                summaries = query.classes(db)
+                if options.json:
+                    print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
+                                      "classes": [c.to_dict() for c in summaries]}, indent=2))
+                else:
+                    print("\n".join(query.class_lines(summaries)))
+                return 0
+            found = query.targets(db, options.state, options.cls, options.select,
+                                  options.limit)
+        finally:
+            db.close()
+    finally:
+        store.close()
+    if options.json:
+        print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
+                          "targets": [t.to_dict() for t in found]}, indent=2))
+    else:
+        for target in found:
+            print(target.line())
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
 
 
 def _write_dot(path: str, text: str) -> None:
