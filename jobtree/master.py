@@ -22,14 +22,13 @@ from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
+from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
 from .results import read_result, to_step
 
 logger = logging.getLogger(__name__)
 
-#: seconds between progress lines in the log
-PROGRESS_EVERY = 60.0
 #: seconds between looks at running jobs (durations, start times, kill requests)
 HOUSEKEEPING_EVERY = 2.0
 #: seconds to wait for the result of a job that exited 0 on another machine to
@@ -56,10 +55,12 @@ class Master:
         config: this run's options.
         batches: the batch systems by role ("main", and "big" if configured).
         clock: the time source (injectable for tests).
+        progress: where progress goes (default: a log line now and then).
     """
 
     def __init__(self, store: JobStore, config: Config, batches: dict[str, BatchSystem],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 progress: Progress | None = None) -> None:
         self.store = store
         self.paths = store.paths
         self.config = config
@@ -74,7 +75,7 @@ class Master:
         # jobs that exited 0 elsewhere whose result has not appeared yet: deadline
         self._awaiting: dict[tuple[str, BatchJobId], tuple[_Issued, Update, float]] = {}
         self._janitor = Janitor()
-        self._last_progress = 0.0
+        self._progress = progress if progress is not None else Progress(live=False)
         self._last_housekeeping = 0.0
         self._last_rescue = clock()
         self._issue_time = 0.0
@@ -137,8 +138,7 @@ class Master:
         self._janitor.remove(self._garbage)
         for settled in settled_all:
             self._after_commit(settled)
-        if ended:
-            self._log_progress()
+        self._log_progress()
         for index, (row, pickled, role, resources, attempt) in enumerate(plan):
             try:
                 self._hand_over(row, pickled, role, resources, attempt, self._issue_time)
@@ -533,6 +533,7 @@ class Master:
             f"jobTreeRun --jobTree {self.paths.root}")
 
     def _finish(self) -> int:
+        self._progress.finish()
         try:
             os.rmdir(local_temp_root(self.meta["tree_id"]))
         except OSError:
@@ -551,11 +552,12 @@ class Master:
         return failed
 
     def _log_progress(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - self._last_progress < PROGRESS_EVERY:
+        if not force and not self._progress.due():
             return
-        self._last_progress = now
+        began = time.perf_counter()
         c = self.store.counts()
-        logger.info("%d done, %d running or queued, %d ready, %d waiting, %d failed",
-                    c[JobState.DONE], len(self._issued), c[JobState.READY],
-                    c[JobState.WAITING] + c[JobState.RAN], c[JobState.FAILED])
+        self._progress.cost = time.perf_counter() - began
+        self._progress.update(done=c[JobState.DONE], running=c[JobState.ISSUED],
+                              ready=c[JobState.READY],
+                              waiting=c[JobState.WAITING] + c[JobState.RAN],
+                              failed=c[JobState.FAILED])

@@ -28,6 +28,7 @@ from .jobstore import JobStore, NewJob
 from .master import Master
 from .options import Config
 from .paths import TreePaths, worker_sys_path
+from .progress import Progress, ProgressHandler, is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -209,10 +210,18 @@ def make_batches(config: Config, paths: TreePaths | None = None,
 
 
 @contextlib.contextmanager
-def master_logging(config: Config) -> Iterator[None]:
-    """Sends jobtree's log to stderr (and --logFile) for the length of a run."""
+def master_logging(config: Config) -> Iterator[Progress]:
+    """Sends jobtree's log to stderr (and --logFile) for the length of a run.
+
+    Yields:
+        the run's progress: a line kept up to date on stderr when it is a
+        terminal and the log level shows INFO, else a log line now and then.
+    """
     log = logging.getLogger("jobtree")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    progress = Progress(sys.stderr, live=is_terminal(sys.stderr)
+                        and config.log_level <= logging.INFO)
+    handlers: list[logging.Handler] = [ProgressHandler(progress) if progress.live
+                                       else logging.StreamHandler(sys.stderr)]
     if config.logFile:
         try:
             if config.rotatingLogging:
@@ -233,8 +242,9 @@ def master_logging(config: Config) -> Iterator[None]:
     log.setLevel(config.log_level)
     log.propagate = False
     try:
-        yield
+        yield progress
     finally:
+        progress.finish()
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
@@ -290,7 +300,7 @@ def run(paths: TreePaths, config: Config, changed: list[str],
 
 def _run_locked(paths: TreePaths, config: Config, changed: list[str],
                 notices: list[tuple[int, str]]) -> int:
-    with master_logging(config), master_lock(paths):
+    with master_logging(config) as progress, master_lock(paths):
         store = JobStore.open(paths)
         try:
             for level, notice in notices:
@@ -300,7 +310,7 @@ def _run_locked(paths: TreePaths, config: Config, changed: list[str],
             store.set_meta("options", config.stored())
             batches = make_batches(config, paths, store.meta()["tree_id"])
             try:
-                master = Master(store, config, batches)
+                master = Master(store, config, batches, progress=progress)
                 logger.info("running %s on %s", paths.root, ", ".join(
                     f"{b.name}" for b in batches.values()))
                 with _stop_on_signals(master):
