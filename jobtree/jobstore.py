@@ -26,8 +26,9 @@ from .resources import Resources
 
 JobId = NewType("JobId", int)
 
-FORMAT_VERSION = 2
-#: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON)
+FORMAT_VERSION = 3
+#: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
+#: failures.started (when a failed attempt started, for the timeline)
 
 
 class JobState(enum.IntEnum):
@@ -72,7 +73,7 @@ CREATE INDEX jobs_state ON jobs(state);
 CREATE TABLE failures (
     job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
     reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
-    log TEXT, message TEXT, permanent INTEGER NOT NULL,
+    log TEXT, message TEXT, permanent INTEGER NOT NULL, started REAL,
     PRIMARY KEY (job, attempt)
 );
 CREATE TABLE messages (
@@ -257,8 +258,10 @@ class JobStore:
                 f"{json.loads(rows.get('jobtree_version', '?'))} in format {version}; this "
                 f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
                 f"Continue it with the newer jobtree.")
-        if version < 2 and not readonly:
-            db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT")
+        if version < FORMAT_VERSION and not readonly:
+            if version < 2:
+                db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT")
+            db.execute("ALTER TABLE failures ADD COLUMN started REAL")
             db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                        (json.dumps(FORMAT_VERSION),))
         return cls(paths, db, readonly)
@@ -544,26 +547,32 @@ class JobStore:
 
     def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
                        log: str | None, message: str | None, now: float,
-                       permanent: bool = False, batch_id: str | None = None) -> bool | None:
+                       permanent: bool = False, batch_id: str | None = None,
+                       started: float | None = None) -> bool | None:
         """Records a failed attempt; the job is retried or fails for good.
+
+        Args:
+            started: when the attempt started, if known (else when the master
+                saw it start, if it did).
 
         Returns:
             True if it failed for good, False if it will be retried, None if
             (job, attempt) was stale and nothing changed.
         """
         row = self._db.execute(
-            "SELECT tries_left, batch, batch_id FROM jobs "
+            "SELECT tries_left, batch, batch_id, started_at FROM jobs "
             "WHERE id = ? AND attempt = ? AND state = ?",
             (job_id, attempt, int(JobState.ISSUED))).fetchone()
         if row is None:
             return None
-        tries_left, batch, stored_id = row
+        tries_left, batch, stored_id, seen_start = row
         batch_id = batch_id or stored_id
         permanent = permanent or tries_left <= 0
         self._db.execute(
-            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO failures (job, attempt, at, reason, exit_code, batch, "
+            "batch_id, log, message, permanent, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, attempt, now, reason, exit_code, batch, batch_id, log, message,
-             int(permanent)))
+             int(permanent), started if started is not None else seen_start))
         self._db.execute(
             "UPDATE jobs SET state = ?, tries_left = ?, batch_id = NULL WHERE id = ?",
             (int(JobState.FAILED if permanent else JobState.READY), max(tries_left - 1, 0),

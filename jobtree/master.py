@@ -411,12 +411,14 @@ class Master:
                 and update.exit_code < 0:
             message = f"killed by signal {-update.exit_code}"
         log = self.paths.log(job_id, attempt)
+        now = self.clock()
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
-            log if os.path.exists(log) else None, message, self.clock(),
+            log if os.path.exists(log) else None, message, now,
             permanent=bool(result and result.get("permanent")) or bool(
                 update and update.permanent),
-            batch_id=(update.native_id or update.batch_id) if update else None)
+            batch_id=(update.native_id or update.batch_id) if update else None,
+            started=now - update.wall if update and update.wall is not None else None)
         if permanent is None:
             return
         trim_log(log, self.config.maxLogFileSize)

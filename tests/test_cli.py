@@ -330,9 +330,12 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     it as it is, and a master upgrades it when it continues the tree."""
     import sqlite3
 
+    from jobtree import jobstore
+
     path = make_tree(tmp_path / "old", "--mode", "fail", expect=1)
     db = sqlite3.connect(path / "tree.db")
     db.execute("ALTER TABLE jobs DROP COLUMN extra")
+    db.execute("ALTER TABLE failures DROP COLUMN started")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     db.commit()
     db.close()
@@ -343,4 +346,4 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     version = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
     db.close()
-    assert "extra" in columns and json.loads(version) == 2
+    assert "extra" in columns and json.loads(version) == jobstore.FORMAT_VERSION

@@ -13,7 +13,8 @@ import sqlite3
 import sys
 from typing import Any
 
-from ..errors import JobTreeError
+from .. import timeline
+from ..errors import BadOptionError, JobTreeError
 from ..paths import TreePaths
 from ..resources import format_bytes, format_duration
 from .common import entry_point, tree_argument, tree_paths
@@ -148,8 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     tree_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the numbers as JSON (seconds and bytes) for programs")
+    parser.add_argument("--timeline", metavar="FILE",
+                        help="also write FILE: one HTML page with a chart of every attempt "
+                             "over time (a row per worker slot or batch job, coloured by "
+                             "class, failed attempts outlined) and the per-class table")
     options = parser.parse_args(argv)
-    data = collect(tree_paths(options.jobTree))
+    paths = tree_paths(options.jobTree)
+    data = collect(paths)
+    if options.timeline:
+        _write_timeline(paths, data, options.timeline)
     if options.json:
         json.dump(data, sys.stdout, indent=2)
         print()
@@ -158,7 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Job tree {data['tree']}: statistics of {recorded} of {data['targets']} targets "
           f"(those that ran with --stats).")
     print(table(data))
+    if options.timeline:
+        print(f"Wrote the timeline to {options.timeline}.")
     return 0
+
+
+def _write_timeline(paths: TreePaths, data: dict[str, Any], path: str) -> None:
+    db = readonly_connection(paths)
+    try:
+        found = timeline.attempts(db)
+    finally:
+        db.close()
+    text = timeline.page(paths.root, found, table(data))
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as err:
+        raise BadOptionError(f"--timeline {path} cannot be written: {err.strerror}. Give a "
+                             f"file in a folder that exists and that you can write.") from None
 
 
 if __name__ == "__main__":
