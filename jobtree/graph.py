@@ -12,15 +12,19 @@ CHILD = "child"
 FOLLOW_ON = "follow-on"
 
 
-def build(store: JobStore) -> nx.DiGraph:
+def build(store: JobStore, limit: int | None = None) -> nx.DiGraph:
     """The jobs as a directed graph: parent → child and target → follow-on edges.
 
     Each node carries ``state``, ``cls``, ``description``, ``pending``,
     ``chain`` and ``closed`` (whether the chain it founds has finished).
+
+    Args:
+        limit: only the first ``limit`` jobs (the top of the tree), so that
+            drawing a huge tree reads only what is drawn.
     """
     graph = nx.DiGraph()
     for job, state, parent, predecessor, chain, pending, cls, description, closed in (
-            store.links()):
+            store.links(limit)):
         graph.add_node(job, state=JobState(state), cls=cls, description=description,
                        pending=pending, chain=chain, closed=bool(closed))
         if predecessor is not None:
@@ -66,7 +70,11 @@ def check(store: JobStore) -> list[str]:
     return problems
 
 
-def to_dot(graph: nx.DiGraph, limit: int = 5000) -> str:
+#: the most targets --dot draws
+DOT_LIMIT = 5000
+
+
+def to_dot(graph: nx.DiGraph, limit: int = DOT_LIMIT) -> str:
     """The graph in Graphviz DOT (children solid, follow-ons dashed), coloured
     by state; at most ``limit`` nodes, breadth first from the root."""
     colours = {JobState.WAITING: "lightgrey", JobState.READY: "lightyellow",

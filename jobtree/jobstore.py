@@ -350,12 +350,14 @@ class JobStore:
         """(class, wall, cpu, wait, memory) of every recorded run."""
         return list(self._db.execute("SELECT cls, wall, cpu, wait, memory FROM stats"))
 
-    def links(self) -> Iterator[tuple[Any, ...]]:
+    def links(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
         """(id, state, parent, predecessor, chain, pending, cls, description,
-        chain_closed) of every job: a walk over the whole index."""
+        chain_closed) of every job (a walk over the whole index), or of the
+        first ``limit`` by id: those form the top of the tree, since a job's
+        parent and predecessor are always older than it."""
         return iter(self._db.execute(
             "SELECT id, state, parent, predecessor, chain, pending, cls, description, "
-            "chain_closed FROM jobs"))
+            "chain_closed FROM jobs ORDER BY id LIMIT ?", (-1 if limit is None else limit,)))
 
     def chain_is_closed(self, chain_id: int) -> bool:
         """Whether the chain founded by ``chain_id`` has finished (or never existed)."""

@@ -323,6 +323,17 @@ def test_status_check_and_dot(tmp_path: Path) -> None:
     text = dot.read_text()
     assert text.startswith("digraph jobtree {") and text.count("->") == 3
     assert "style=dashed" in text
+    # a huge tree is drawn by its top only, read from the index without the rest
+    from jobtree import graph
+    from jobtree.jobstore import JobStore
+    from jobtree.paths import TreePaths
+
+    store = JobStore.open(TreePaths(str(tree)), readonly=True)
+    try:
+        top = graph.build(store, limit=3)
+    finally:
+        store.close()
+    assert sorted(top.nodes) == [1, 2, 3] and graph.to_dot(top).count("->") == 2
 
 
 def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:

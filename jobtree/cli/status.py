@@ -368,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempt", type=_positive, metavar="N",
                         help="with --log: only the log of attempt N")
     parser.add_argument("--dot", metavar="FILE",
-                        help="also write the tree (its first 5000 targets) as a Graphviz "
-                             "DOT graph to FILE: children solid, follow-ons dashed")
+                        help="also write the tree (its first 5000 targets, the top of the "
+                             "tree) as a Graphviz DOT graph to FILE: children solid, "
+                             "follow-ons dashed")
     options = parser.parse_args(argv)
     paths = tree_paths(options.jobTree)
     listing = options.state or options.cls or options.select
@@ -414,8 +415,11 @@ def main(argv: list[str] | None = None) -> int:
                 lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
                           if problems else ["Check: the tree is consistent."])
             if options.dot:
-                _write_dot(options.dot, graph.to_dot(graph.build(store)))
-                lines.append(f"Wrote the tree as a DOT graph to {options.dot}.")
+                _write_dot(options.dot, graph.to_dot(graph.build(store, graph.DOT_LIMIT)))
+                total = sum(counts.values())
+                part = (f" (its first {graph.DOT_LIMIT:,} of {total:,} targets)"
+                        if total > graph.DOT_LIMIT else "")
+                lines.append(f"Wrote the tree as a DOT graph to {options.dot}{part}.")
         finally:
             db.close()
     finally:
