@@ -85,7 +85,9 @@ class Progress:
         parts = [f"{done:,} of ≥ {total:,} done", f"{running:,} running", f"{ready:,} ready",
                  f"{waiting:,} waiting", f"{failed:,} failed"]
         if self._rate is not None:
-            parts.append(f"{self._rate:,.0f}/s" if self._rate >= 10 else f"{self._rate:.1f}/s")
+            rate = self._rate
+            parts.append(f"{rate:,.0f}/s" if rate >= 10 else
+                         f"{rate:.1f}/s" if rate >= 1 else f"{rate:.2f}/s")
         parts.append(_clock(now - self.started))
         left = total - done - failed
         if (self._rate and self._rate > 0 and left > 0
