@@ -42,18 +42,26 @@ def describe_failure(failure: dict[str, Any], tries: int | None = None) -> list[
     return lines
 
 
-def failure_report(store: JobStore) -> str:
-    """The report of every target that failed for good, with how to continue."""
+def failed_for_good(store: JobStore) -> list[tuple[dict[str, Any], int]]:
+    """Every target that failed for good, by id: its last failed attempt (as
+    :meth:`JobStore.failures` gives it) and how many of its attempts failed."""
+    failed = {f["job"] for f in store.failures(permanent_only=True)}
     latest: dict[int, dict[str, Any]] = {}
     tries: dict[int, int] = {}
     for failure in store.failures(permanent_only=False):
-        latest[failure["job"]] = failure
-        tries[failure["job"]] = tries.get(failure["job"], 0) + 1
-    failed = {f["job"] for f in store.failures(permanent_only=True)}
+        if failure["job"] in failed:
+            latest[failure["job"]] = failure
+            tries[failure["job"]] = tries.get(failure["job"], 0) + 1
+    return [(latest[job], tries[job]) for job in sorted(failed)]
+
+
+def failure_report(store: JobStore) -> str:
+    """The report of every target that failed for good, with how to continue."""
+    failed = failed_for_good(store)
     noun = "target" if len(failed) == 1 else "targets"
     lines = [f"{len(failed)} {noun} failed."]
-    for job in sorted(failed):
-        lines.extend(describe_failure(latest[job], tries[job]))
+    for failure, tries in failed:
+        lines.extend(describe_failure(failure, tries))
     lines.append("Targets that do not depend on them have finished. Fix the cause, then "
                  f"continue with:  jobTreeRun --jobTree {store.paths.root}")
     return "\n".join(lines)

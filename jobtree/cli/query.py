@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import BadOptionError
 from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
+from ..report import failed_for_good
 
 #: the name and version of the JSON document's schema (docs/status.schema.json)
 SCHEMA = "jobtree-status/1"
@@ -271,15 +272,8 @@ def document(paths: TreePaths, store: JobStore, db: sqlite3.Connection,
 
 def failed_targets(store: JobStore) -> list[dict[str, Any]]:
     """Every target that failed for good, by its last failed attempt."""
-    permanent = {f["job"] for f in store.failures(permanent_only=True)}
-    latest: dict[int, dict[str, Any]] = {}
-    tries: dict[int, int] = {}
-    for failure in store.failures(permanent_only=False):
-        if failure["job"] in permanent:
-            latest[failure["job"]] = failure
-            tries[failure["job"]] = tries.get(failure["job"], 0) + 1
-    return [{"id": job, "class": f["cls"], "description": f["description"],
-             "attempts": tries[job], "reason": f["reason"], "exit_code": f["exit_code"],
+    return [{"id": f["job"], "class": f["cls"], "description": f["description"],
+             "attempts": tries, "reason": f["reason"], "exit_code": f["exit_code"],
              "message": f["message"], "log": f["log"], "batch": f["batch"],
              "batch_id": f["batch_id"], "at": f["at"]}
-            for job, f in sorted(latest.items())]
+            for f, tries in failed_for_good(store)]

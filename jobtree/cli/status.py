@@ -25,7 +25,7 @@ from .. import tree
 from ..errors import BadOptionError, TreeError
 from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
-from ..report import describe_failure
+from ..report import describe_failure, failed_for_good
 from ..resources import format_duration
 from . import query
 from .common import entry_point, tree_argument, tree_paths
@@ -271,18 +271,12 @@ def issued_lines(store: JobStore, now: float) -> list[str]:
 
 def failure_lines(store: JobStore) -> list[str]:
     """Every target that failed for good (up to SHOWN_FAILED), by its last attempt."""
-    failed = {f["job"] for f in store.failures(permanent_only=True)}
+    failed = failed_for_good(store)
     if not failed:
         return []
-    latest: dict[int, dict[str, Any]] = {}
-    tries: dict[int, int] = {}
-    for failure in store.failures(permanent_only=False):
-        if failure["job"] in failed:
-            latest[failure["job"]] = failure
-            tries[failure["job"]] = tries.get(failure["job"], 0) + 1
     lines = [f"Failed targets ({len(failed)}):"]
-    for job in sorted(failed)[:SHOWN_FAILED]:
-        lines.extend(describe_failure(latest[job], tries[job]))
+    for failure, tries in failed[:SHOWN_FAILED]:
+        lines.extend(describe_failure(failure, tries))
     if len(failed) > SHOWN_FAILED:
         lines.append(f"  ... and {len(failed) - SHOWN_FAILED} more")
     return lines
