@@ -327,13 +327,6 @@ class JobStore:
             (int(JobState.READY), limit))
         return [(_row(r[:-1]), bytes(r[-1])) for r in rows]
 
-    def pickle_of(self, job_id: int) -> bytes:
-        """The pickled target of a job that has not run yet."""
-        row = self._db.execute("SELECT pickle FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None or row[0] is None:
-            raise KeyError(job_id)
-        return bytes(row[0])
-
     def failures(self, permanent_only: bool = True) -> list[dict[str, Any]]:
         """Recorded failed attempts, newest last, with their job's class and description."""
         where = "WHERE f.permanent = 1 AND j.state = ?" if permanent_only else ""
@@ -402,10 +395,6 @@ class JobStore:
         self._db.execute(
             "UPDATE jobs SET started_at = ? WHERE id = ? AND attempt = ? AND state = ?",
             (started, job_id, attempt, int(JobState.ISSUED)))
-
-    def is_current(self, job_id: int, attempt: int) -> bool:
-        """Whether (job, attempt) is issued now, so its result may be ingested."""
-        return self.current(job_id, attempt) is not None
 
     def current(self, job_id: int, attempt: int) -> JobRow | None:
         """The job if (job, attempt) is issued now, else None (a stale attempt)."""

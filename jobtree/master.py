@@ -37,6 +37,18 @@ HOUSEKEEPING_EVERY = 2.0
 RESULT_GRACE = 90.0
 
 
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """A job marked issued in a turn's transaction, to hand over after it commits."""
+
+    row: JobRow
+    pickled: bytes
+    role: str
+    resources: Resources
+    attempt: int
+    issued_at: float
+
+
 @dataclasses.dataclass
 class _Issued:
     job_id: int
@@ -78,7 +90,6 @@ class Master:
         self._progress = progress if progress is not None else Progress(live=False)
         self._last_housekeeping = 0.0
         self._last_rescue = clock()
-        self._issue_time = 0.0
         # whether job inputs go through files (some batch system does not take them)
         self._input_files = not all(b.takes_input for b in batches.values())
 
@@ -139,13 +150,13 @@ class Master:
         for settled in settled_all:
             self._after_commit(settled)
         self._log_progress()
-        for index, (row, pickled, role, resources, attempt) in enumerate(plan):
+        for index, planned in enumerate(plan):
             try:
-                self._hand_over(row, pickled, role, resources, attempt, self._issue_time)
+                self._hand_over(planned)
             except JobTreeError:
                 with self.store.transaction():
-                    for row, _, _, _, attempt in plan[index:]:
-                        self.store.return_to_ready(row.id, attempt)
+                    for left in plan[index:]:
+                        self.store.return_to_ready(left.row.id, left.attempt)
                 raise
 
     # ----------------------------------------------------------- recovery
@@ -251,7 +262,7 @@ class Master:
         """Issues as many ready jobs as there is room for."""
         self._turn([])
 
-    def _mark_ready_issued(self) -> list[tuple[JobRow, bytes, str, Resources, int]]:
+    def _mark_ready_issued(self) -> list[_Planned]:
         """Marks as many ready jobs issued as the batch systems have room for
         (inside the caller's transaction); returns what to hand over."""
         room = sum(b.capacity() for b in self.batches.values()) - len(self._issued)
@@ -260,8 +271,8 @@ class Master:
         rows = self.store.ready(room)
         if not rows:
             return []
-        now = self._issue_time = self.clock()
-        plan: list[tuple[JobRow, bytes, str, Resources, int]] = []
+        now = self.clock()
+        plan: list[_Planned] = []
         for row, pickled in rows:
             resources = row.resources().with_defaults(self.defaults)
             role = self._route(resources)
@@ -272,7 +283,7 @@ class Master:
                                           now, permanent=True)
                 logger.error("%s cannot run: %s", row.description, problem)
                 continue
-            plan.append((row, pickled, role, resources, attempt))
+            plan.append(_Planned(row, pickled, role, resources, attempt, now))
         return plan
 
     def _batch_label(self, role: str) -> str:
@@ -300,12 +311,13 @@ class Master:
                     f"{Resources(memory=limits.memory).describe()} of memory (--maxMemory)")
         return None
 
-    def _hand_over(self, row: JobRow, pickled: bytes, role: str, resources: Resources,
-                   attempt: int, now: float) -> None:
+    def _hand_over(self, planned: _Planned) -> None:
+        row, role, resources, attempt = (planned.row, planned.role, planned.resources,
+                                         planned.attempt)
         batch = self.batches[role]
-        job = {"pickle": pickled, "chain": row.chain,
+        job = {"pickle": planned.pickled, "chain": row.chain,
                "resources": resources.to_dict(), "description": row.description,
-               "issued_at": now}
+               "issued_at": planned.issued_at}
         if not batch.takes_input:
             write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
         spec = JobSpec(job_id=row.id, attempt=attempt,
