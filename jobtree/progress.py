@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from typing import IO
+from typing import IO, Callable
 
 #: seconds between redraws of the line on a terminal (at least)
 DRAW_EVERY = 1.0
@@ -48,7 +48,7 @@ class Progress:
     """
 
     def __init__(self, stream: IO[str] | None = None, live: bool | None = None,
-                 clock: object = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.live = bool(live) if live is not None else is_terminal(self.stream)
         self._clock = clock
@@ -62,7 +62,7 @@ class Progress:
         self.cost = 0.0  # seconds the last count of the index took
 
     def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
+        return self._clock()
 
     def due(self) -> bool:
         """Whether it is time for a new line: the count it needs reads the index,

@@ -58,6 +58,21 @@ NO_PRELOAD = os.environ.get("JOBTREE_NO_PRELOAD") == "1"
 _FRAME = struct.Struct(">I")
 
 
+def _become_job(log: str, close: tuple[int, ...]) -> None:
+    """The start of every forked job: a session of its own, none of the
+    parent's descriptors ``close`` or signal handlers, output appended to ``log``."""
+    signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is closed below
+    os.setsid()
+    for fd in close:
+        os.close(fd)
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+
+
 def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),
               config: dict[str, Any] | None = None, job: dict[str, Any] | None = None,
               warm: bool = False) -> None:
@@ -77,16 +92,7 @@ def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),
     """
     code = 2
     try:
-        signal.set_wakeup_fd(-1)  # the parent's wake-up pipe is closed below
-        os.setsid()
-        for fd in close:
-            os.close(fd)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
+        _become_job(log, close)
         if not warm:
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
@@ -388,16 +394,7 @@ def run_command(argv: list[str], log: str, close: tuple[int, ...],
     """Runs in a forked child: becomes the plain command ``argv`` (in a
     session of its own, its output appended to ``log``) and never returns."""
     try:
-        signal.set_wakeup_fd(-1)
-        os.setsid()
-        for fd in close:
-            os.close(fd)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
+        _become_job(log, close)
         os.execvpe(argv[0], argv, dict(environ, JOBTREE_MASTER_PID=str(os.getppid())))
     except BaseException as err:  # noqa: BLE001 - report it in the job's log
         try:
