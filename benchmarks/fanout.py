@@ -16,26 +16,9 @@ import sys
 import tempfile
 import time
 
-from jobtree import Stack, Target
+from workloads import FanOut
 
-
-class Trivial(Target):
-    def __init__(self, n: int) -> None:
-        Target.__init__(self)
-        self.n = n
-
-    def run(self) -> None:
-        pass
-
-
-class FanOut(Target):
-    def __init__(self, width: int) -> None:
-        Target.__init__(self)
-        self.width = width
-
-    def run(self) -> None:
-        for n in range(self.width):
-            self.addChildTarget(Trivial(n))
+from jobtree import Stack
 
 
 def main() -> int:
