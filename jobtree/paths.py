@@ -91,6 +91,11 @@ def local_temp_root(tree_id: str) -> str:
     return os.path.join(base, f"jobtree-{os.getuid()}", tree_id)
 
 
+def exists_but_empty(paths: TreePaths) -> bool:
+    """Whether ``--jobTree`` names an existing, empty directory (usable for a new tree)."""
+    return os.path.isdir(paths.root) and not os.listdir(paths.root)
+
+
 def worker_sys_path() -> list[str]:
     """This process's ``sys.path`` as a new tree stores it for its workers."""
     return [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]

@@ -61,7 +61,7 @@ class Stack:
             JobTreeError: the options, the target or the tree directory cannot be
                 used; printed without a traceback if the script does not catch it.
         """
-        from .paths import TreePaths
+        from .paths import TreePaths, exists_but_empty
 
         _install_excepthook()
         script = os.environ.get("JOBTREE_IMPORTING_SCRIPT")
@@ -74,8 +74,7 @@ class Stack:
         paths = TreePaths(os.path.abspath(os.path.expanduser(
             getattr(options, "jobTree", None) or "./jobTree")))
         fingerprint = _fingerprint(self.target)
-        new = not os.path.exists(paths.root) or (os.path.isdir(paths.root)
-                                                  and not os.listdir(paths.root))
+        new = not os.path.exists(paths.root) or exists_but_empty(paths)
         _warm_fork_server(options, fingerprint["script"] if new else None)
         from . import batch as batch_systems
         from . import tree

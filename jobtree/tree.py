@@ -59,11 +59,6 @@ def is_tree(paths: TreePaths) -> bool:
     return os.path.isfile(paths.db)
 
 
-def exists_but_empty(paths: TreePaths) -> bool:
-    """Whether ``--jobTree`` names an existing, empty directory (usable for a new tree)."""
-    return os.path.isdir(paths.root) and not os.listdir(paths.root)
-
-
 def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str, Any]) -> None:
     """Makes a new tree holding ``root``, atomically: it is whole or absent.
 
