@@ -144,6 +144,22 @@ def format_duration(seconds: float | None) -> str:
     return f"{days}-{text}" if days else text
 
 
+def format_seconds(value: float | None) -> str:
+    """Formats a measured run time for tables: ``-`` if unknown, then
+    ``0.05ms``, ``12ms``, ``3.25s``, or ``1:02:03`` from a minute on."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    if value < 0.001:
+        return f"{value * 1000:.2f}ms"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.2f}s"
+    return format_duration(value)
+
+
 def _count(value: object, what: str) -> int | None:
     """A whole positive count (gpus, nodes, processes); None stays None."""
     if value is None or _unset(value):

@@ -19,6 +19,7 @@ from ..errors import BadOptionError
 from ..jobstore import JobState, JobStore
 from ..paths import TreePaths
 from ..report import failed_for_good
+from ..resources import format_seconds
 
 #: the name and version of the JSON document's schema (docs/status.schema.json)
 SCHEMA = "jobtree-status/1"
@@ -41,15 +42,6 @@ _VIEW = (f"SELECT id, cls AS class, {_STATE_SQL} AS state, attempt AS attempts, 
          f"FROM jobs")
 
 
-def seconds_text(seconds: float | None) -> str:
-    """A run time for a listing: '-' if unknown, else ms, s, or whole seconds."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.1f}ms"
-    return f"{seconds:.1f}s" if seconds < 100 else f"{seconds:.0f}s"
-
-
 # ------------------------------------------------------------- listings
 @dataclasses.dataclass(frozen=True)
 class Listed:
@@ -64,7 +56,7 @@ class Listed:
 
     def line(self) -> str:
         """The listing's line: id, class, state, attempts, wall time, description."""
-        seconds = seconds_text(self.seconds)
+        seconds = format_seconds(self.seconds)
         return (f"{self.id}\t{self.cls}\t{self.state}\t{self.attempts}\t{seconds}\t"
                 f"{self.description}")
 
@@ -187,7 +179,7 @@ def class_lines(summaries: list[ClassSummary]) -> list[str]:
     """The --classes table."""
     header = ["class", *STATES, "median run"]
     rows = [[s.cls, *(str(s.counts[name]) for name in STATES),
-             seconds_text(s.median)] for s in summaries]
+             format_seconds(s.median)] for s in summaries]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths)))

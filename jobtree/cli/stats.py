@@ -16,7 +16,7 @@ from typing import Any
 from .. import timeline
 from ..errors import BadOptionError, JobTreeError
 from ..paths import TreePaths
-from ..resources import format_bytes, format_duration
+from ..resources import format_bytes, format_seconds
 from .common import entry_point, tree_argument, tree_paths
 from .status import open_tree, readonly_connection
 
@@ -92,24 +92,10 @@ def collect(paths: TreePaths) -> dict[str, Any]:
         db.close()
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    if value < 0.001:
-        return f"{value * 1000:.2f}ms"
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 60:
-        return f"{value:.2f}s"
-    return format_duration(value)
-
-
 def _value(column: str, value: float | None) -> str:
     if column == "memory":
         return "-" if value is None else format_bytes(value)
-    return _seconds(value)
+    return format_seconds(value)
 
 
 def table(data: dict[str, Any]) -> str:
