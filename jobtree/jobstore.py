@@ -289,6 +289,22 @@ class JobStore:
         self._db.execute("COMMIT")
         metrics.count("transactions")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Reads the block from one consistent view of the index, so counts and
+        listings taken in it agree while a master writes. Yields the connection,
+        for read queries JobStore does not offer."""
+        if self._in_transaction:
+            yield self._db
+            return
+        self._db.execute("BEGIN")
+        self._in_transaction = True
+        try:
+            yield self._db
+        finally:
+            self._in_transaction = False
+            self._db.execute("COMMIT")
+
     # --------------------------------------------------------------- meta
     def meta(self) -> dict[str, Any]:
         """Every stored meta value."""

@@ -384,17 +384,19 @@ def main(argv: list[str] | None = None) -> int:
             now = time.time()
             if options.json:
                 master = find_master(paths)
-                issued = issued_summary(db)
-                document = query.document(
-                    paths, store, db, dataclasses.asdict(master),
-                    {"running": issued.running, "queued": issued.queued}, now,
-                    options.limit or JSON_LIMIT)
+                with store.snapshot() as view:
+                    issued = issued_summary(view)
+                    document = query.document(
+                        paths, store, view, dataclasses.asdict(master),
+                        {"running": issued.running, "queued": issued.queued}, now,
+                        options.limit or JSON_LIMIT)
                 print(json.dumps(document, indent=2))
                 complete = bool(document["complete"])
                 return 1 if options.failIfNotComplete and not complete else 0
-            meta = store.meta()
-            counts = store.counts()
-            issued = issued_summary(db)
+            with store.snapshot() as view:
+                meta = store.meta()
+                counts = store.counts()
+                issued = issued_summary(view)
             master = find_master(paths)
             lines = header_lines(paths, meta) + master_lines(master)
             lines += count_lines(counts, issued, now)
