@@ -70,4 +70,12 @@ class SchedulerCommandError(BatchSystemError):
 
 class TreeStopped(JobTreeError):
     """The master was stopped (jobTreeKill, SIGTERM or Ctrl-C); the tree can be
-    continued with jobTreeRun."""
+    continued with jobTreeRun.
+
+    Attributes:
+        reason: what stopped it ("received SIGTERM", ...).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason

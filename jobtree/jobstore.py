@@ -26,9 +26,10 @@ from .resources import Resources
 
 JobId = NewType("JobId", int)
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
-#: failures.started (when a failed attempt started, for the timeline)
+#: failures.started (when a failed attempt started, for the timeline); 4 added
+#: return values: the tables returned and promised, and jobs.needs
 
 
 class JobState(enum.IntEnum):
@@ -67,7 +68,8 @@ CREATE TABLE jobs (
     batch TEXT, batch_id TEXT, issued_at REAL, started_at REAL,
     chain_closed INTEGER NOT NULL DEFAULT 0,
     run_id TEXT,
-    extra TEXT
+    extra TEXT,
+    needs TEXT
 );
 CREATE INDEX jobs_state ON jobs(state);
 CREATE TABLE failures (
@@ -83,6 +85,16 @@ CREATE TABLE stats (
     job INTEGER NOT NULL, cls TEXT NOT NULL, wall REAL, cpu REAL, wait REAL,
     memory INTEGER, started REAL
 );
+""" + """
+CREATE TABLE returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
+CREATE TABLE promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
+CREATE INDEX promised_job ON promised(job);
+"""
+#: what format 4 added (also run on an older tree when it is upgraded)
+_SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
+CREATE TABLE IF NOT EXISTS promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS promised_job ON promised(job);
 """
 
 #: whether this SQLite has UPDATE ... RETURNING (3.35 and newer)
@@ -90,7 +102,7 @@ _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 _COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
             "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
-            "disk", "batch", "batch_id", "issued_at", "started_at", "extra")
+            "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +129,8 @@ class JobRow:
     issued_at: float | None
     started_at: float | None
     extra: str | None = None
+    needs: str | None = None
+    """The promise tokens the job's target holds, as a JSON list (or None)."""
 
     def resources(self) -> Resources:
         """What the job asked for (None where the tree's defaults apply)."""
@@ -137,11 +151,20 @@ class NewJob:
     disk: int | None
     pickle: bytes
     extra: dict[str, Any] | None = None
+    needs: Sequence[str] = ()
+    """Tokens of the promises its pickle holds."""
+    token: str | None = None
+    """Its own promise token, if ``rv()`` was called on it."""
 
     @property
     def extra_json(self) -> str | None:
         """``extra`` as the index stores it."""
         return json.dumps(self.extra, sort_keys=True) if self.extra else None
+
+    @property
+    def needs_json(self) -> str | None:
+        """``needs`` as the index stores it."""
+        return json.dumps(sorted(self.needs)) if self.needs else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +181,10 @@ class Step:
     followon: NewJob | None
     messages: Sequence[tuple[int, str]]
     stats: dict[str, float] | None
+    value: tuple[str, Any] | None = None
+    """What run() returned: ("inline", pickle) or ("file", name in values/)."""
+    token: str | None = None
+    """The target's promise token, if ``rv()`` was called on it."""
 
 
 @dataclasses.dataclass
@@ -226,6 +253,8 @@ class JobStore:
                 "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (JobState.READY, tries, root.cls, root.description, root.cpu, root.memory,
                  root.time, root.disk, root.pickle, root.extra_json))
+            if root.token:
+                db.execute("INSERT INTO promised VALUES (?, 1)", (root.token,))
             db.execute("COMMIT")
         finally:
             db.close()
@@ -238,6 +267,14 @@ class JobStore:
             TreeError: there is no index, or a newer jobtree wrote it.
         """
         if not os.path.isfile(paths.db):
+            if os.path.isfile(os.path.join(paths.root, "pool.json")):
+                calls = sorted(name for name in os.listdir(paths.root)
+                               if os.path.isfile(os.path.join(paths.root, name, "tree.db")))
+                shown = ", ".join(calls[:10]) + (", ..." if len(calls) > 10 else "")
+                raise TreeError(
+                    f"{paths.root} is a Pool's folder, which holds one job tree per call "
+                    f"({shown or 'none yet'}). Give one of them as --jobTree, such as "
+                    f"--jobTree {os.path.join(paths.root, calls[0] if calls else 'NAME')}.")
             raise TreeError(
                 f"{paths.root} is not a job tree (it has no tree.db). Check the "
                 f"--jobTree path; a new tree is made by running your pipeline script.")
@@ -259,9 +296,12 @@ class JobStore:
                 f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
                 f"Continue it with the newer jobtree.")
         if version < FORMAT_VERSION and not readonly:
-            if version < 2:
-                db.execute("ALTER TABLE jobs ADD COLUMN extra TEXT")
-            db.execute("ALTER TABLE failures ADD COLUMN started REAL")
+            for table, column, kind in (("jobs", "extra", "TEXT"),  # format 2
+                                        ("failures", "started", "REAL"),  # 3
+                                        ("jobs", "needs", "TEXT")):  # 4
+                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.executescript(_SCHEMA_4)
             db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                        (json.dumps(FORMAT_VERSION),))
         return cls(paths, db, readonly)
@@ -359,6 +399,71 @@ class JobStore:
         """(class, wall, cpu, wait, memory) of every recorded run."""
         return list(self._db.execute("SELECT cls, wall, cpu, wait, memory FROM stats"))
 
+    def values_for(self, tokens: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """The values promised by ``tokens``, as a job is handed them:
+        ("inline", pickle), ("file", path) or ("missing", why)."""
+        found: dict[str, tuple[str, Any]] = {}
+        for token in tokens:
+            row = self._db.execute(
+                "SELECT p.job, j.state, j.description, r.job, r.data, r.file FROM promised p "
+                "JOIN jobs j ON j.id = p.job LEFT JOIN returned r ON r.job = p.job "
+                "WHERE p.token = ?", (token,)).fetchone()
+            if row is None:
+                found[token] = ("missing", "no target of this tree made that promise")
+                continue
+            job, state, description, stored, data, file = row
+            if stored is not None:
+                found[token] = (("file", os.path.join(self.paths.values, file)) if file
+                                else ("inline", bytes(data)))
+            elif JobState(state) == JobState.FAILED:
+                found[token] = ("missing", f"{description} (target {job}) failed for good")
+            else:
+                found[token] = ("missing", f"{description} (target {job}) has not finished "
+                                           f"running (it is {JobState(state).name.lower()})")
+        return found
+
+    def returned(self, job_id: int) -> tuple[str, Any] | None:
+        """What the job's run() returned, as :meth:`values_for` gives it, or
+        None if it returned nothing (or has not run)."""
+        row = self._db.execute("SELECT data, file FROM returned WHERE job = ?",
+                               (job_id,)).fetchone()
+        if row is None:
+            return None
+        return (("file", os.path.join(self.paths.values, row[1])) if row[1]
+                else ("inline", bytes(row[0])))
+
+    def returned_by_class(self, cls: str, skip: set[int] | frozenset[int] = frozenset()
+                          ) -> list[tuple[int, tuple[str, Any]]]:
+        """(job, value) of the jobs of class ``cls`` that returned a value, but
+        those in ``skip``; values as :meth:`returned` gives them."""
+        jobs = [r[0] for r in self._db.execute(
+            "SELECT r.job FROM returned r JOIN jobs j ON j.id = r.job WHERE j.cls = ? "
+            "ORDER BY r.job", (cls,)) if r[0] not in skip]
+        found = []
+        for job in jobs:
+            value = self.returned(job)
+            if value is not None:
+                found.append((job, value))
+        return found
+
+    def attempts(self, jobs: Sequence[int]) -> list[tuple[int, int]]:
+        """(job, attempts so far) of ``jobs``."""
+        return [(job, int(self._db.execute("SELECT attempt FROM jobs WHERE id = ?",
+                                           (job,)).fetchone()[0])) for job in jobs]
+
+    def is_promised(self, job_id: int) -> bool:
+        """Whether ``rv()`` was called on the job's target (its value is promised)."""
+        try:
+            return self._db.execute("SELECT 1 FROM promised WHERE job = ? LIMIT 1",
+                                    (job_id,)).fetchone() is not None
+        except sqlite3.OperationalError:  # a tree of format 3 or older, read-only
+            return False
+
+    def value_files(self) -> set[str]:
+        """The names of the value files the index refers to."""
+        return {r[0] for r in self._db.execute(
+            "SELECT file FROM returned WHERE file IS NOT NULL")}
+
     def links(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
         """(id, state, parent, predecessor, chain, pending, cls, description,
         chain_closed) of every job (a walk over the whole index), or of the
@@ -449,6 +554,14 @@ class JobStore:
                 settled.done += 1
                 current = dataclasses.replace(current, id=chained, predecessor=current.id,
                                               followon=None)
+            if step.value is not None:
+                kind, data = step.value
+                self._db.execute("INSERT OR REPLACE INTO returned VALUES (?, ?, ?)",
+                                 (current.id, data if kind == "inline" else None,
+                                  data if kind == "file" else None))
+            if step.token is not None:
+                self._db.execute("INSERT OR IGNORE INTO promised VALUES (?, ?)",
+                                 (step.token, current.id))
             for level, text in step.messages:
                 self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                                  (current.id, now, level, text))
@@ -460,7 +573,7 @@ class JobStore:
                      step.stats.get("wait"), step.stats.get("memory"),
                      step.stats.get("started")))
         last = steps[-1]
-        self._insert_children(current.id, last.children, tries)
+        first = self._insert_children(current.id, last.children, tries)
         settled.new_ready += len(last.children)
         followon = None
         if last.followon is not None:
@@ -468,6 +581,12 @@ class JobStore:
                                     predecessor=current.id, chain=current.chain, tries=tries,
                                     new=last.followon, pickle=last.followon.pickle,
                                     run_id=None)
+        tokens: list[tuple[str, int | None]] = [
+            (c.token, first + n) for n, c in enumerate(last.children) if c.token]
+        if last.followon is not None and last.followon.token:
+            tokens.append((last.followon.token, followon))
+        if tokens:
+            self._db.executemany("INSERT OR IGNORE INTO promised VALUES (?, ?)", tokens)
         self._db.execute(
             "UPDATE jobs SET state = ?, pending = ?, followon = ?, pickle = NULL, run_id = ?, "
             "batch_id = NULL WHERE id = ?",
@@ -476,17 +595,19 @@ class JobStore:
             self._settle(current.id, settled, (current.parent, followon, current.chain))
         return settled
 
-    def _insert_children(self, parent: int, children: Sequence[NewJob], tries: int) -> None:
-        """Adds a run's children as ready founders of chains of their own."""
+    def _insert_children(self, parent: int, children: Sequence[NewJob], tries: int) -> int:
+        """Adds a run's children as ready founders of chains of their own;
+        returns the id of the first (the others follow it)."""
         first = self._next_id
         self._next_id += len(children)
         self._db.executemany(
             "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-            " description, cpu, memory, time, disk, pickle, run_id, extra) "
-            "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            " description, cpu, memory, time, disk, pickle, run_id, extra, needs) "
+            "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
             ((first + n, int(JobState.READY), parent, first + n, tries, c.cls, c.description,
-              c.cpu, c.memory, c.time, c.disk, c.pickle, c.extra_json)
+              c.cpu, c.memory, c.time, c.disk, c.pickle, c.extra_json, c.needs_json)
              for n, c in enumerate(children)))
+        return first
 
     def _insert(self, state: JobState, parent: int | None, predecessor: int | None,
                 chain: int | None, tries: int, new: NewJob, pickle: bytes | None,
@@ -495,11 +616,11 @@ class JobStore:
         self._next_id += 1
         self._db.execute(
             "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-            " description, cpu, memory, time, disk, pickle, run_id, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " description, cpu, memory, time, disk, pickle, run_id, extra, needs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, int(state), parent, predecessor, chain if chain is not None else job_id,
              tries, new.cls, new.description, new.cpu, new.memory, new.time, new.disk,
-             pickle, run_id, new.extra_json))
+             pickle, run_id, new.extra_json, new.needs_json))
         return JobId(job_id)
 
     def _settle(self, job_id: int, settled: Settled,

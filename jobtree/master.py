@@ -47,6 +47,8 @@ class _Planned:
     resources: Resources
     attempt: int
     issued_at: float
+    values: dict[str, tuple[str, Any]] | None = None
+    """The promised values the job's target needs, if any."""
 
 
 @dataclasses.dataclass
@@ -92,6 +94,9 @@ class Master:
         self._last_rescue = clock()
         # whether job inputs go through files (some batch system does not take them)
         self._input_files = not all(b.takes_input for b in batches.values())
+        #: whether the end of a run with failures logs the failure report (a
+        #: Pool raises its own error instead)
+        self.report_failures = True
 
     # ------------------------------------------------------------- public
     def request_stop(self, reason: str) -> None:
@@ -249,6 +254,12 @@ class Master:
                 if name.startswith(".tmp-") or (folder == self.paths.jobs and
                                                  name.isdigit() and int(name) not in live):
                     remove(os.path.join(folder, name))
+        if os.path.isdir(self.paths.values):
+            kept = self.store.value_files()
+            running = {f"{j.id}.{j.attempt}" for j in self.store.jobs_in(JobState.ISSUED)}
+            for name in os.listdir(self.paths.values):
+                if name not in kept and name.rsplit(".", 1)[0] not in running:
+                    remove(os.path.join(self.paths.values, name))
         for name in os.listdir(self.paths.global_tmp):
             if not name.isdigit() or self.store.chain_is_closed(int(name)):
                 shutil.rmtree(self.paths.chain_dir(int(name)) if name.isdigit()
@@ -283,7 +294,16 @@ class Master:
                                           now, permanent=True)
                 logger.error("%s cannot run: %s", row.description, problem)
                 continue
-            plan.append(_Planned(row, pickled, role, resources, attempt, now))
+            values = self.store.values_for(json.loads(row.needs)) if row.needs else None
+            missing = [why for kind, why in (values or {}).values() if kind == "missing"]
+            if missing:
+                problem = (f"a value it was promised is not available: {'; '.join(missing)}. "
+                           f"It cannot run until that target has run")
+                self.store.record_failure(row.id, attempt, "promise", None, None, problem,
+                                          now, permanent=True)
+                logger.error("%s cannot run: %s", row.description, problem)
+                continue
+            plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
         return plan
 
     def _batch_label(self, role: str) -> str:
@@ -318,6 +338,8 @@ class Master:
         job = {"pickle": planned.pickled, "chain": row.chain,
                "resources": resources.to_dict(), "description": row.description,
                "issued_at": planned.issued_at}
+        if planned.values:
+            job["values"] = planned.values
         if not batch.takes_input:
             write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
         spec = JobSpec(job_id=row.id, attempt=attempt,
@@ -390,6 +412,7 @@ class Master:
         job = self.store.current(job_id, attempt)
         if job is None:
             self._garbage.append(path)
+            self._garbage.extend(self._value_files(result))
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
@@ -402,7 +425,16 @@ class Master:
                 return settled
         self._record_failure(job_id, attempt, update, result, timed_out)
         self._garbage.append(path)
+        self._garbage.extend(self._value_files(result))
         return True
+
+    def _value_files(self, result: dict[str, Any] | None) -> list[str]:
+        """The value files a result that is not ingested wrote."""
+        if not result or not result.get("ok"):
+            return []
+        return [os.path.join(self.paths.values, step["value"][1])
+                for step in result.get("steps", ())
+                if step.get("value") and step["value"][0] == "file"]
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
                         result: dict[str, Any] | None, timed_out: bool) -> None:
@@ -435,12 +467,13 @@ class Master:
             return
         trim_log(log, self.config.maxLogFileSize)
         description = self.store.job(job_id).description
+        summary = message.strip().splitlines()[0] if message and message.strip() else None
         if permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,
-                         attempt, reason.value, message or "see the log", log)
+                         attempt, reason.value, summary or "see the log", log)
         else:
             logger.warning("%s failed (attempt %d, %s): %s; trying again", description,
-                           attempt, reason.value, message or f"see {log}")
+                           attempt, reason.value, summary or f"see {log}")
 
     def _after_commit(self, settled: Settled) -> None:
         for level, description, text in settled.messages:
@@ -544,7 +577,7 @@ class Master:
         raise TreeStopped(
             f"The master was stopped ({reason}). Nothing is lost: finished targets stay "
             f"done and interrupted ones will run again. Continue with:  "
-            f"jobTreeRun --jobTree {self.paths.root}")
+            f"jobTreeRun --jobTree {self.paths.root}", reason)
 
     def _finish(self) -> int:
         self._progress.finish()
@@ -555,7 +588,8 @@ class Master:
         counts = self.store.counts()
         failed = counts[JobState.FAILED]
         if failed:
-            logger.error("%s", failure_report(self.store))
+            if self.report_failures:
+                logger.error("%s", failure_report(self.store))
         elif counts[JobState.DONE] == sum(counts.values()):
             logger.info("the tree finished: %d targets done", counts[JobState.DONE])
         else:

@@ -47,6 +47,11 @@ class TreePaths:
         return os.path.join(self.root, "results")
 
     @property
+    def values(self) -> str:
+        """Large values returned by run(), one file each (made when needed)."""
+        return os.path.join(self.root, "values")
+
+    @property
     def logs(self) -> str:
         return os.path.join(self.root, "logs")
 

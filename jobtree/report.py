@@ -62,6 +62,9 @@ def failure_report(store: JobStore) -> str:
     lines = [f"{len(failed)} {noun} failed."]
     for failure, tries in failed:
         lines.extend(describe_failure(failure, tries))
+        if store.is_promised(failure["job"]):
+            lines.append("    its value (rv()) is promised to targets that run after it: "
+                         "they wait until it succeeds")
     lines.append("Targets that do not depend on them have finished. Fix the cause, then "
                  f"continue with:  jobTreeRun --jobTree {store.paths.root}")
     return "\n".join(lines)

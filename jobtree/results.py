@@ -16,7 +16,8 @@ def _new_job(job: dict[str, Any]) -> NewJob:
     """A target the run added."""
     res = Resources.from_dict(job["resources"])
     return NewJob(job["cls"], job["description"], res.cpu, res.memory, res.time,
-                  res.disk, job["pickle"], res.cluster_only() or None)
+                  res.disk, job["pickle"], res.cluster_only() or None,
+                  tuple(job.get("needs") or ()), job.get("token"))
 
 
 def to_step(data: dict[str, Any]) -> Step:
@@ -25,7 +26,8 @@ def to_step(data: dict[str, Any]) -> Step:
     return Step(cls=data["cls"], description=data["description"],
                 children=[_new_job(c) for c in data["children"]],
                 followon=_new_job(followon) if followon is not None else None,
-                messages=data["messages"], stats=data["stats"])
+                messages=data["messages"], stats=data["stats"],
+                value=data.get("value"), token=data.get("token"))
 
 
 def read_result(path: str) -> dict[str, Any] | None:

@@ -130,10 +130,21 @@ class Stack:
         finally:
             for batch in batches.values():
                 batch.close()
-        data = serialize.dump_target(self.target)
+        from .promise import PromiseError, collecting
+
+        with collecting() as needs:
+            data = serialize.dump_target(self.target)
+        needs.pop(self.target.__dict__.get("_jt_token", ""), None)  # for what it added itself
+        if needs:
+            raise PromiseError(
+                f"The root target {self.target._jt_describe()} holds the promise "
+                f"{next(iter(needs.values()))}.rv(), but nothing runs before the root. Pass "
+                f"promises only to targets added inside run(): the promised target's "
+                f"children, or the follow-on of the target that added it.")
         res = self.target.getResources()
         return NewJob(class_name(self.target), self.target._jt_describe(), res.cpu,
-                      res.memory, res.time, res.disk, data, res.cluster_only() or None)
+                      res.memory, res.time, res.disk, data, res.cluster_only() or None,
+                      token=self.target.__dict__.get("_jt_token"))
 
 
 def _warm_fork_server(options: Any, script: str | None) -> None:

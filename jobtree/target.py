@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .errors import JobTreeError, ResourceError, TargetDefinitionError
+from .promise import Promise, new_token
 from .resources import Resources, SizeLike, format_bytes
 
 if TYPE_CHECKING:
@@ -52,8 +53,11 @@ class Target:
         self._jt_followon: Target | None = None
         self._jt_runtime: RunContext | None = None
 
-    def run(self) -> None:
-        """Does the work; override it. The default does nothing."""
+    def run(self) -> Any:
+        """Does the work; override it. The default does nothing.
+
+        What it returns (if not None) is stored in the tree: see :meth:`rv`.
+        """
 
     # ----------------------------------------------------------- the tree
     def addChildTarget(self, childTarget: Target) -> Target:
@@ -129,6 +133,23 @@ class Target:
         """Makes a target that calls ``fn(target, *args, **kwargs)``."""
         return TargetFunctionWrappingTarget(fn, args, kwargs, time=time, memory=memory,
                                             cpu=cpu, disk=disk, **cluster)
+
+    def rv(self, *path: Any) -> Promise:
+        """A promise of the value this target's ``run()`` returns.
+
+        Pass it, alone or inside lists, dicts or other arguments, to a target
+        that runs after this one: a child this target adds in its ``run()``, or
+        the follow-on of the target that added this one. There it is replaced
+        by the value before ``run()`` starts. ``rv(0)``, ``rv("key")`` promise
+        a part of the value (``value[0]``, ``value["key"]``).
+
+        Values are stored in the tree and survive restarts; large ones are
+        kept as files.
+        """
+        token = self.__dict__.get("_jt_token")
+        if token is None:
+            token = self._jt_token = new_token()
+        return Promise(token, path, self._jt_describe())
 
     # ------------------------------------------------------ during a run
     def getLocalTempDir(self) -> str:
@@ -267,8 +288,8 @@ class FunctionWrappingTarget(Target):
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
 
-    def run(self) -> None:
-        self._fn(*self._args, **self._kwargs)
+    def run(self) -> Any:
+        return self._fn(*self._args, **self._kwargs)
 
     def _jt_describe(self) -> str:
         name = getattr(self._fn, "__qualname__", repr(self._fn))
@@ -281,8 +302,8 @@ class TargetFunctionWrappingTarget(FunctionWrappingTarget):
     """A target that calls ``fn(target, *args, **kwargs)``, so the function can
     add children and a follow-on and use the temp dirs."""
 
-    def run(self) -> None:
-        self._fn(self, *self._args, **self._kwargs)
+    def run(self) -> Any:
+        return self._fn(self, *self._args, **self._kwargs)
 
 
 class CommandTarget(Target):

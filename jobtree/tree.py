@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import filelock
 
@@ -270,8 +270,13 @@ def _stop_on_signals(master: Master) -> Iterator[None]:
 
 
 def run(paths: TreePaths, config: Config, changed: list[str],
-        notices: list[tuple[int, str]] | None = None) -> int:
+        notices: list[tuple[int, str]] | None = None,
+        on_master: Callable[[Master | None], None] | None = None) -> int:
     """Runs the master on an existing tree until nothing more can run.
+
+    Args:
+        on_master: called with the master once it runs, and with None when
+            it has stopped (a Pool keeps it, to stop it from another thread).
 
     Returns:
         the number of targets that failed permanently.
@@ -280,7 +285,7 @@ def run(paths: TreePaths, config: Config, changed: list[str],
         JobTreeError: the tree cannot be run (locked, bad batch system, ...).
     """
     try:
-        return _run_locked(paths, config, changed, notices or [])
+        return _run_locked(paths, config, changed, notices or [], on_master)
     except sqlite3.Error as err:
         raise TreeError(
             f"The index of {paths.root} cannot be written ({err}). Finished work is safe; "
@@ -294,7 +299,8 @@ def run(paths: TreePaths, config: Config, changed: list[str],
 
 
 def _run_locked(paths: TreePaths, config: Config, changed: list[str],
-                notices: list[tuple[int, str]]) -> int:
+                notices: list[tuple[int, str]],
+                on_master: Callable[[Master | None], None] | None) -> int:
     with master_logging(config) as progress, master_lock(paths):
         store = JobStore.open(paths)
         try:
@@ -308,8 +314,14 @@ def _run_locked(paths: TreePaths, config: Config, changed: list[str],
                 master = Master(store, config, batches, progress=progress)
                 logger.info("running %s on %s", paths.root, ", ".join(
                     f"{b.name}" for b in batches.values()))
-                with _stop_on_signals(master):
-                    return master.run()
+                if on_master is not None:
+                    on_master(master)
+                try:
+                    with _stop_on_signals(master):
+                        return master.run()
+                finally:
+                    if on_master is not None:
+                        on_master(None)
             finally:
                 for batch in batches.values():
                     batch.close()

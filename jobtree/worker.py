@@ -21,10 +21,11 @@ import time
 import traceback
 from typing import Any
 
-from . import serialize
+from . import promise, serialize
 from .batch.base import EXIT_MEMORY
 from .errors import JobTreeError, ResourceError, TargetDefinitionError, UnpicklableTargetError
 from .paths import TreePaths, local_temp_root, write_atomic
+from .promise import PromiseError
 from .resources import Resources
 from .target import Target, check_fits, class_name
 
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_SETUP = 2
-_DEFINITION_ERRORS = (ResourceError, TargetDefinitionError, UnpicklableTargetError)
+_DEFINITION_ERRORS = (ResourceError, TargetDefinitionError, UnpicklableTargetError,
+                      PromiseError)
 # variables of the node and the scheduler that the stored environment must not override
 _NODE_PREFIXES = ("SLURM_", "SGE_", "PBS_", "LSB_", "LSF_", "JOB_", "JOBTREE_")
 _NODE_VARIABLES = ("TMPDIR", "HOSTNAME", "NSLOTS", "NHOSTS", "OMP_NUM_THREADS")
@@ -177,14 +179,19 @@ class Worker:
         steps: list[dict[str, Any]] = []
         data, resources = job["pickle"], _resources(job["resources"])
         wait = started - job["issued_at"] if job.get("issued_at") else None
+        values: dict[str, tuple[str, Any]] = dict(job.get("values") or {})
         while True:
-            step, followon = self._run_one(data, job["chain"], wait, len(steps))
+            step, followon = self._run_one(data, job["chain"], wait, len(steps), values)
             steps.append(step)
+            if step.get("token") is not None:  # what a chained follow-on may need
+                values[step["token"]] = self._handed(step["value"])
             if followon is None or step["children"]:
                 break
             if not self._may_chain(_resources(followon["resources"]), resources,
                                    time.time() - started):
                 break
+            if not set(followon["needs"]) <= set(values):
+                break  # it needs values the master holds
             step["followon"] = None  # run here, as the next step
             data, wait = followon["pickle"], 0.0
             logger.debug("chaining the follow-on %s", followon["description"])
@@ -203,9 +210,18 @@ class Worker:
                 and (wanted.memory or 0) <= (granted.memory or 0)
                 and (granted.time is None or elapsed + (wanted.time or 0) <= granted.time))
 
-    def _run_one(self, data: bytes, chain: int, wait: float | None,
-                 index: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        target: Target = serialize.loads(data)
+    def _handed(self, stored: tuple[str, Any] | None) -> tuple[str, Any]:
+        """A value this run stored, as the master would hand it to a job."""
+        if stored is None:
+            return ("inline", _NONE)
+        kind, data = stored
+        return (kind, os.path.join(self.paths.values, data) if kind == "file" else data)
+
+    def _run_one(self, data: bytes, chain: int, wait: float | None, index: int,
+                 values: dict[str, tuple[str, Any]]
+                 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        with promise.resolving(values):
+            target: Target = serialize.loads(data)
         description = target._jt_describe()
         if index > 0:
             self.chained = description
@@ -216,10 +232,13 @@ class Worker:
         usage_before = _cpu_seconds() if stats_wanted else 0.0
         began = time.time()
         try:
-            target.run()
+            value = target.run()
             children = [_new_job(c) for c in target._jt_children]
             followon = target._jt_followon
             follow = _new_job(followon) if followon is not None else None
+            token = target.__dict__.get("_jt_token")
+            _check_needs(description, token, children, follow)
+            stored = self._store_value(value, token, description, index)
         finally:
             target._jt_runtime = None
             if context.local_made:
@@ -230,15 +249,84 @@ class Worker:
                      "wait": wait, "memory": _peak_memory(), "started": began}
         step = {"cls": class_name(target), "description": description,
                 "children": children, "followon": follow, "messages": context.messages,
-                "stats": stats}
+                "stats": stats, "value": stored, "token": token}
         return step, follow
+
+    def _store_value(self, value: Any, token: str | None, description: str,
+                     index: int) -> tuple[str, Any] | None:
+        """Pickles what run() returned: ("inline", bytes) for the result file,
+        ("file", name) for a large value written to the tree's values folder,
+        or None when there is nothing to keep."""
+        if value is None and token is None:
+            return None
+        try:
+            data = serialize.dumps(value)
+        except Exception as err:  # noqa: BLE001 - any pickling failure is reported
+            if token is None:
+                logger.warning("%s.run() returned a %s, which cannot be pickled (%s); it is "
+                               "not stored", description, type(value).__name__, err)
+                return None
+            raise UnpicklableTargetError(
+                f"{description}.run() returned a {type(value).__name__}, which cannot be "
+                f"pickled ({type(err).__name__}: {err}). Its value is promised with rv(), "
+                f"so it must be stored: return picklable data (numbers, strings, lists, "
+                f"dicts, file names) instead.") from err
+        if len(data) <= promise.INLINE_LIMIT:
+            return ("inline", data)
+        os.makedirs(self.paths.values, exist_ok=True)
+        path = promise.value_file(self.paths.values, self.job_id, self.attempt, index)
+        write_atomic(path, data, sync=self.config.get("sync_results", True))
+        return ("file", os.path.basename(path))
+
+
+#: None, pickled: the value of a run that returned nothing
+_NONE = pickle.dumps(None)
 
 
 def _new_job(target: Target) -> dict[str, Any]:
-    """A target the run added, as the result file carries it."""
+    """A target the run added, as the result file carries it: with the tokens
+    of the promises it holds (its needs) and its own promise token, if any."""
+    with promise.collecting() as needs:
+        data = serialize.dump_target(target)
+    token: str | None = target.__dict__.get("_jt_token")
+    if token is not None:
+        needs.pop(token, None)  # held by what it added itself: resolved when they run
     return {"cls": class_name(target), "description": target._jt_describe(),
-            "resources": target.getResources().to_dict(),
-            "pickle": serialize.dump_target(target)}
+            "resources": target.getResources().to_dict(), "pickle": data,
+            "needs": needs, "token": token}
+
+
+def _check_needs(description: str, token: str | None, children: list[dict[str, Any]],
+                 followon: dict[str, Any] | None) -> None:
+    """Refuses a promise passed to a target that may run before the promised one.
+
+    A child may use the promise of the target that adds it; the follow-on may
+    use that one and those of the children it waits for.
+
+    Raises:
+        PromiseError: naming the promise and the target it went to.
+    """
+    own = {token} if token else set()
+    siblings = {c["token"]: c["description"] for c in children if c["token"]}
+    for job, allowed in [(c, own) for c in children] + (
+            [(followon, own | set(siblings))] if followon else []):
+        for needed, promised in job["needs"].items():
+            if needed in allowed:
+                continue
+            if needed in siblings:
+                why = (f"both are children of {description}, so they run in parallel. "
+                       f"Make {job['description']} the follow-on of {description} (it runs "
+                       f"after every child), or a child of {promised}")
+            elif needed == (followon or {}).get("token"):
+                why = (f"{promised} is the follow-on of {description}, and runs after "
+                       f"{job['description']}")
+            else:
+                why = (f"{promised} is not added to the tree in this run, so it may not "
+                       f"have run when {job['description']} starts (or it never runs)")
+            raise PromiseError(
+                f"{description} passes {promised}.rv() to {job['description']}, which may "
+                f"run before {promised}: {why}. A promise can go to the children of the "
+                f"promised target and to the follow-on of the target that added it.")
 
 
 def _cpu_seconds() -> float:

@@ -347,6 +347,9 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     db = sqlite3.connect(path / "tree.db")
     db.execute("ALTER TABLE jobs DROP COLUMN extra")
     db.execute("ALTER TABLE failures DROP COLUMN started")
+    db.execute("ALTER TABLE jobs DROP COLUMN needs")
+    db.execute("DROP TABLE returned")
+    db.execute("DROP TABLE promised")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     db.commit()
     db.close()
@@ -356,5 +359,8 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     db = sqlite3.connect(f"file:{path / 'tree.db'}?mode=ro", uri=True)
     columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
     version = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     db.close()
-    assert "extra" in columns and json.loads(version) == jobstore.FORMAT_VERSION
+    assert "extra" in columns and "needs" in columns and json.loads(version) == \
+        jobstore.FORMAT_VERSION
+    assert {"returned", "promised"} <= tables

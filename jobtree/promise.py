@@ -1,0 +1,154 @@
+"""Return values and promises.
+
+``target.rv()`` is a :class:`Promise` of the value ``target.run()`` will
+return. Passed (at any depth inside lists, dicts or objects) to a target that
+runs after ``target`` — one of its children, or the follow-on of the target
+that added it — it is replaced by the value when that target is loaded on its
+worker.
+
+A promise names its target by a random token, given to the target the first
+time ``rv()`` is called on it. When a worker pickles the targets a run added,
+it collects the tokens their pickles hold (a target's *needs*); the master
+binds each token to the job id the target gets, stores every value a run
+returned, and hands a job the values it needs with its input. A worker never
+reads the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import uuid
+from typing import Any, Iterator
+
+from .errors import JobTreeError
+
+#: values up to this many pickled bytes are kept in the index; larger ones in
+#: a file of the tree's values/ folder
+INLINE_LIMIT = 64 * 1024
+
+
+class PromiseError(JobTreeError):
+    """A promised value is not available, or a promise went to a target that
+    may run before the promised one."""
+
+
+class Promise:
+    """The value ``run()`` of a target will return (or a part of it).
+
+    Made by :meth:`jobtree.Target.rv`; resolved when a target holding it is
+    loaded to run. Outside a run it stays a placeholder.
+    """
+
+    __slots__ = ("token", "path", "description")
+
+    def __init__(self, token: str, path: tuple[Any, ...] = (), description: str = "") -> None:
+        self.token = token
+        self.path = tuple(path)
+        self.description = description
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if _collecting:
+            _collecting[-1].setdefault(self.token, self.description or self.token)
+        return (_resolve, (self.token, self.path, self.description))
+
+    def __repr__(self) -> str:
+        index = "".join(f"[{p!r}]" for p in self.path)
+        return f"<promise of {self.description or self.token}.run(){index}>"
+
+
+def new_token() -> str:
+    """A token for a target's promises."""
+    return uuid.uuid4().hex
+
+
+# ------------------------------------------------------------- pickling side
+_collecting: list[dict[str, str]] = []
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[dict[str, str]]:
+    """Collects the promises pickled inside the block: token -> description
+    of the promised target."""
+    found: dict[str, str] = {}
+    _collecting.append(found)
+    try:
+        yield found
+    finally:
+        _collecting.pop()
+
+
+# ----------------------------------------------------------- unpickling side
+class _Values:
+    """The values a job was handed: token -> ("inline", bytes) |
+    ("file", path) | ("missing", why), decoded once each."""
+
+    def __init__(self, given: dict[str, tuple[str, Any]]) -> None:
+        self.given = given
+        self.decoded: dict[str, Any] = {}
+
+    def value(self, token: str, description: str) -> Any:
+        if token in self.decoded:
+            return self.decoded[token]
+        if token not in self.given:
+            return _UNKNOWN
+        kind, data = self.given[token]
+        if kind == "inline":
+            value = pickle.loads(data)
+        elif kind == "file":
+            try:
+                with open(data, "rb") as handle:
+                    value = pickle.load(handle)
+            except OSError as err:
+                raise PromiseError(
+                    f"The value of {description or 'a promised target'} is stored in "
+                    f"{data}, which cannot be read ({err.strerror}). If the file was "
+                    f"removed, the value is lost: run that target again in a new tree."
+                ) from None
+        else:
+            why = data or "the master did not hand it over"
+            raise PromiseError(
+                f"The value promised by {description or 'a target'}.rv() is not "
+                f"available: {why}.")
+        self.decoded[token] = value
+        return value
+
+
+_resolving: list[_Values] = []
+#: a promise the job was not handed a value for: it stays a promise (one that
+#: a target holds of itself, say, for a follow-on added before it ran)
+_UNKNOWN = object()
+
+
+@contextlib.contextmanager
+def resolving(values: dict[str, tuple[str, Any]] | None) -> Iterator[None]:
+    """Makes the promises unpickled inside the block resolve to ``values``."""
+    _resolving.append(_Values(values or {}))
+    try:
+        yield
+    finally:
+        _resolving.pop()
+
+
+def _resolve(token: str, path: tuple[Any, ...], description: str) -> Any:
+    """Unpickles a promise: its value inside a run, else the promise itself."""
+    if not _resolving:
+        return Promise(token, path, description)
+    value = _resolving[-1].value(token, description)
+    if value is _UNKNOWN:
+        return Promise(token, path, description)
+    for step in path:
+        try:
+            value = value[step]
+        except (LookupError, TypeError) as err:
+            raise PromiseError(
+                f"{description}.rv({', '.join(map(repr, path))}) cannot be taken from the "
+                f"value {description}.run() returned, a {type(value).__name__}: "
+                f"{type(err).__name__}: {err}.") from None
+    return value
+
+
+def value_file(folder: str, job: int, attempt: int, step: int) -> str:
+    """Where a worker keeps a large value: one file per (job, attempt, step)."""
+    return os.path.join(folder, f"{job}.{attempt}.{step}")
