@@ -22,11 +22,15 @@ from .errors import (
                      TreeStopped,
                      UnpicklableTargetError,
 )
+from .promise import Promise, PromiseError
 from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
 
 if TYPE_CHECKING:
+    from .pool import AsyncResult, Pool, PoolError, TaskFailure
     from .stack import Stack
+
+_POOL_NAMES = ("AsyncResult", "Pool", "PoolError", "TaskFailure")
 
 
 def __getattr__(name: str) -> Any:
@@ -37,11 +41,16 @@ def __getattr__(name: str) -> Any:
         from .stack import Stack
 
         return Stack
+    if name in _POOL_NAMES:
+        from . import pool
+
+        return getattr(pool, name)
     raise AttributeError(f"module 'jobtree' has no attribute {name!r}")
 
 __all__ = [
-    "BadOptionError", "BatchSystemError", "CommandTarget", "FunctionWrappingTarget",
-    "JobTreeError", "ResourceError", "SchedulerCommandError", "Stack", "Target",
-    "TargetDefinitionError", "TargetFunctionWrappingTarget", "TreeError", "TreeLockedError",
+    "AsyncResult", "BadOptionError", "BatchSystemError", "CommandTarget",
+    "FunctionWrappingTarget", "JobTreeError", "Pool", "PoolError", "Promise", "PromiseError",
+    "ResourceError", "SchedulerCommandError", "Stack", "Target", "TargetDefinitionError",
+    "TargetFunctionWrappingTarget", "TaskFailure", "TreeError", "TreeLockedError",
     "TreeStopped", "UnpicklableTargetError", "__version__", "getTempDirectory", "getTempFile",
 ]

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import io
+import linecache
 import os
 import pickle
 import sys
@@ -77,11 +78,25 @@ def import_script(path: str) -> types.ModuleType:
 
 
 def load_script_attribute(path: str, qualname: str) -> Any:
-    """Finds ``qualname`` in the script at ``path`` (the unpickling side)."""
-    obj: Any = import_script(path)
+    """Finds ``qualname`` in the script at ``path`` (the unpickling side).
+
+    In the process that runs the script as ``__main__`` (a Pool reading its
+    results, say), that module is used, so its classes stay the same ones.
+    """
+    obj: Any = _running_script(path) or import_script(path)
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _running_script(path: str) -> types.ModuleType | None:
+    """``__main__``, if this process runs the script at ``path``."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if (main is not None and getattr(main, "__spec__", None) is None
+            and isinstance(file, str) and os.path.abspath(file) == path):
+        return main
+    return None
 
 
 def _script_path_of(module_name: str | None) -> str | None:
@@ -125,11 +140,25 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             module = getattr(obj, "__module__", None)
             if "<" not in qualname and _is_top_level(obj, qualname):
                 path = _script_path_of(module)
-                if path is not None:
+                if path is not None and (module != "__main__" or _defined_unindented(obj)):
                     return load_script_attribute, (path, qualname)
                 if module == "__main__" and _main_module_name():
                     return load_module_attribute, (_main_module_name(), qualname)
         return super().reducer_override(obj)
+
+
+def _defined_unindented(obj: Any) -> bool:
+    """Whether a definition of the running script starts at column 0: one in
+    an indented block (``if __name__ == "__main__":``) does not exist when a
+    worker imports the script, so it must go by value."""
+    code = getattr(obj, "__code__", None)
+    line = code.co_firstlineno if code is not None else getattr(obj, "__firstlineno__", None)
+    filename = code.co_filename if code is not None else getattr(
+        sys.modules.get("__main__"), "__file__", None)
+    if not isinstance(line, int) or not isinstance(filename, str):
+        return True  # a class before Python 3.13: assume it is importable
+    text = linecache.getline(filename, line)
+    return not text or not text[0].isspace()
 
 
 def _is_top_level(obj: Any, qualname: str) -> bool:

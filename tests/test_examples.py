@@ -283,13 +283,66 @@ def test_wordcount_given_files(tmp_path: Path) -> None:
     assert json.loads(summary.read_text())["files"] == 4
 
 
+# --- examples/pool_map.py ----------------------------------------------------
+
+
+def test_pool_map_computes_every_sequence_and_reads_them_back(tmp_path: Path) -> None:
+    fasta, table = tmp_path / "reads.fa", tmp_path / "gc.tsv"
+    fasta.write_text(">a\nGGCC\nAT\n>b first read\nacgtn\n>c\n\n>d\nAAAA\n")
+    args = ("--fasta", str(fasta), "--output", str(table), "--chunksize", "2",
+            "--jobTree", str(tmp_path / "pool"))
+    run_example("pool_map.py", *args, cwd=tmp_path)
+    rows = [line.split("\t") for line in table.read_text().splitlines()]
+    assert rows == [["a", "6", "0.6667"], ["b", "5", "0.5"], ["c", "0", "0.0"],
+                    ["d", "4", "0.0"]]
+    (tree,) = [p for p in (tmp_path / "pool").iterdir() if p.is_dir()]
+    made = tree.stat().st_mtime_ns
+    table.unlink()
+    run_example("pool_map.py", *args, cwd=tmp_path)  # the stored results, nothing run
+    assert [line.split("\t") for line in table.read_text().splitlines()] == rows
+    assert tree.stat().st_mtime_ns == made
+
+
+def test_pool_map_generated(tmp_path: Path) -> None:
+    module = load_example("pool_map")
+    run_example("pool_map.py", "--generate", "300", "--fasta", "reads.fa", "--output",
+                "gc.tsv", "--jobTree", "pool", cwd=tmp_path)
+    records = module.read_fasta(str(tmp_path / "reads.fa"))
+    rows = (tmp_path / "gc.tsv").read_text().splitlines()
+    assert len(records) == len(rows) == 300
+    assert rows[7] == "\t".join(str(v) for v in module.gc_content(records[7]))
+
+
+# --- examples/stats.py -------------------------------------------------------
+
+
+def test_stats_combines_the_promised_counts(tmp_path: Path) -> None:
+    numbers = tmp_path / "numbers"
+    numbers.mkdir()
+    (numbers / "a.txt").write_text("1\n2\n3\n")
+    (numbers / "b.txt").write_text("4\n\n5\n")
+    (numbers / "c.txt").write_text("")
+    output = tmp_path / "stats.txt"
+    done = run_example("stats.py", "--inputDir", str(numbers), "--output", str(output),
+                       "--jobTree", str(tmp_path / "jobTree"), cwd=tmp_path)
+    assert output.read_text() == "n\t5\nmean\t3.000000\nsd\t1.414214\n"
+    assert "5 numbers: mean 3.0000, sd 1.4142" in done.stderr
+
+
+def test_stats_generated(tmp_path: Path) -> None:
+    run_example("stats.py", "--generate", "6", "--inputDir", "numbers", "--output",
+                "stats.txt", "--jobTree", "jobTree", cwd=tmp_path)
+    lines = dict(line.split("\t") for line in (tmp_path / "stats.txt").read_text().splitlines())
+    assert lines["n"] == "6000" and abs(float(lines["mean"]) - 10) < 0.2
+
+
 def test_examples_import_without_side_effects(tmp_path: Path) -> None:
     """Workers re-import the scripts: importing must not run anything."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     code = ("import importlib.util, sys\n"
-            "for name in ('sort', 'wordcount'):\n"
+            "for name in ('sort', 'wordcount', 'pool_map', 'stats'):\n"
             f"    path = {str(EXAMPLES)!r} + '/' + name + '.py'\n"
             "    spec = importlib.util.spec_from_file_location('example_' + name, path)\n"
             "    module = importlib.util.module_from_spec(spec)\n"

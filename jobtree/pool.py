@@ -1,0 +1,947 @@
+"""Pool: the map family of ``multiprocessing.Pool``, run as job trees.
+
+Every call (``map``, ``imap``, ``apply_async``, ...) becomes one job tree in
+the pool's folder: a root target that adds one child target per chunk of
+inputs. So each call gets what any tree gets: any batch system, retries, a
+log per attempt, ``jobTreeStatus``, and a restart that does not redo
+finished work. A call's tree is named after the call (the function's name
+and a hash of the function's name and the inputs), so making the same call
+again, in this process or after a crash in a new one, continues its tree, or
+returns its stored results if it has finished.
+
+Calls run one after another, in the order they were made, by one thread of
+the pool that runs each tree's master; the caller waits on the results.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+from . import serialize
+from .errors import BadOptionError, JobTreeError, TargetDefinitionError, TreeError, TreeStopped
+from .paths import TreePaths, write_atomic
+from .resources import SizeLike
+from .target import Target
+
+if TYPE_CHECKING:
+    from .master import Master
+
+logger = logging.getLogger(__name__)
+
+#: chunks one target adds at most; more go through a level of group targets
+FANOUT = 1000
+#: seconds between looks at the index while an imap waits for results
+POLL_SECONDS = 0.2
+#: what marks a folder as a pool's
+MARKER = "pool.json"
+_MODES = ("map", "starmap", "apply")
+
+
+# ----------------------------------------------------------------- errors
+@dataclasses.dataclass(frozen=True)
+class TaskFailure:
+    """One chunk of a call that failed for good.
+
+    Attributes:
+        inputs: the positions (in the call's input order) of the chunk's inputs.
+        index: the position of the input that raised, if one did (else the
+            chunk was killed, ran out of memory or time, or was lost).
+        input: ``repr`` of that input, shortened.
+        error: the exception, one line (``ValueError: bad value``), or what
+            happened to the chunk.
+        traceback: the traceback on the worker, if an input raised.
+        log: the log of the chunk's last attempt.
+        attempts: how many times the chunk was tried.
+    """
+
+    inputs: range
+    index: int | None
+    input: str | None
+    error: str
+    traceback: str | None
+    log: str | None
+    attempts: int
+
+
+class PoolError(JobTreeError):
+    """A call of a :class:`Pool` failed for good.
+
+    Its message names the failing inputs, with the first one's traceback on
+    the worker and its log. The call's tree is kept: fix the function and
+    make the same call again to continue it (finished chunks are not run
+    again).
+
+    Attributes:
+        tree: the call's job tree.
+        failures: one :class:`TaskFailure` per failed chunk.
+    """
+
+    def __init__(self, message: str, tree: str, failures: Sequence[TaskFailure] = ()) -> None:
+        super().__init__(message)
+        self.tree = tree
+        self.failures = list(failures)
+
+
+class TaskError(Exception):
+    """Raised on the worker when the function raised on an input; the chunk's
+    failure record keeps its message (the input and the traceback)."""
+
+
+# ---------------------------------------------------------------- targets
+def _short(value: Any, width: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _load_function(path: str) -> Callable[..., Any]:
+    with open(path, "rb") as handle:
+        function: Callable[..., Any] = serialize.loads(handle.read())
+    return function
+
+
+class _Chunk(Target):
+    """Calls the function on consecutive inputs; returns (number, results)."""
+
+    def __init__(self, function_file: str, name: str, mode: str, number: int, first: int,
+                 items: list[Any], **resources: Any) -> None:
+        super().__init__(**resources)
+        self.function_file = function_file
+        self.name = name
+        self.mode = mode
+        self.number = number
+        self.first = first
+        self.items = items
+
+    def run(self) -> tuple[int, list[Any]]:
+        function = _load_function(self.function_file)
+        results = []
+        for offset, item in enumerate(self.items):
+            try:
+                if self.mode == "map":
+                    results.append(function(item))
+                elif self.mode == "starmap":
+                    results.append(function(*item))
+                else:
+                    results.append(function(*item[0], **item[1]))
+            except Exception as err:
+                shown = _short(item[0] if self.mode == "apply" else item)
+                # from the function's frame down: this method's is not the user's
+                trace = "".join(traceback.format_exception(
+                    type(err), err, err.__traceback__.tb_next if err.__traceback__ else None))
+                raise TaskError(
+                    f"input #{self.first + offset} ({shown}) raised "
+                    f"{''.join(traceback.format_exception_only(type(err), err)).strip()}"
+                    f"\n\nRemote traceback:\n{trace.rstrip()}") from err
+        return self.number, results
+
+    def _jt_describe(self) -> str:
+        last = self.first + len(self.items) - 1
+        where = f"input {self.first}" if last == self.first else f"inputs {self.first}-{last}"
+        return f"{self.name}: {where}"
+
+
+class _Group(Target):
+    """Adds a run of chunks (a tree of many chunks has a level of groups)."""
+
+    def __init__(self, chunks: list[_Chunk], name: str) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.name = name
+
+    def run(self) -> None:
+        for chunk in self.chunks:
+            self.addChildTarget(chunk)
+
+    def _jt_describe(self) -> str:
+        return f"{self.name}: chunks {self.chunks[0].number}-{self.chunks[-1].number}"
+
+
+class _MapRoot(Target):
+    """The root of a call's tree: adds its chunks (or groups of them)."""
+
+    def __init__(self, chunks: list[_Chunk], name: str, inputs: int) -> None:
+        super().__init__()
+        self.chunks = chunks
+        self.name = name
+        self.inputs = inputs
+
+    def run(self) -> None:
+        if len(self.chunks) <= FANOUT:
+            for chunk in self.chunks:
+                self.addChildTarget(chunk)
+            return
+        for start in range(0, len(self.chunks), FANOUT):
+            self.addChildTarget(_Group(self.chunks[start:start + FANOUT], self.name))
+
+    def _jt_describe(self) -> str:
+        return f"{self.name} over {self.inputs} inputs in {len(self.chunks)} chunks"
+
+
+_CHUNK_CLASS = f"{__name__}._Chunk"
+_ROOT_CLASS = f"{__name__}._MapRoot"
+
+
+# ------------------------------------------------------------------ calls
+@dataclasses.dataclass
+class _Call:
+    """One call of the pool: what to run, its tree, and how it ended."""
+
+    mode: str
+    function: Callable[..., Any]
+    items: list[Any]
+    chunksize: int
+    resources: dict[str, Any]
+    tree: str
+    key: str
+    name: str
+    callback: Callable[[Any], Any] | None = None
+    error_callback: Callable[[BaseException], Any] | None = None
+    single: bool = False  # apply: the result is the one value, not a list
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    results: list[Any] | None = None
+    error: BaseException | None = None
+
+    @property
+    def chunk_count(self) -> int:
+        return -(-len(self.items) // self.chunksize) if self.items else 0
+
+
+def _function_id(function: Callable[..., Any]) -> str:
+    """What names a function in a call's key: its module and name when it
+    has a name of its own (so fixing its body continues the call's tree),
+    else a hash of its pickle (lambdas, closures, partials)."""
+    qualname = getattr(function, "__qualname__", None)
+    module = getattr(function, "__module__", None)
+    if module == "__main__":
+        file = getattr(sys.modules.get("__main__"), "__file__", None)
+        module = os.path.realpath(file) if isinstance(file, str) else "__main__"
+    if isinstance(qualname, str) and "<" not in qualname:
+        return f"{module}:{qualname}"
+    return f"{module}:{qualname}:{hashlib.sha256(serialize.dumps(function)).hexdigest()}"
+
+
+def _function_name(function: Callable[..., Any]) -> str:
+    name = getattr(function, "__qualname__", None) or getattr(
+        getattr(function, "func", None), "__qualname__", None) or type(function).__name__
+    return str(name)
+
+
+def _pickled_inputs(items: list[Any]) -> bytes:
+    """The inputs, pickled (for the call's key), naming one that cannot be."""
+    try:
+        return serialize.dumps(items)
+    except Exception as err:  # noqa: BLE001 - find and name the culprit
+        for index, item in enumerate(items):
+            try:
+                serialize.dumps(item)
+            except Exception as inner:  # noqa: BLE001
+                raise TargetDefinitionError(
+                    f"Input #{index} ({_short(item)}) cannot be pickled "
+                    f"({type(inner).__name__}: {inner}). A Pool sends its inputs to "
+                    f"other processes and keeps them in a job tree, so pass picklable "
+                    f"values (numbers, strings, file names, lists, dicts).") from None
+        raise TargetDefinitionError(f"The inputs cannot be pickled: {err}.") from None
+
+
+def _default_chunksize(count: int, slots: int) -> int:
+    """About four chunks per slot, as multiprocessing.Pool.map chooses."""
+    if count == 0:
+        return 1
+    size, extra = divmod(count, slots * 4)
+    return max(1, size + (1 if extra else 0))
+
+
+# ------------------------------------------------------------------- pool
+class AsyncResult:
+    """The result of an ``apply_async`` or ``map_async`` call."""
+
+    def __init__(self, call: _Call, pool: Pool) -> None:
+        self._call = call
+        self._pool = pool
+
+    @property
+    def tree(self) -> str:
+        """The call's job tree."""
+        return self._call.tree
+
+    def ready(self) -> bool:
+        """Whether the call has finished (successfully or not)."""
+        return self._call.done.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call finished without an error.
+
+        Raises:
+            ValueError: it has not finished yet.
+        """
+        if not self.ready():
+            raise ValueError(f"the call of {self._call.name} has not finished yet")
+        return self._call.error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits until the call has finished, or ``timeout`` seconds."""
+        self._call.done.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's result: waits for it, at most ``timeout`` seconds.
+
+        Raises:
+            multiprocessing.TimeoutError: it did not finish in time.
+            PoolError: an input failed for good (or the pool was stopped).
+        """
+        if not self._call.done.wait(timeout):
+            raise multiprocessing.TimeoutError(
+                f"the call of {self._call.name} did not finish within {timeout} s")
+        if self._call.error is not None:
+            raise self._call.error
+        results = self._call.results or []
+        return results[0] if self._call.single else results
+
+
+class Pool:
+    """A drop-in for ``multiprocessing.Pool``'s map family that runs on any
+    batch system, keeps its work in job trees and continues after a crash.
+
+    Args:
+        processes: how many inputs run at once: ``--maxThreads`` on
+            singleMachine, ``--maxJobs`` on a cluster (default: the cores of
+            this machine; the cluster's default).
+        jobTree: the pool's folder, holding one job tree per call. Give it to
+            continue calls after a crash and keep their results; without it
+            a temporary folder is used and removed when the pool closes.
+        batchSystem: where inputs run (``singleMachine``, ``slurm``, ...).
+        options: parsed command-line options of a script that called
+            ``Stack.addJobTreeOptions(parser)``: the values given there
+            (``--jobTree`` names the pool's folder). Keywords override them.
+        **more: any other jobtree option by its name (``retryCount=1``,
+            ``maxMemory="8G"``, ``clusterConfig=...``, ``logLevel="INFO"``).
+            The pool logs warnings and errors only unless ``logLevel`` is given.
+
+    Raises:
+        BadOptionError: an option is unknown or has a bad value.
+    """
+
+    def __init__(self, processes: int | None = None, *, jobTree: str | None = None,
+                 batchSystem: str | None = None, options: Any = None,
+                 **more: Any) -> None:
+        from .options import OPTIONS, default_options, resolve
+
+        _refuse_when_imported()
+        names = {o.name for o in OPTIONS}
+        options_given = {n: getattr(options, n) for n in names
+                         if getattr(options, n, None) not in (None, False)}
+        jobTree = jobTree or options_given.pop("jobTree", None)
+        batchSystem = batchSystem or options_given.pop("batchSystem", None) or "singleMachine"
+        options_given.pop("jobTree", None)
+        options_given.pop("batchSystem", None)
+        options = {**options_given, **more}
+        for name in options:
+            if name not in names or name == "jobTree":
+                close = difflib.get_close_matches(name, sorted(names), n=1)
+                hint = f" Did you mean {close[0]}?" if close else ""
+                raise BadOptionError(
+                    f"Pool() got the option {name!r}, which jobtree does not have.{hint} "
+                    f"Options are given by their names on the command line, such as "
+                    f"retryCount=1 or maxMemory='8G'.")
+        self._options = default_options()
+        for name, value in options.items():
+            setattr(self._options, name, value)
+        self._options.batchSystem = batchSystem
+        if getattr(self._options, "logLevel", None) is None and not any(
+                options.get(flag) for flag in ("logInfo", "logDebug", "logOff")):
+            self._options.logLevel = "WARNING"
+        from .batch import canonical_name
+
+        self._local = canonical_name(batchSystem) == "singleMachine"
+        if processes is not None:
+            if not isinstance(processes, int) or processes < 1:
+                raise BadOptionError(f"Pool(processes=...) must be at least 1, not "
+                                     f"{processes!r}.")
+            setattr(self._options, "maxThreads" if self._local else "maxJobs", processes)
+        self._options.jobTree = os.devnull  # checked per call
+        config, _ = resolve(self._options)  # checks every option now
+        self._slots = (config.maxThreads or os.cpu_count() or 1) if self._local else (
+            config.maxJobs or 100)
+        self._temporary = jobTree is None
+        self.folder = self._make_folder(jobTree)
+        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._state = "run"
+        self._master: Master | None = None
+        self._current: _Call | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="jobtree-pool", daemon=True)
+        self._thread.start()
+        _live_pools.add(self)
+
+    # -------------------------------------------------------- the folder
+    def _make_folder(self, given: str | None) -> str:
+        if given is None:
+            # cluster nodes must see the folder: keep it under the working directory
+            base = None if self._local else os.getcwd()
+            return tempfile.mkdtemp(prefix="jobtree-pool-", dir=base)
+        folder = os.path.abspath(os.path.expanduser(given))
+        if os.path.isfile(os.path.join(folder, "tree.db")):
+            raise TreeError(
+                f"{folder} is a job tree, not a Pool's folder. A Pool keeps one job tree "
+                f"per call inside its folder; give Pool(jobTree=...) a new folder (or the "
+                f"folder of an earlier Pool).")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            marker = os.path.join(folder, MARKER)
+            if not os.path.exists(marker):
+                if os.listdir(folder):
+                    raise TreeError(
+                        f"{folder} is neither empty nor a Pool's folder. Give "
+                        f"Pool(jobTree=...) a new folder, or the folder of an earlier Pool.")
+                write_atomic(marker, json.dumps({"kind": "jobtree pool",
+                                                 "created": time.time()}).encode())
+        except OSError as err:
+            raise TreeError(f"Cannot use {folder} as a Pool's folder: {err}. Give a folder "
+                            f"you can write.") from None
+        return folder
+
+    # ------------------------------------------------------- the calls
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+            chunksize: int | None = None, *, memory: SizeLike = None, cpu: SizeLike = None,
+            time: SizeLike = None, disk: SizeLike = None) -> list[Any]:
+        """``[func(x) for x in iterable]``, computed in parallel, in input order.
+
+        Args:
+            chunksize: inputs per target (default: about four targets per slot).
+            memory, cpu, disk: what each target asks for.
+            time: expected wall time of one input; a target asks for it
+                times its number of inputs.
+
+        Raises:
+            PoolError: an input failed on every try; the call's tree is kept.
+        """
+        call = self._submit("map", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk))
+        return list(self._wait(call))
+
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
+                chunksize: int | None = None, *, memory: SizeLike = None,
+                cpu: SizeLike = None, time: SizeLike = None,
+                disk: SizeLike = None) -> list[Any]:
+        """``[func(*args) for args in iterable]``, like :meth:`map`."""
+        call = self._submit("starmap", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk))
+        return list(self._wait(call))
+
+    def apply(self, func: Callable[..., Any], args: Sequence[Any] = (),
+              kwds: dict[str, Any] | None = None) -> Any:
+        """``func(*args, **kwds)``, run as one target."""
+        return self.apply_async(func, args, kwds).get()
+
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+                  chunksize: int | None = None,
+                  callback: Callable[[Any], Any] | None = None,
+                  error_callback: Callable[[BaseException], Any] | None = None, *,
+                  memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
+                  disk: SizeLike = None) -> AsyncResult:
+        """:meth:`map` without waiting: ``get()`` the list from the result."""
+        call = self._submit("map", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+        return AsyncResult(call, self)
+
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
+                      chunksize: int | None = None,
+                      callback: Callable[[Any], Any] | None = None,
+                      error_callback: Callable[[BaseException], Any] | None = None, *,
+                      memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
+                      disk: SizeLike = None) -> AsyncResult:
+        """:meth:`starmap` without waiting."""
+        call = self._submit("starmap", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+        return AsyncResult(call, self)
+
+    def apply_async(self, func: Callable[..., Any], args: Sequence[Any] = (),
+                    kwds: dict[str, Any] | None = None,
+                    callback: Callable[[Any], Any] | None = None,
+                    error_callback: Callable[[BaseException], Any] | None = None, *,
+                    memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
+                    disk: SizeLike = None) -> AsyncResult:
+        """``func(*args, **kwds)`` as one target, without waiting."""
+        call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+        call.single = True
+        return AsyncResult(call, self)
+
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+             chunksize: int | None = None, *, memory: SizeLike = None,
+             cpu: SizeLike = None, time: SizeLike = None,
+             disk: SizeLike = None) -> Iterator[Any]:
+        """Like :meth:`map`, but yields each result, in input order, as soon as
+        it and those before it are done. Unlike multiprocessing, the default
+        chunksize is that of :meth:`map`."""
+        call = self._submit("map", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk))
+        return self._stream(call, ordered=True)
+
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+                       chunksize: int | None = None, *, memory: SizeLike = None,
+                       cpu: SizeLike = None, time: SizeLike = None,
+                       disk: SizeLike = None) -> Iterator[Any]:
+        """Like :meth:`imap`, but yields results in the order they finish."""
+        call = self._submit("map", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk))
+        return self._stream(call, ordered=False)
+
+    # ---------------------------------------------------- the lifecycle
+    def close(self) -> None:
+        """Takes no more calls; those made still run (see :meth:`join`)."""
+        with self._lock:
+            if self._state == "run":
+                self._state = "close"
+                self._calls.put(None)
+
+    def terminate(self) -> None:
+        """Stops at once: the running call's master stops its targets (its tree
+        is kept, so the same call continues it later) and calls not started
+        fail with a PoolError."""
+        with self._lock:
+            if self._state == "terminate":
+                return
+            self._state = "terminate"
+            master = self._master
+            self._calls.put(None)
+        if master is not None:
+            master.request_stop("the pool was terminated")
+        self._thread.join()
+        self._drop_folder()
+
+    def join(self) -> None:
+        """Waits until every call has finished; call :meth:`close` first.
+
+        Raises:
+            ValueError: the pool was not closed.
+        """
+        if self._state == "run":
+            raise ValueError("Pool.join() needs Pool.close() (or terminate()) first")
+        self._thread.join()
+        self._drop_folder()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        return (f"<jobtree.Pool {self._options.batchSystem} in {self.folder} "
+                f"({self._state})>")
+
+    def _drop_folder(self) -> None:
+        if self._temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # ------------------------------------------------------- submitting
+    def _submit(self, mode: str, function: Callable[..., Any], iterable: Iterable[Any],
+                chunksize: int | None, resources: dict[str, Any],
+                callback: Callable[[Any], Any] | None = None,
+                error_callback: Callable[[BaseException], Any] | None = None) -> _Call:
+        if self._state != "run":
+            raise ValueError("Pool not running: it was closed or terminated")
+        if not callable(function):
+            raise TargetDefinitionError(f"{function!r} is not a function; pass a callable.")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise BadOptionError(f"chunksize must be a whole number of at least 1, not "
+                                 f"{chunksize!r}.")
+        items = list(iterable)
+        if mode == "starmap":
+            items = [tuple(item) for item in items]
+        size = chunksize or _default_chunksize(len(items), self._slots)
+        name = _function_name(function)
+        digest = hashlib.sha256()
+        for part in (mode, _function_id(function), str(size)):
+            digest.update(part.encode() + b"\0")
+        digest.update(_pickled_inputs(items))
+        key = digest.hexdigest()
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "call"
+        call = _Call(mode=mode, function=function, items=items, chunksize=size,
+                     resources={k: v for k, v in resources.items() if v is not None},
+                     tree=os.path.join(self.folder, f"{mode}-{safe}-{key[:12]}"), key=key,
+                     name=name, callback=callback, error_callback=error_callback)
+        self._calls.put(call)
+        return call
+
+    def _wait(self, call: _Call) -> list[Any]:
+        """Waits for a call made by a blocking method; Ctrl-C stops its tree
+        (kept, to be continued by the same call) before it is raised."""
+        try:
+            while not call.done.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            self._stop_call(call)
+            raise
+        if call.error is not None:
+            raise call.error
+        return call.results or []
+
+    def _stop_call(self, call: _Call) -> None:
+        with self._lock:
+            master = self._master if self._current is call else None
+        if master is not None:
+            master.request_stop("interrupted (Ctrl-C)")
+        call.done.wait(60)
+
+    # ------------------------------------------------------- streaming
+    def _stream(self, call: _Call, ordered: bool) -> Iterator[Any]:
+        """Yields a call's results as its chunks finish."""
+        waiting: dict[int, list[Any]] = {}  # finished chunks not yielded yet
+        taken: set[int] = set()  # chunks read so far
+        following = 0  # the next chunk to yield, in order
+        reader = _Reader(call.tree)
+        try:
+            while True:
+                finished = call.done.is_set()
+                fresh: Iterable[tuple[int, list[Any]]]
+                if finished and call.results is not None:
+                    fresh = enumerate(_split(call.results, call.chunksize))
+                else:
+                    fresh = reader.new_chunks()
+                for number, results in fresh:
+                    if number not in taken:
+                        taken.add(number)
+                        waiting[number] = results
+                progressed = False
+                if ordered:
+                    while following in waiting:
+                        yield from waiting.pop(following)
+                        following += 1
+                        progressed = True
+                else:
+                    for number in sorted(waiting):
+                        yield from waiting.pop(number)
+                        progressed = True
+                if finished:
+                    if call.error is not None:
+                        raise call.error
+                    if not waiting:
+                        return
+                elif not progressed:
+                    call.done.wait(POLL_SECONDS)
+        finally:
+            reader.close()
+
+    # ---------------------------------------------------------- serving
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                if self._state == "terminate":
+                    self._fail_queued()
+                    return
+                if self._calls.empty():
+                    return
+                continue
+            if self._state == "terminate":
+                call.error = PoolError("The pool was terminated before this call ran.",
+                                       call.tree)
+                call.done.set()
+                continue
+            with self._lock:
+                self._current = call
+            try:
+                call.results = self._run(call)
+            except BaseException as err:  # noqa: BLE001 - handed to the caller
+                if not isinstance(err, JobTreeError):
+                    logger.debug("the call of %s failed", call.name, exc_info=True)
+                call.error = err
+            finally:
+                with self._lock:
+                    self._current = None
+            self._finish(call)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if call is not None:
+                call.error = PoolError("The pool was terminated before this call ran.",
+                                       call.tree)
+                call.done.set()
+
+    def _finish(self, call: _Call) -> None:
+        call.done.set()
+        try:
+            if call.error is None and call.callback is not None:
+                value = call.results
+                call.callback(value[0] if call.single and value else value)
+            elif call.error is not None and call.error_callback is not None:
+                call.error_callback(call.error)
+        except Exception:  # noqa: BLE001 - as multiprocessing, a callback must not kill the pool
+            logger.exception("a callback of %s raised", call.name)
+
+    def _on_master(self, master: Master | None) -> None:
+        if master is not None:
+            master.report_failures = False  # the call raises a PoolError instead
+        with self._lock:
+            self._master = master
+            stop = master is not None and self._state == "terminate"
+        if stop and master is not None:
+            master.request_stop("the pool was terminated")
+
+    def _run_tree(self, call: _Call) -> list[Any]:
+        from . import tree
+        from .jobstore import JobStore
+        from .options import resolve
+        from .stack import Stack, _fingerprint, _warm_fork_server
+
+        paths = TreePaths(call.tree)
+        function_file = os.path.join(paths.root, "pool", "function")
+        options = _copy(self._options, jobTree=paths.root)
+        if tree.is_tree(paths):
+            tree.check_owner(paths)
+            store = JobStore.open(paths, readonly=True)
+            try:
+                meta = store.meta()
+                counts = store.counts()
+            finally:
+                store.close()
+            if (meta.get("pool") or {}).get("key") != call.key:
+                raise TreeError(
+                    f"{paths.root} holds another call than this one of {call.name}. Remove "
+                    f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
+                    f"folder.")
+            if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
+                return _collect(paths, call)
+            if tree.is_locked(paths):
+                raise TreeError(
+                    f"Another process runs the tree of this call of {call.name} "
+                    f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
+                    f"then make the call again to read its results.")
+            config, changed = resolve(options, meta.get("options"))
+            _write_function(function_file, call.function)
+            failed = tree.run(paths, config, changed, [], self._on_master)
+        else:
+            fingerprint = _fingerprint(Target())
+            if self._local:
+                _warm_fork_server(options, fingerprint["script"])
+            config, changed = resolve(options)
+            root = _MapRoot(_chunks(call, function_file), call.name, len(call.items))
+            new_root = Stack(root)._root_job(config)
+            fingerprint.update(root_class=_ROOT_CLASS, pool={
+                "key": call.key, "function": call.name, "mode": call.mode,
+                "inputs": len(call.items), "chunksize": call.chunksize})
+            tree.create(paths, new_root, config, fingerprint)
+            _write_function(function_file, call.function)
+            failed = tree.run(paths, config, changed, [], self._on_master)
+        if failed:
+            raise _failure(paths, call)
+        return _collect(paths, call)
+
+    def _run(self, call: _Call) -> list[Any]:
+        """Runs (or continues, or reads) the call's tree; returns its results."""
+        try:
+            return self._run_tree(call)
+        except TreeStopped as err:
+            raise PoolError(
+                f"{call.name} was stopped ({err.reason}) before it finished. Its tree "
+                f"{call.tree} is kept: the same call continues it, without running "
+                f"finished inputs again.", call.tree) from None
+
+
+def _copy(options: Any, **changes: Any) -> Any:
+    copied = type(options)()
+    copied.__dict__.update(vars(options))
+    copied.__dict__.update(changes)
+    return copied
+
+
+def _write_function(path: str, function: Callable[..., Any]) -> None:
+    """Keeps the function in the call's tree (the version given now, so a
+    fixed function is what continues a failed call)."""
+    try:
+        data = serialize.dumps(function)
+    except Exception as err:  # noqa: BLE001 - any pickling failure is reported
+        raise TargetDefinitionError(
+            f"The function {_function_name(function)} cannot be pickled "
+            f"({type(err).__name__}: {err}). Define it at the top level of a module or "
+            f"script, or make sure what it refers to can be pickled.") from None
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, data)
+
+
+def _chunks(call: _Call, function_file: str) -> list[_Chunk]:
+    resources = dict(call.resources)
+    per_input = resources.pop("time", None)
+    chunks = []
+    for number, first in enumerate(range(0, len(call.items), call.chunksize)):
+        items = call.items[first:first + call.chunksize]
+        wanted = dict(resources)
+        if per_input is not None:
+            from .resources import parse_duration
+
+            seconds = parse_duration(per_input, "time")
+            wanted["time"] = None if seconds is None else seconds * len(items)
+        chunks.append(_Chunk(function_file, call.name, call.mode, number, first, items,
+                             **wanted))
+    return chunks
+
+
+def _split(results: list[Any], size: int) -> list[list[Any]]:
+    return [results[i:i + size] for i in range(0, len(results), size)]
+
+
+class _Reader:
+    """Reads the finished chunks of a call's tree while its master runs."""
+
+    def __init__(self, tree: str) -> None:
+        self.paths = TreePaths(tree)
+        self.store: Any = None
+        self.seen: set[int] = set()  # the chunk jobs read
+
+    def new_chunks(self) -> list[tuple[int, list[Any]]]:
+        """(number, results) of the chunks that finished since the last look."""
+        from .jobstore import JobStore
+
+        if self.store is None:
+            if not os.path.isfile(self.paths.db):
+                return []
+            try:
+                self.store = JobStore.open(self.paths, readonly=True)
+            except JobTreeError:
+                return []
+        found = []
+        for job, stored in self.store.returned_by_class(_CHUNK_CLASS, skip=self.seen):
+            self.seen.add(job)
+            found.append(_decode(stored))
+        return found
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _decode(stored: tuple[str, Any]) -> tuple[int, list[Any]]:
+    kind, data = stored
+    if kind == "file":
+        with open(data, "rb") as handle:
+            data = handle.read()
+    number, results = pickle.loads(data)
+    return int(number), list(results)
+
+
+def _collect(paths: TreePaths, call: _Call) -> list[Any]:
+    """The results of a finished call's tree, in input order."""
+    from .jobstore import JobStore
+
+    store = JobStore.open(paths, readonly=True)
+    try:
+        by_number = dict(_decode(stored) for _, stored in
+                         store.returned_by_class(_CHUNK_CLASS))
+    finally:
+        store.close()
+    missing = [n for n in range(call.chunk_count) if n not in by_number]
+    if missing:
+        raise PoolError(
+            f"The tree {paths.root} of {call.name} finished, but it holds no results for "
+            f"{len(missing)} of its {call.chunk_count} chunks (the first is chunk "
+            f"{missing[0]}). The tree was changed outside jobtree; remove it with "
+            f"jobTreeClean --jobTree {paths.root} and make the call again.", paths.root)
+    return list(itertools.chain.from_iterable(by_number[n] for n in range(call.chunk_count)))
+
+
+_INPUT = re.compile(r"input #(\d+) \((.*)\) raised (.*)", re.DOTALL)
+_TRACE_MARK = "\n\nRemote traceback:\n"
+
+
+def _failure(paths: TreePaths, call: _Call) -> PoolError:
+    """The error of a call whose tree has targets that failed for good."""
+    from .jobstore import JobStore
+
+    store = JobStore.open(paths, readonly=True)
+    try:
+        records = store.failures()
+        tries = dict(store.attempts([r["job"] for r in records]))
+    finally:
+        store.close()
+    failures = []
+    for record in records:
+        message = str(record.get("message") or record["reason"])
+        message = message.split(": ", 1)[1] if message.startswith(
+            f"{__name__}.TaskError: ") else message
+        found = _INPUT.match(message)
+        span = re.search(r"inputs? (\d+)(?:-(\d+))?$", record["description"] or "")
+        inputs = (range(int(span.group(1)), int(span.group(2) or span.group(1)) + 1)
+                  if span else range(0))
+        index = shown = trace = None
+        error = message
+        if found:
+            index, shown = int(found.group(1)), found.group(2)
+            error, _, trace = found.group(3).partition(_TRACE_MARK)
+        failures.append(TaskFailure(inputs=inputs, index=index, input=shown,
+                                    error=error.strip() or record["reason"],
+                                    traceback=trace or None, log=record.get("log"),
+                                    attempts=tries.get(record["job"], 1)))
+    if not failures:
+        return PoolError(f"The tree {paths.root} of {call.name} did not finish. See "
+                         f"jobTreeStatus --jobTree {paths.root} --verbose.", paths.root)
+    first = failures[0]
+    what = (f"input #{first.index} ({first.input}) raised {first.error}"
+            if first.index is not None else
+            f"the target for inputs {first.inputs.start}-{first.inputs.stop - 1} failed: "
+            f"{first.error}" if first.inputs else f"its setup failed: {first.error}")
+    others = ""
+    if len(failures) > 1:
+        named = ", ".join(f"#{f.index}" if f.index is not None else
+                          f"#{f.inputs.start}-{f.inputs.stop - 1}" for f in failures[1:6])
+        more = len(failures) - 1
+        others = (f" {more} more {'chunk' if more == 1 else 'chunks'} failed too (inputs {named}"
+                  f"{', ...' if len(failures) > 6 else ''}).")
+    trace = f"\n\nRemote traceback:\n{first.traceback}" if first.traceback else ""
+    log = f"\nLog: {first.log}" if first.log else ""
+    return PoolError(
+        f"{call.name} failed for good after {first.attempts} "
+        f"{'try' if first.attempts == 1 else 'tries'}: {what}.{others} The tree is kept in "
+        f"{paths.root}: fix the function and make the same call again to continue it "
+        f"(finished inputs are not run again); jobTreeStatus --jobTree {paths.root} "
+        f"--verbose shows every failure.{trace}{log}", paths.root, failures)
+
+
+def _refuse_when_imported() -> None:
+    script = os.environ.get(serialize.IMPORTING_SCRIPT)
+    if script:
+        raise TargetDefinitionError(
+            f"The script {script} made a Pool while a worker imported it to load a "
+            f"function. Workers import the script as a module, so put the code that "
+            f"makes the Pool and calls it under `if __name__ == \"__main__\":`.")
+
+
+# Pools still open when the interpreter exits are terminated: their masters
+# stop their targets, and their trees stay whole
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _terminate_live_pools() -> None:
+    for pool in list(_live_pools):
+        try:
+            pool.terminate()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
