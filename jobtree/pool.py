@@ -22,7 +22,6 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import pickle
 import queue
@@ -312,6 +311,8 @@ class AsyncResult:
             PoolError: an input failed for good (or the pool was stopped).
         """
         if not self._call.done.wait(timeout):
+            import multiprocessing
+
             raise multiprocessing.TimeoutError(
                 f"the call of {self._call.name} did not finish within {timeout} s")
         if self._call.error is not None:
