@@ -115,9 +115,14 @@ def _short(value: Any, width: int = 80) -> str:
 
 
 def _load_function(path: str) -> Callable[..., Any]:
+    """The call's function, after running the pool's initializer, if any."""
     with open(path, "rb") as handle:
-        function: Callable[..., Any] = serialize.loads(handle.read())
-    return function
+        stored = serialize.loads(handle.read())
+    function, initializer, initargs = stored if isinstance(stored, tuple) else (
+        stored, None, ())
+    if initializer is not None:
+        initializer(*initargs)
+    return function  # type: ignore[no-any-return]
 
 
 class _Chunk(Target):
@@ -329,6 +334,9 @@ class Pool:
         processes: how many inputs run at once: ``--maxThreads`` on
             singleMachine, ``--maxJobs`` on a cluster (default: the cores of
             this machine; the cluster's default).
+        initializer: called with ``initargs`` at the start of every chunk's
+            process (each chunk is a fresh process, so ``maxtasksperchild``
+            is accepted and has nothing to do).
         jobTree: the pool's folder, holding one job tree per call. Give it to
             continue calls after a crash and keep their results; without it
             a temporary folder is used and removed when the pool closes.
@@ -344,7 +352,9 @@ class Pool:
         BadOptionError: an option is unknown or has a bad value.
     """
 
-    def __init__(self, processes: int | None = None, *, jobTree: str | None = None,
+    def __init__(self, processes: int | None = None,
+                 initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = (),
+                 maxtasksperchild: int | None = None, *, jobTree: str | None = None,
                  batchSystem: str | None = None, options: Any = None,
                  **more: Any) -> None:
         from .options import OPTIONS, default_options, resolve
@@ -385,6 +395,10 @@ class Pool:
         config, _ = resolve(self._options)  # checks every option now
         self._slots = (config.maxThreads or os.cpu_count() or 1) if self._local else (
             config.maxJobs or 100)
+        if initializer is not None and not callable(initializer):
+            raise TargetDefinitionError(f"initializer {initializer!r} is not a function.")
+        self._initializer, self._initargs = initializer, tuple(initargs)
+        del maxtasksperchild  # every chunk runs in a process of its own
         self._temporary = jobTree is None
         self.folder = self._make_folder(jobTree)
         self._calls: queue.Queue[_Call | None] = queue.Queue()
@@ -737,7 +751,7 @@ class Pool:
                     f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
                     f"then make the call again to read its results.")
             config, changed = resolve(options, meta.get("options"))
-            _write_function(function_file, call.function)
+            _write_function(function_file, call.function, self._initializer, self._initargs)
             failed = tree.run(paths, config, changed, [], self._on_master)
         else:
             fingerprint = _fingerprint(Target())
@@ -750,7 +764,7 @@ class Pool:
                 "key": call.key, "function": call.name, "mode": call.mode,
                 "inputs": len(call.items), "chunksize": call.chunksize})
             tree.create(paths, new_root, config, fingerprint)
-            _write_function(function_file, call.function)
+            _write_function(function_file, call.function, self._initializer, self._initargs)
             failed = tree.run(paths, config, changed, [], self._on_master)
         if failed:
             raise _failure(paths, call)
@@ -774,16 +788,18 @@ def _copy(options: Any, **changes: Any) -> Any:
     return copied
 
 
-def _write_function(path: str, function: Callable[..., Any]) -> None:
-    """Keeps the function in the call's tree (the version given now, so a
-    fixed function is what continues a failed call)."""
+def _write_function(path: str, function: Callable[..., Any],
+                    initializer: Callable[..., Any] | None, initargs: Sequence[Any]) -> None:
+    """Keeps the function (and the pool's initializer) in the call's tree: the
+    versions given now, so a fixed function is what continues a failed call."""
     try:
-        data = serialize.dumps(function)
+        data = serialize.dumps((function, initializer, tuple(initargs)))
     except Exception as err:  # noqa: BLE001 - any pickling failure is reported
         raise TargetDefinitionError(
-            f"The function {_function_name(function)} cannot be pickled "
-            f"({type(err).__name__}: {err}). Define it at the top level of a module or "
-            f"script, or make sure what it refers to can be pickled.") from None
+            f"The function {_function_name(function)} (or the pool's initializer and its "
+            f"arguments) cannot be pickled ({type(err).__name__}: {err}). Define it at "
+            f"the top level of a module or script, or make sure what it refers to can be "
+            f"pickled.") from None
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomic(path, data)
 

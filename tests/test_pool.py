@@ -59,6 +59,17 @@ def sleeper(seconds: float) -> float:
     return seconds
 
 
+_SETTING: dict[str, str] = {}
+
+
+def remember(value: str) -> None:
+    _SETTING["value"] = value
+
+
+def with_setting(x: int) -> tuple[str | None, int]:
+    return _SETTING.get("value"), x
+
+
 def _runs(folder: Path) -> list[int]:
     path = folder / "runs"
     return [int(line) for line in path.read_text().split()] if path.exists() else []
@@ -104,6 +115,13 @@ def test_starmap_apply_and_async_results(tmp_path: Path) -> None:
         pool.close()
         pool.join()
     assert seen == [[0, 1, 4, 9, 16]]
+
+
+def test_the_initializer_runs_in_every_chunk_process(tmp_path: Path) -> None:
+    with Pool(2, remember, ("set up",), 10, jobTree=str(tmp_path / "pool")) as pool:
+        assert pool.map(with_setting, range(4), chunksize=2) == [
+            ("set up", x) for x in range(4)]
+    assert _SETTING == {}  # it ran in the workers, not here
 
 
 def test_a_failing_chunk_is_retried(tmp_path: Path) -> None:
