@@ -433,12 +433,26 @@ def test_bad_options_and_inputs_are_clear_errors(tmp_path: Path) -> None:
         pool.map(square, [1])
 
 
-def test_status_on_a_pool_folder_lists_its_trees(tmp_path: Path) -> None:
-    with Pool(2, jobTree=str(tmp_path / "pool")) as pool:
+def test_status_on_a_pool_folder_shows_its_calls(tmp_path: Path) -> None:
+    folder = str(tmp_path / "pool")
+    with Pool(2, jobTree=folder) as pool:
         pool.map(square, range(3))
-    status = run_command("status", "--jobTree", str(tmp_path / "pool"))
-    assert status.returncode != 0
-    assert "a Pool's folder" in status.stderr and "map-square-" in status.stderr, status.stderr
+        one = run_command("status", "--jobTree", folder, "--json")
+        assert one.returncode == 0, one.stderr  # the one call's tree
+        assert json.loads(one.stdout)["counts"]["done"] == 4
+        pool.starmap(pow, [(2, 2)])
+    status = run_command("status", "--jobTree", folder)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"Pool folder {folder}: 2 calls"), status.stdout
+    assert "a Pool call: map of square over 3 inputs, 1 per target" in status.stdout
+    assert "a Pool call: starmap of pow over 1 input," in status.stdout
+    listing = run_command("status", "--jobTree", folder, "--json")
+    assert listing.returncode == 2
+    assert "a Pool's folder" in listing.stderr and "map-square-" in listing.stderr
+    cleaned = run_command("clean", "--jobTree", folder)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.count("Removed the job tree") == 2, cleaned.stdout
+    assert "Removed the Pool folder" in cleaned.stdout and not os.path.exists(folder)
 
 
 def test_the_names_are_exported() -> None:

@@ -19,7 +19,7 @@ import uuid
 from .. import tree
 from ..errors import JobTreeError, TreeError
 from ..paths import TreePaths, local_temp_root
-from .common import entry_point, tree_argument, tree_paths
+from .common import entry_point, pool_trees, tree_argument, tree_paths
 from .kill import cancel_scheduler_jobs
 from .status import readonly_connection
 
@@ -111,6 +111,37 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.lexists(paths.root):
         print(f"jobtree: there is no job tree at {paths.root}; nothing to remove.")
         return 0
+    calls = pool_trees(paths) if not os.path.islink(paths.root) else None
+    if calls is not None:
+        return _clean_pool(paths, calls)
+    _clean(paths)
+    return 0
+
+
+def _clean_pool(paths: TreePaths, calls: list[TreePaths]) -> int:
+    """Removes every call's tree of a Pool's folder, then the folder."""
+    tree.check_owner(paths)
+    for call in calls:
+        check_removable(call)
+        if tree.is_locked(call):
+            raise TreeError(
+                f"A master is running {call.root}, a call of the Pool whose folder is "
+                f"{paths.root}; jobTreeClean removed nothing. Stop the Pool (or wait for "
+                f"the call to finish), then run jobTreeClean again.")
+    for call in calls:
+        _clean(call)
+    os.remove(os.path.join(paths.root, "pool.json"))
+    try:
+        os.rmdir(paths.root)
+    except OSError:
+        print(f"Kept {paths.root}: it holds files that are not the Pool's.")
+        return 0
+    print(f"Removed the Pool folder {paths.root}.")
+    return 0
+
+
+def _clean(paths: TreePaths) -> None:
+    """Removes one tree, with what it left on the scheduler and this machine."""
     check_removable(paths)
     tree_id, state = describe_tree(paths)
     with tree.master_lock(paths, refusal=(
@@ -133,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(local, ignore_errors=True)
             removed += f" and its local temp files in {local}"
     print(removed + ".")
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ def tree_paths(value: str) -> TreePaths:
     return TreePaths(os.path.abspath(os.path.expanduser(value)))
 
 
+def pool_trees(paths: TreePaths) -> list[TreePaths] | None:
+    """The call trees in a Pool's folder, oldest first; None if ``paths`` is
+    not a Pool's folder (it has no pool.json, or it is a tree itself)."""
+    if os.path.isfile(paths.db) or not os.path.isfile(os.path.join(paths.root, "pool.json")):
+        return None
+    found = [TreePaths(os.path.join(paths.root, name)) for name in os.listdir(paths.root)]
+    found = [p for p in found if os.path.isfile(p.db)]
+    return sorted(found, key=lambda p: os.stat(p.db).st_mtime)
+
+
 class Main(Protocol):
     """A command's main function."""
 

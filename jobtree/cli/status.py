@@ -28,7 +28,7 @@ from ..paths import TreePaths
 from ..report import describe_failure, failed_for_good
 from ..resources import format_duration
 from . import query
-from .common import entry_point, tree_argument, tree_paths
+from .common import entry_point, pool_trees, tree_argument, tree_paths
 
 #: issued targets listed one by one with --verbose (the rest are counted)
 SHOWN_ISSUED = 20
@@ -206,9 +206,16 @@ def plural(count: int, noun: str) -> str:
 def header_lines(paths: TreePaths, meta: dict[str, Any]) -> list[str]:
     """What the tree is: its pipeline, root target and age."""
     script = meta.get("script") or "?"
-    return [f"Job tree {paths.root}",
-            f"  pipeline {script}, root target {meta.get('root_class', '?')}, "
-            f"created {_when(meta.get('created'))} with jobtree {meta.get('jobtree_version', '?')}"]
+    lines = [f"Job tree {paths.root}",
+             f"  pipeline {script}, root target {meta.get('root_class', '?')}, "
+             f"created {_when(meta.get('created'))} with jobtree "
+             f"{meta.get('jobtree_version', '?')}"]
+    call = meta.get("pool")
+    if isinstance(call, dict):
+        lines.append(f"  a Pool call: {call.get('mode')} of {call.get('function')} over "
+                     f"{plural(int(call.get('inputs', 0)), 'input')}, "
+                     f"{call.get('chunksize', 0):,} per target")
+    return lines
 
 
 def master_lines(master: MasterState) -> list[str]:
@@ -367,6 +374,19 @@ def main(argv: list[str] | None = None) -> int:
                              "follow-ons dashed")
     options = parser.parse_args(argv)
     paths = tree_paths(options.jobTree)
+    calls = pool_trees(paths)
+    if calls is not None and len(calls) == 1:
+        paths = calls[0]  # the one call of a Pool's folder
+    elif calls and not (options.json or options.state or options.cls or options.select
+                        or options.classes or options.log is not None or options.dot):
+        # a Pool's folder: the status of each call's tree in turn
+        codes = []
+        print(f"Pool folder {paths.root}: {len(calls)} calls, one job tree each.\n")
+        for call in calls:
+            codes.append(main([*(argv if argv is not None else sys.argv[1:]),
+                               "--jobTree", call.root]))
+            print()
+        return max(codes)
     listing = options.state or options.cls or options.select
     modes = [name for name, on in (("--state/--class/--select", listing),
                                    ("--classes", options.classes),
