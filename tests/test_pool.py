@@ -440,6 +440,8 @@ def test_status_on_a_pool_folder_shows_its_calls(tmp_path: Path) -> None:
         one = run_command("status", "--jobTree", folder, "--json")
         assert one.returncode == 0, one.stderr  # the one call's tree
         assert json.loads(one.stdout)["counts"]["done"] == 4
+        rerun = run_command("run", "--jobTree", folder, "--logLevel", "INFO")
+        assert rerun.returncode == 0 and "4 targets done" in rerun.stderr, rerun.stderr
         pool.starmap(pow, [(2, 2)])
     status = run_command("status", "--jobTree", folder)
     assert status.returncode == 0, status.stderr

@@ -37,6 +37,13 @@ def pool_trees(paths: TreePaths) -> list[TreePaths] | None:
     return sorted(found, key=lambda p: os.stat(p.db).st_mtime)
 
 
+def one_tree(paths: TreePaths) -> TreePaths:
+    """The tree a command works on: ``paths``, or the one call's tree of a
+    Pool's folder that holds a single call."""
+    calls = pool_trees(paths)
+    return calls[0] if calls is not None and len(calls) == 1 else paths
+
+
 class Main(Protocol):
     """A command's main function."""
 

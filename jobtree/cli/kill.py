@@ -23,7 +23,7 @@ from ..errors import JobTreeError, SchedulerCommandError
 from ..jobstore import JobState
 from ..paths import TreePaths, write_atomic
 from ..resources import format_duration, parse_duration
-from .common import entry_point, tree_argument, tree_paths
+from .common import entry_point, one_tree, tree_argument, tree_paths
 from .status import MasterState, find_master, open_tree, plural
 
 #: default seconds to wait for the master to stop
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long to wait for the master to stop: seconds or e.g. 5m "
                              f"(default: {DEFAULT_TIMEOUT:g})")
     options = parser.parse_args(argv)
-    paths = tree_paths(options.jobTree)
+    paths = one_tree(tree_paths(options.jobTree))
     open_tree(paths).close()  # checks owner, tree and format before touching anything
     master = find_master(paths)
     if not master.running:

@@ -8,7 +8,7 @@ import argparse
 from .. import tree
 from ..jobstore import JobStore
 from ..options import add_options, resolve
-from .common import entry_point, tree_paths
+from .common import entry_point, one_tree, tree_paths
 
 
 @entry_point
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Options given here override those the tree was run with.")
     add_options(parser)
     options = parser.parse_args(argv)
-    paths = tree_paths(options.jobTree)
+    paths = one_tree(tree_paths(options.jobTree))
     tree.check_owner(paths)
     store = JobStore.open(paths, readonly=True)
     try:

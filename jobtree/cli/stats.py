@@ -17,7 +17,7 @@ from .. import timeline
 from ..errors import BadOptionError, JobTreeError
 from ..paths import TreePaths
 from ..resources import format_bytes, format_seconds
-from .common import entry_point, tree_argument, tree_paths
+from .common import entry_point, one_tree, tree_argument, tree_paths
 from .status import open_tree, readonly_connection
 
 #: the measures of a run: (column of the stats table, title, is a duration)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                              "over time (a row per worker slot or batch job, coloured by "
                              "class, failed attempts outlined) and the per-class table")
     options = parser.parse_args(argv)
-    paths = tree_paths(options.jobTree)
+    paths = one_tree(tree_paths(options.jobTree))
     data = collect(paths)
     if options.timeline:
         _write_timeline(paths, data, options.timeline)
