@@ -156,3 +156,38 @@ def test_values_survive_a_sigkill_of_the_master(tmp_path: Path) -> None:
     ran = {n: len(_read(tmp_path, f"square-{n}")) for n in range(5)}
     assert [ran[n] for n in range(4)] == [1, 1, 1, 1], ran
     assert ran[4] == 2  # the slow one was running when the master died
+
+
+def test_values_are_whole_after_many_sigkills_of_the_master(tmp_path: Path) -> None:
+    """Kill the master at random moments while sixty children return values;
+    after each kill jobTreeRun continues. The follow-on gets every value, and
+    no square's value was committed twice."""
+    import random
+
+    rng = random.Random(8)
+    out, tree = tmp_path / "out", tmp_path / "tree"
+    first = [sys.executable, str(PIPELINES / "promises.py"), "--mode", "wide", "--out",
+             str(out), "--jobTree", str(tree), "--maxThreads", "4", "--logLevel", "WARNING"]
+    again = [sys.executable, "-m", "jobtree.cli.run", "--jobTree", str(tree)]
+    kills = 0
+    for round_ in range(40):
+        master = subprocess.Popen(first if round_ == 0 else again,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            master.wait(timeout=rng.uniform(0.3, 1.2))
+        except subprocess.TimeoutExpired:
+            master.send_signal(signal.SIGKILL)
+            master.wait()
+            kills += 1
+            continue
+        assert master.returncode == 0
+        break
+    else:
+        raise AssertionError("the tree did not finish in 40 rounds")
+    assert kills >= 3
+    assert _read(tmp_path, "total")[-1] == [n * n for n in range(60)]
+    with _db(tmp_path) as db:
+        values = db.execute("SELECT COUNT(*), COUNT(DISTINCT r.job) FROM returned r "
+                            "JOIN jobs j ON j.id = r.job WHERE j.cls = 'Square'").fetchone()
+        squares = db.execute("SELECT COUNT(*) FROM jobs WHERE cls = 'Square'").fetchone()[0]
+    assert values == (60, 60) and squares == 60

@@ -2,6 +2,7 @@
 
 Modes:
   sum        children square numbers; the follow-on sums their promised values
+  wide       the same with 60 children (for killing the master at random)
   parts      rv("key") and rv(0) take parts of a child's value
   parent     a child gets the promise of the target that added it
   chained    a follow-on, chained in the same worker, gets its predecessor's value
@@ -94,7 +95,10 @@ class Root(Target):
 
     def run(self) -> str:
         out, mode = self.out, self.mode
-        if mode in ("sum", "slow"):
+        if mode == "wide":  # many children, each a little slow, summed by the follow-on
+            squares = [self.addChildTarget(Square(out, n, 0.05)) for n in range(60)]
+            self.setFollowOnTarget(Total(out, [s.rv() for s in squares]))
+        elif mode in ("sum", "slow"):
             squares = [self.addChildTarget(Square(out, n, 4.0 if mode == "slow" and n == 4
                                                   else 0.0)) for n in range(5)]
             self.setFollowOnTarget(Total(out, [s.rv() for s in squares]))
