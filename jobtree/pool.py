@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
@@ -235,14 +236,18 @@ class _Call:
 def _function_id(function: Callable[..., Any]) -> str:
     """What names a function in a call's key: its module and name when it
     has a name of its own (so fixing its body continues the call's tree),
-    else a hash of its pickle (lambdas, closures, partials)."""
+    else a hash of its pickle (lambdas, closures, partials, callable objects,
+    methods of an object)."""
     qualname = getattr(function, "__qualname__", None)
     module = getattr(function, "__module__", None)
     if module == "__main__":
         file = getattr(sys.modules.get("__main__"), "__file__", None)
         module = os.path.realpath(file) if isinstance(file, str) else "__main__"
-    if isinstance(qualname, str) and "<" not in qualname:
+    bound = getattr(function, "__self__", None)
+    if isinstance(qualname, str) and "<" not in qualname and (
+            bound is None or isinstance(bound, types.ModuleType)):
         return f"{module}:{qualname}"
+    # a method of an object depends on the object, a lambda on its code
     return f"{module}:{qualname}:{hashlib.sha256(serialize.dumps(function)).hexdigest()}"
 
 

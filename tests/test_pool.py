@@ -70,6 +70,14 @@ def with_setting(x: int) -> tuple[str | None, int]:
     return _SETTING.get("value"), x
 
 
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+
 def _runs(folder: Path) -> list[int]:
     path = folder / "runs"
     return [int(line) for line in path.read_text().split()] if path.exists() else []
@@ -122,6 +130,14 @@ def test_the_initializer_runs_in_every_chunk_process(tmp_path: Path) -> None:
         assert pool.map(with_setting, range(4), chunksize=2) == [
             ("set up", x) for x in range(4)]
     assert _SETTING == {}  # it ran in the workers, not here
+
+
+def test_methods_of_different_objects_are_different_calls(tmp_path: Path) -> None:
+    with Pool(2, jobTree=str(tmp_path / "pool")) as pool:
+        assert pool.map(Scaler(2).scale, [1, 2]) == [2, 4]
+        assert pool.map(Scaler(3).scale, [1, 2]) == [3, 6]
+        assert pool.map(Scaler(2).scale, [1, 2]) == [2, 4]  # read back
+    assert len(_trees(tmp_path / "pool")) == 2
 
 
 def test_a_failing_chunk_is_retried(tmp_path: Path) -> None:
