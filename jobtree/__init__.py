@@ -22,7 +22,7 @@ from .errors import (
                      TreeStopped,
                      UnpicklableTargetError,
 )
-from .promise import Promise, PromiseError
+from .promise import Promise, PromiseError, getReturnValue
 from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
 
@@ -52,5 +52,6 @@ __all__ = [
     "FunctionWrappingTarget", "JobTreeError", "Pool", "PoolError", "Promise", "PromiseError",
     "ResourceError", "SchedulerCommandError", "Stack", "Target", "TargetDefinitionError",
     "TargetFunctionWrappingTarget", "TaskFailure", "TreeError", "TreeLockedError",
-    "TreeStopped", "UnpicklableTargetError", "__version__", "getTempDirectory", "getTempFile",
+    "TreeStopped", "UnpicklableTargetError", "__version__", "getReturnValue", "getTempDirectory",
+    "getTempFile",
 ]

@@ -475,4 +475,5 @@ def test_status_on_a_pool_folder_shows_its_calls(tmp_path: Path) -> None:
 
 def test_the_names_are_exported() -> None:
     assert jobtree.Pool is Pool and jobtree.PoolError is PoolError
-    assert {"Pool", "PoolError", "AsyncResult", "Promise", "PromiseError"} <= set(jobtree.__all__)
+    assert {"Pool", "PoolError", "AsyncResult", "Promise", "PromiseError",
+            "getReturnValue"} <= set(jobtree.__all__)

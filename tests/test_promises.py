@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import PIPELINES, run_command, run_script
+
+import jobtree
 
 
 def _run(tmp_path: Path, mode: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +46,12 @@ def test_a_follow_on_gets_the_values_of_its_founders_children(tmp_path: Path) ->
     import pickle
 
     assert pickle.loads(root_value) == "root of sum"
+    assert jobtree.getReturnValue(str(tmp_path / "tree")) == "root of sum"
+    with _db(tmp_path) as db:
+        (total,) = db.execute("SELECT id FROM jobs WHERE cls = 'Total'").fetchone()
+    assert jobtree.getReturnValue(str(tmp_path / "tree"), total) == 30
+    with pytest.raises(jobtree.TreeError, match="has no target 99"):
+        jobtree.getReturnValue(str(tmp_path / "tree"), 99)
 
 
 def test_a_promise_can_take_a_part_of_a_value(tmp_path: Path) -> None:
@@ -116,10 +125,13 @@ def test_dependents_of_a_failed_target_wait_and_run_once_it_is_fixed(tmp_path: P
     assert done.returncode == 1
     assert "its value (rv()) is promised" in done.stderr, done.stderr
     assert not (tmp_path / "out" / "after-flaky").exists()
+    with pytest.raises(jobtree.TreeError, match="has not run successfully yet .it is failed"):
+        jobtree.getReturnValue(str(tmp_path / "tree"), 2)
     fixed.touch()
     again = run_command("run", "--jobTree", str(tmp_path / "tree"))
     assert again.returncode == 0, again.stderr
     assert _read(tmp_path, "after-flaky") == [42]
+    assert jobtree.getReturnValue(str(tmp_path / "tree"), 2) == 42
     assert _read(tmp_path, "flaky") == ["ran"] * 3
 
 
