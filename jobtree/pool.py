@@ -549,8 +549,9 @@ class Pool:
             self._calls.put(None)
         if master is not None:
             master.request_stop("the pool was terminated")
-        self._thread.join()
-        self._drop_folder()
+        if threading.current_thread() is not self._thread:  # not from a callback
+            self._thread.join()
+            self._drop_folder()
 
     def join(self) -> None:
         """Waits until every call has finished; call :meth:`close` first.
@@ -560,6 +561,8 @@ class Pool:
         """
         if self._state == "run":
             raise ValueError("Pool.join() needs Pool.close() (or terminate()) first")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("Pool.join() cannot be called from a callback of the pool")
         self._thread.join()
         self._drop_folder()
 
@@ -673,6 +676,7 @@ class Pool:
             if call is None:
                 if self._state == "terminate":
                     self._fail_queued()
+                    self._drop_folder()  # (terminate() may have come from a callback)
                     return
                 if self._calls.empty():
                     return

@@ -295,6 +295,15 @@ def _safe_rows(folder: Path) -> list[tuple[Any, ...]]:
         return []
 
 
+def test_a_callback_may_terminate_the_pool(tmp_path: Path) -> None:
+    pool = Pool(2)
+    folder = Path(pool.folder)
+    result = pool.map_async(square, [1, 2], callback=lambda _: pool.terminate())
+    assert result.get(timeout=60) == [1, 4]
+    pool.join()
+    assert not folder.exists()
+
+
 def test_a_pool_without_a_folder_uses_a_temporary_one(tmp_path: Path) -> None:
     pool = Pool(2)
     assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
