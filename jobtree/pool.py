@@ -221,6 +221,7 @@ class _Call:
     tree: str
     key: str
     name: str
+    pickled: bytes  # the function and the pool's initializer
     callback: Callable[[Any], Any] | None = None
     error_callback: Callable[[BaseException], Any] | None = None
     single: bool = False  # apply: the result is the one value, not a list
@@ -597,6 +598,7 @@ class Pool:
             items = [tuple(item) for item in items]
         size = chunksize or _default_chunksize(len(items), self._slots)
         name = _function_name(function)
+        pickled = _pickled_function(function, self._initializer, self._initargs)
         digest = hashlib.sha256()
         for part in (mode, _function_id(function), str(size)):
             digest.update(part.encode() + b"\0")
@@ -606,7 +608,8 @@ class Pool:
         call = _Call(mode=mode, function=function, items=items, chunksize=size,
                      resources={k: v for k, v in resources.items() if v is not None},
                      tree=os.path.join(self.folder, f"{mode}-{safe}-{key[:12]}"), key=key,
-                     name=name, callback=callback, error_callback=error_callback)
+                     name=name, pickled=pickled, callback=callback,
+                     error_callback=error_callback)
         self._calls.put(call)
         return call
 
@@ -760,7 +763,7 @@ class Pool:
                     f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
                     f"then make the call again to read its results.")
             config, changed = resolve(options, meta.get("options"))
-            _write_function(function_file, call.function, self._initializer, self._initargs)
+            _write_function(function_file, call.pickled)
             failed = tree.run(paths, config, changed, [], self._on_master)
         else:
             fingerprint = _fingerprint(Target())
@@ -773,7 +776,7 @@ class Pool:
                 "key": call.key, "function": call.name, "mode": call.mode,
                 "inputs": len(call.items), "chunksize": call.chunksize})
             tree.create(paths, new_root, config, fingerprint)
-            _write_function(function_file, call.function, self._initializer, self._initargs)
+            _write_function(function_file, call.pickled)
             failed = tree.run(paths, config, changed, [], self._on_master)
         if failed:
             raise _failure(paths, call)
@@ -797,18 +800,26 @@ def _copy(options: Any, **changes: Any) -> Any:
     return copied
 
 
-def _write_function(path: str, function: Callable[..., Any],
-                    initializer: Callable[..., Any] | None, initargs: Sequence[Any]) -> None:
-    """Keeps the function (and the pool's initializer) in the call's tree: the
-    versions given now, so a fixed function is what continues a failed call."""
+def _pickled_function(function: Callable[..., Any], initializer: Callable[..., Any] | None,
+                      initargs: Sequence[Any]) -> bytes:
+    """The function and the pool's initializer, pickled as the call's tree keeps them.
+
+    Raises:
+        TargetDefinitionError: one of them cannot be pickled.
+    """
     try:
-        data = serialize.dumps((function, initializer, tuple(initargs)))
+        return serialize.dumps((function, initializer, tuple(initargs)))
     except Exception as err:  # noqa: BLE001 - any pickling failure is reported
         raise TargetDefinitionError(
             f"The function {_function_name(function)} (or the pool's initializer and its "
             f"arguments) cannot be pickled ({type(err).__name__}: {err}). Define it at "
             f"the top level of a module or script, or make sure what it refers to can be "
             f"pickled.") from None
+
+
+def _write_function(path: str, data: bytes) -> None:
+    """Keeps the function (and the pool's initializer) in the call's tree: the
+    versions given now, so a fixed function is what continues a failed call."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomic(path, data)
 

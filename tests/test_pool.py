@@ -454,6 +454,11 @@ def test_bad_options_and_inputs_are_clear_errors(tmp_path: Path) -> None:
             pool.map(square, [1, threading.Lock()])
         with pytest.raises(BadOptionError, match="chunksize"):
             pool.map(square, [1], chunksize=0)
+        lock = threading.Lock()
+        with pytest.raises(TargetDefinitionError, match="The function <lambda> .* cannot be "
+                                                        "pickled .TypeError: cannot pickle"):
+            pool.map(lambda x: (lock, x), [1])
+        assert pool.map(square, []) == [] and list(pool.imap(square, iter([]))) == []
     with pytest.raises(ValueError, match="not running"):
         pool.map(square, [1])
 
