@@ -131,3 +131,34 @@ def test_a_tree_moves_from_this_machine_to_a_cluster(tmp_path: Path, system: str
     assert moved.returncode == 0, moved.stderr
     assert "batchSystem: 'singleMachine' -> " in moved.stderr, moved.stderr
     assert (out / "out" / "r").read_text() == str(4 ** 3 * len("r-0-0-0"))
+
+
+def test_a_launch_the_scheduler_lost_is_cancelled_and_submitted_again(tmp_path: Path) -> None:
+    """The fake Torque lists the first job as running but never runs its
+    script (a node daemon that died as it started). After launch_grace the
+    job is cancelled and its target submitted again, without a try counted."""
+    import os
+    import sqlite3
+    import threading
+
+    fakes = Path(__file__).resolve().parent / "fakes"
+    state = tmp_path / "fake"
+    state.mkdir()
+    (state / "lose").touch()
+    env = {**os.environ, "PATH": f"{fakes / 'torque'}{os.pathsep}{os.environ['PATH']}",
+           "FAKE_PBS_DIR": str(state)}
+    config = tmp_path / "cluster.ini"
+    config.write_text("[cluster]\npoll_interval = 1\nexit_grace = 3\nlaunch_grace = 4\n")
+    # the next launch works: the lost one is the first only
+    threading.Timer(2.0, (state / "lose").unlink).start()
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / "promises.py"), "--mode", "parent", "--out",
+         str(tmp_path / "out"), "--jobTree", str(tmp_path / "tree"), "--batchSystem", "torque",
+         "--clusterConfig", str(config), "--retryCount", "0"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "job script never started: a launch the scheduler lost" in done.stderr, done.stderr
+    assert (tmp_path / "out" / "parent").read_text() == "'root of parent'\n"
+    with sqlite3.connect(tmp_path / "tree" / "tree.db") as db:
+        (attempt,) = db.execute("SELECT attempt FROM jobs WHERE id = 1").fetchone()
+    assert attempt == 1

@@ -47,7 +47,7 @@ from typing import Iterable, Sequence
 
 from ..errors import BatchSystemError, ResourceError, SchedulerCommandError
 from ..paths import write_atomic
-from ..resources import Resources
+from ..resources import Resources, format_duration
 from . import runner
 from .adapter import SchedulerDialect
 from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
@@ -103,6 +103,9 @@ class ClusterSettings:
         arrays: whether to submit groups of targets as array jobs.
         pack_time: seconds a task may keep claiming further targets (0: one target a task).
         exit_grace: seconds to wait for an exit file after a task ended without one.
+        launch_grace: seconds a task may be listed as running before its job
+            script has started; after that it counts as a launch the scheduler
+            lost, and is cancelled and its targets submitted again.
         command_timeout: seconds one scheduler command may take.
         max_cpus: the largest cpu request allowed, if known.
         max_memory: the largest memory request allowed, if known.
@@ -123,6 +126,7 @@ class ClusterSettings:
     arrays: bool = True
     pack_time: float = 60.0
     exit_grace: float = 30.0
+    launch_grace: float = 300.0
     command_timeout: float = 60.0
     max_cpus: float | None = None
     max_memory: int | None = None
@@ -501,9 +505,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._pending = collections.deque(e for e in self._pending if e not in gone)
 
     def _script(self, job: Submission, manifest: str) -> str:
+        sub_id = os.path.basename(manifest)[:-5]
+        task = f"${{{self.index_variable}}}" if job.tasks > 1 else "1"
         lines = ["#!/bin/sh", *self.directives(job),
-                 f"# jobtree job {os.path.basename(manifest)[:-5]} of tree "
-                 f"{self.settings.tree_id or '-'}",
+                 f"# jobtree job {sub_id} of tree {self.settings.tree_id or '-'}",
+                 # first, before the prologue: this launch happened (see _lost_launches)
+                 f": > {shlex.quote(self.exit_dir)}/\"{sub_id}-{task}.up\" 2>/dev/null",
                  f". {shlex.quote(self._dir('env.sh'))}",
                  *self.settings.prologue,
                  f"cd {shlex.quote(os.getcwd())} 2>/dev/null || cd /",
@@ -575,6 +582,8 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                 for kind in ("run", "exit", "kill"):
                     remove(runner.marker(self.exit_dir, entry.key, kind))
                 self._by_key.pop(entry.key, None)
+            for index in range(1, sub.tasks + 1):
+                remove(runner.launch_marker(self.exit_dir, sub.sub_id, index))
             for suffix in (".sh", ".json", ".id"):
                 remove(self._dir("subs", sub.sub_id + suffix))
             del self._subs[sub.sub_id]
@@ -613,6 +622,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                     continue
                 self._alive_tasks(sub, rows, now)
                 excess.extend(self._excess(sub))
+                excess.extend(self._lost_launches(sub, rows, now))
                 lost.extend(self._ended_without_exit(sub, now))
             # a task listed as failed is cancelled once: one held in an error state
             # (Grid Engine's Eqw) would otherwise stay in the queue for ever
@@ -644,6 +654,41 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             else:
                 sub.ended_tasks.add(index)
         return alive
+
+    def _lost_launches(self, sub: Submitted, rows: dict[str, NativeJob],
+                       now: float) -> list[str]:
+        """Tasks listed as running for longer than ``launch_grace`` whose job
+        script never started (its first command writes ``exit/SUB-TASK.up``):
+        launches the scheduler lost, as when a node's daemon dies at that moment.
+        They are cancelled; their targets are submitted again without a try
+        counted (as for any task that ended without claiming a target)."""
+        lost: list[int] = []
+        for index in range(1, sub.tasks + 1):
+            if index in sub.ended_tasks or index in sub.cancelled or index in sub.launched:
+                continue
+            row = rows.get(self.task_id(sub.job_id or "", index if sub.tasks > 1 else None))
+            if row is None or row.state is not NativeState.RUNNING:
+                continue
+            since = sub.running_since.setdefault(index, now)
+            if now - since < self.settings.launch_grace:
+                continue
+            if os.path.exists(runner.launch_marker(self.exit_dir, sub.sub_id, index)):
+                sub.launched.add(index)
+                continue
+            lost.append(index)
+        if not lost:
+            return []
+        sub.cancelled.update(lost)
+        ids = self._task_ids(sub, lost)
+        logger.warning(
+            "%s %s %s listed as running for over %s, but %s job script never started: "
+            "a launch the scheduler lost (a node daemon that died?). Cancelling %s; "
+            "%s targets go to a new job (launch_grace in the cluster config sets the "
+            "wait).", self.name,
+            "jobs" if len(ids) > 1 else "job", ", ".join(ids),
+            format_duration(self.settings.launch_grace), "their" if len(ids) > 1 else "its",
+            "them" if len(ids) > 1 else "it", "their" if len(ids) > 1 else "its")
+        return ids
 
     def _excess(self, sub: Submitted) -> list[str]:
         """Queued tasks of a packing submission whose targets are all claimed."""

@@ -71,6 +71,10 @@ class Submitted:
     job_id: str | None = None
     ended_tasks: set[int] = dataclasses.field(default_factory=set)
     cancelled: set[int] = dataclasses.field(default_factory=set)
+    running_since: dict[int, float] = dataclasses.field(default_factory=dict)
+    """When each task was first listed as running."""
+    launched: set[int] = dataclasses.field(default_factory=set)
+    """Tasks whose job script was seen to start the runner."""
 
     def live_tasks(self) -> int:
         """Tasks that may still run a target (for the max_jobs budget)."""

@@ -47,6 +47,12 @@ def marker(exit_dir: str, key: str, kind: str) -> str:
     return os.path.join(exit_dir, f"{key}.{kind}")
 
 
+def launch_marker(exit_dir: str, sub_id: str, task: int) -> str:
+    """``exit/SUB-TASK.up``: the job script of that task started (so the
+    scheduler did launch it); the script's first command writes it."""
+    return os.path.join(exit_dir, f"{sub_id}-{task}.up")
+
+
 def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
     """Claims an entry by creating its start marker; False if already claimed."""
     try:

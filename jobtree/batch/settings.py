@@ -71,6 +71,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_jobs": ("max_jobs", _positive_int), "submit_rate": ("submit_rate", _positive_float),
     "poll_interval": ("poll_interval", _seconds), "arrays": ("arrays", _boolean),
     "pack_time": ("pack_time", _seconds), "exit_grace": ("exit_grace", _seconds),
+    "launch_grace": ("launch_grace", _seconds),
     "command_timeout": ("command_timeout", _seconds),
     "max_cpus": ("max_cpus", lambda t: parse_cpu(t, "max_cpus")),
     "max_memory": ("max_memory", lambda t: parse_size(t, "max_memory")),

@@ -8,7 +8,9 @@ for one of ``$FAKE_PBS_SLOTS`` slots (FIFO), really runs the script with
 (SIGTERM, SIGKILL 2 s later), and records the exit status the real server
 would. Finished jobs stay listed ``$FAKE_PBS_KEEP`` seconds. While the file
 ``$FAKE_PBS_DIR/down`` exists every command fails as against a dead server;
-runners carry on. Formats and codes are documented in tests/data/*/README.md.
+runners carry on. A task that starts while ``$FAKE_PBS_DIR/lose`` exists is
+a lost launch: listed as running, its script never runs, until ``qdel``.
+Formats and codes are documented in tests/data/*/README.md.
 """
 
 from __future__ import annotations
@@ -273,6 +275,9 @@ def run(flavor: str, seq: str, index: str) -> None:
                 job["tasks"][index].update(state="R", start=time.time())
                 break
         time.sleep(0.05)
+    if os.path.exists(os.path.join(state_dir(), "lose")):
+        _lose(job, seq, index)
+        return
     env = dict(job["env"])
     nodefile = os.path.join(state_dir(), "jobs", f"{seq}.{index}.nodes")
     with open(nodefile, "w") as f:
@@ -300,6 +305,19 @@ def run(flavor: str, seq: str, index: str) -> None:
         done = "C" if flavor == "torque" else ("X" if job["array"] else "F")
         task.update(state=done, end=time.time(), exit=status)
     os.unlink(nodefile)
+
+
+def _lose(job: Job, seq: str, index: str) -> None:
+    """A launch the server lost: the task stays running, with nothing behind it,
+    until it is deleted (a node daemon that died as the job started)."""
+    while True:
+        with locked_queue() as queue:
+            task = queue["jobs"][seq]["tasks"][index]
+            if task["kill"]:
+                done = "C" if job["flavor"] == "torque" else ("X" if job["array"] else "F")
+                task.update(state=done, end=time.time(), exit=271)
+                return
+        time.sleep(0.1)
 
 
 def _ppn(job: Job) -> int:
