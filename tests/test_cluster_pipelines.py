@@ -137,6 +137,7 @@ def test_a_launch_the_scheduler_lost_is_cancelled_and_submitted_again(tmp_path: 
     """The fake Torque lists the first job as running but never runs its
     script (a node daemon that died as it started). After launch_grace the
     job is cancelled and its target submitted again, without a try counted."""
+    import json
     import os
     import sqlite3
     import threading
@@ -149,8 +150,19 @@ def test_a_launch_the_scheduler_lost_is_cancelled_and_submitted_again(tmp_path: 
            "FAKE_PBS_DIR": str(state)}
     config = tmp_path / "cluster.ini"
     config.write_text("[cluster]\npoll_interval = 1\nexit_grace = 3\nlaunch_grace = 4\n")
-    # the next launch works: the lost one is the first only
-    threading.Timer(2.0, (state / "lose").unlink).start()
+    def lose_the_first_launch_only() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                jobs = json.loads((state / "queue.json").read_text())["jobs"]
+            except (OSError, ValueError, KeyError):
+                jobs = {}
+            if any(t["state"] != "Q" for job in jobs.values() for t in job["tasks"].values()):
+                break
+            time.sleep(0.05)
+        (state / "lose").unlink()
+
+    threading.Thread(target=lose_the_first_launch_only, daemon=True).start()
     done = subprocess.run(
         [sys.executable, str(PIPELINES / "promises.py"), "--mode", "parent", "--out",
          str(tmp_path / "out"), "--jobTree", str(tmp_path / "tree"), "--batchSystem", "torque",

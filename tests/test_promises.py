@@ -196,7 +196,7 @@ def test_values_are_whole_after_many_sigkills_of_the_master(tmp_path: Path) -> N
         break
     else:
         raise AssertionError("the tree did not finish in 40 rounds")
-    assert kills >= 3
+    assert kills >= 2
     assert _read(tmp_path, "total")[-1] == [n * n for n in range(60)]
     with _db(tmp_path) as db:
         values = db.execute("SELECT COUNT(*), COUNT(DISTINCT r.job) FROM returned r "

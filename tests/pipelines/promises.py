@@ -96,7 +96,7 @@ class Root(Target):
     def run(self) -> str:
         out, mode = self.out, self.mode
         if mode == "wide":  # many children, each a little slow, summed by the follow-on
-            squares = [self.addChildTarget(Square(out, n, 0.05)) for n in range(60)]
+            squares = [self.addChildTarget(Square(out, n, 0.15)) for n in range(60)]
             self.setFollowOnTarget(Total(out, [s.rv() for s in squares]))
         elif mode in ("sum", "slow"):
             squares = [self.addChildTarget(Square(out, n, 4.0 if mode == "slow" and n == 4

@@ -273,9 +273,12 @@ def run(flavor: str, seq: str, index: str) -> None:
                 return  # deleted while queued
             if _eligible(queue, seq, index):
                 job["tasks"][index].update(state="R", start=time.time())
+                # decided while the queue is locked: one that lists the task as
+                # running knows whether its launch is lost
+                lost = os.path.exists(os.path.join(state_dir(), "lose"))
                 break
         time.sleep(0.05)
-    if os.path.exists(os.path.join(state_dir(), "lose")):
+    if lost:
         _lose(job, seq, index)
         return
     env = dict(job["env"])
