@@ -217,7 +217,7 @@ class Master:
             "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
             # what a warm fork server imports once for all its workers
             "preload": self.meta.get("script"),
-            "preload_modules": (["jobtree.pool"] if self.meta.get("pool") else []),
+            "preload_modules": (["jobtree.pooltree"] if self.meta.get("pool") else []),
         }
         write_atomic(self.paths.config, json.dumps(config).encode())
 

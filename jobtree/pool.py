@@ -10,7 +10,9 @@ again, in this process or after a crash in a new one, continues its tree, or
 returns its stored results if it has finished.
 
 Calls run one after another, in the order they were made, by one thread of
-the pool that runs each tree's master; the caller waits on the results.
+the pool that runs each tree's master; the caller waits on the results. The
+targets of a call's tree, and the reading of its results and failures, are
+in :mod:`jobtree.pooltree`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import atexit
 import dataclasses
 import difflib
 import hashlib
-import itertools
 import json
 import logging
 import os
-import pickle
 import queue
 import re
 import shutil
@@ -31,7 +31,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import types
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -39,173 +38,35 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 from . import serialize
 from .errors import BadOptionError, JobTreeError, TargetDefinitionError, TreeError, TreeStopped
 from .paths import TreePaths, write_atomic
+from .pooltree import (
+    ROOT_CLASS,
+    MapRoot,
+    PoolError,
+    Reader,
+    TaskFailure,
+    collect,
+    failure,
+    function_name,
+    make_chunks,
+    pickled_function,
+    short,
+    write_function,
+)
 from .resources import SizeLike
 from .target import Target
 
 if TYPE_CHECKING:
     from .master import Master
 
+__all__ = ["AsyncResult", "Pool", "PoolError", "TaskFailure"]
+
 logger = logging.getLogger(__name__)
 
-#: chunks one target adds at most; more go through a level of group targets
-FANOUT = 1000
 #: seconds between looks at the index while an imap waits for results
 POLL_SECONDS = 0.2
 #: what marks a folder as a pool's
 MARKER = "pool.json"
 _MODES = ("map", "starmap", "apply")
-
-
-# ----------------------------------------------------------------- errors
-@dataclasses.dataclass(frozen=True)
-class TaskFailure:
-    """One chunk of a call that failed for good.
-
-    Attributes:
-        inputs: the positions (in the call's input order) of the chunk's inputs.
-        index: the position of the input that raised, if one did (else the
-            chunk was killed, ran out of memory or time, or was lost).
-        input: ``repr`` of that input, shortened.
-        error: the exception, one line (``ValueError: bad value``), or what
-            happened to the chunk.
-        traceback: the traceback on the worker, if an input raised.
-        log: the log of the chunk's last attempt.
-        attempts: how many times the chunk was tried.
-    """
-
-    inputs: range
-    index: int | None
-    input: str | None
-    error: str
-    traceback: str | None
-    log: str | None
-    attempts: int
-
-
-class PoolError(JobTreeError):
-    """A call of a :class:`Pool` failed for good.
-
-    Its message names the failing inputs, with the first one's traceback on
-    the worker and its log. The call's tree is kept: fix the function and
-    make the same call again to continue it (finished chunks are not run
-    again).
-
-    Attributes:
-        tree: the call's job tree.
-        failures: one :class:`TaskFailure` per failed chunk.
-    """
-
-    def __init__(self, message: str, tree: str, failures: Sequence[TaskFailure] = ()) -> None:
-        super().__init__(message)
-        self.tree = tree
-        self.failures = list(failures)
-
-
-class TaskError(Exception):
-    """Raised on the worker when the function raised on an input; the chunk's
-    failure record keeps its message (the input and the traceback)."""
-
-
-# ---------------------------------------------------------------- targets
-def _short(value: Any, width: int = 80) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _load_function(path: str) -> Callable[..., Any]:
-    """The call's function, after running the pool's initializer, if any."""
-    with open(path, "rb") as handle:
-        stored = serialize.loads(handle.read())
-    function, initializer, initargs = stored if isinstance(stored, tuple) else (
-        stored, None, ())
-    if initializer is not None:
-        initializer(*initargs)
-    return function  # type: ignore[no-any-return]
-
-
-class _Chunk(Target):
-    """Calls the function on consecutive inputs; returns (number, results)."""
-
-    def __init__(self, function_file: str, name: str, mode: str, number: int, first: int,
-                 items: list[Any], **resources: Any) -> None:
-        super().__init__(**resources)
-        self.function_file = function_file
-        self.name = name
-        self.mode = mode
-        self.number = number
-        self.first = first
-        self.items = items
-
-    def run(self) -> tuple[int, list[Any]]:
-        function = _load_function(self.function_file)
-        results = []
-        for offset, item in enumerate(self.items):
-            try:
-                if self.mode == "map":
-                    results.append(function(item))
-                elif self.mode == "starmap":
-                    results.append(function(*item))
-                else:
-                    results.append(function(*item[0], **item[1]))
-            except Exception as err:
-                shown = _short(item[0] if self.mode == "apply" else item)
-                # from the function's frame down: this method's is not the user's
-                trace = "".join(traceback.format_exception(
-                    type(err), err, err.__traceback__.tb_next if err.__traceback__ else None))
-                raise TaskError(
-                    f"input #{self.first + offset} ({shown}) raised "
-                    f"{''.join(traceback.format_exception_only(type(err), err)).strip()}"
-                    f"\n\nRemote traceback:\n{trace.rstrip()}") from err
-        return self.number, results
-
-    def _jt_describe(self) -> str:
-        last = self.first + len(self.items) - 1
-        where = f"input {self.first}" if last == self.first else f"inputs {self.first}-{last}"
-        return f"{self.name}: {where}"
-
-
-class _Group(Target):
-    """Adds a run of chunks (a tree of many chunks has a level of groups)."""
-
-    def __init__(self, chunks: list[_Chunk], name: str) -> None:
-        super().__init__()
-        self.chunks = chunks
-        self.name = name
-
-    def run(self) -> None:
-        for chunk in self.chunks:
-            self.addChildTarget(chunk)
-
-    def _jt_describe(self) -> str:
-        return f"{self.name}: chunks {self.chunks[0].number}-{self.chunks[-1].number}"
-
-
-class _MapRoot(Target):
-    """The root of a call's tree: adds its chunks (or groups of them)."""
-
-    def __init__(self, chunks: list[_Chunk], name: str, inputs: int) -> None:
-        super().__init__()
-        self.chunks = chunks
-        self.name = name
-        self.inputs = inputs
-
-    def run(self) -> None:
-        if len(self.chunks) <= FANOUT:
-            for chunk in self.chunks:
-                self.addChildTarget(chunk)
-            return
-        for start in range(0, len(self.chunks), FANOUT):
-            self.addChildTarget(_Group(self.chunks[start:start + FANOUT], self.name))
-
-    def _jt_describe(self) -> str:
-        return f"{self.name} over {self.inputs} inputs in {len(self.chunks)} chunks"
-
-
-_CHUNK_CLASS = f"{__name__}._Chunk"
-_ROOT_CLASS = f"{__name__}._MapRoot"
 
 
 # ------------------------------------------------------------------ calls
@@ -252,12 +113,6 @@ def _function_id(function: Callable[..., Any]) -> str:
     return f"{module}:{qualname}:{hashlib.sha256(serialize.dumps(function)).hexdigest()}"
 
 
-def _function_name(function: Callable[..., Any]) -> str:
-    name = getattr(function, "__qualname__", None) or getattr(
-        getattr(function, "func", None), "__qualname__", None) or type(function).__name__
-    return str(name)
-
-
 def _pickled_inputs(items: list[Any]) -> bytes:
     """The inputs, pickled (for the call's key), naming one that cannot be."""
     try:
@@ -268,7 +123,7 @@ def _pickled_inputs(items: list[Any]) -> bytes:
                 serialize.dumps(item)
             except Exception as inner:  # noqa: BLE001
                 raise TargetDefinitionError(
-                    f"Input #{index} ({_short(item)}) cannot be pickled "
+                    f"Input #{index} ({short(item)}) cannot be pickled "
                     f"({type(inner).__name__}: {inner}). A Pool sends its inputs to "
                     f"other processes and keeps them in a job tree, so pass picklable "
                     f"values (numbers, strings, file names, lists, dicts).") from None
@@ -597,8 +452,8 @@ class Pool:
         if mode == "starmap":
             items = [tuple(item) for item in items]
         size = chunksize or _default_chunksize(len(items), self._slots)
-        name = _function_name(function)
-        pickled = _pickled_function(function, self._initializer, self._initargs)
+        name = function_name(function)
+        pickled = pickled_function(function, self._initializer, self._initargs)
         digest = hashlib.sha256()
         for part in (mode, _function_id(function), str(size)):
             digest.update(part.encode() + b"\0")
@@ -639,7 +494,7 @@ class Pool:
         waiting: dict[int, list[Any]] = {}  # finished chunks not yielded yet
         taken: set[int] = set()  # chunks read so far
         following = 0  # the next chunk to yield, in order
-        reader = _Reader(call.tree)
+        reader = Reader(call.tree)
         try:
             while True:
                 finished = call.done.is_set()
@@ -756,31 +611,33 @@ class Pool:
                     f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
                     f"folder.")
             if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
-                return _collect(paths, call)
+                return collect(paths, call.name, call.chunk_count)
             if tree.is_locked(paths):
                 raise TreeError(
                     f"Another process runs the tree of this call of {call.name} "
                     f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
                     f"then make the call again to read its results.")
             config, changed = resolve(options, meta.get("options"))
-            _write_function(function_file, call.pickled)
+            write_function(function_file, call.pickled)
             failed = tree.run(paths, config, changed, [], self._on_master)
         else:
             fingerprint = _fingerprint(Target())
             if self._local:
                 _warm_fork_server(options, fingerprint["script"])
             config, changed = resolve(options)
-            root = _MapRoot(_chunks(call, function_file), call.name, len(call.items))
+            root = MapRoot(make_chunks(function_file, call.name, call.mode, call.items,
+                                       call.chunksize, call.resources),
+                           call.name, len(call.items))
             new_root = Stack(root)._root_job(config)
-            fingerprint.update(root_class=_ROOT_CLASS, pool={
+            fingerprint.update(root_class=ROOT_CLASS, pool={
                 "key": call.key, "function": call.name, "mode": call.mode,
                 "inputs": len(call.items), "chunksize": call.chunksize})
             tree.create(paths, new_root, config, fingerprint)
-            _write_function(function_file, call.pickled)
+            write_function(function_file, call.pickled)
             failed = tree.run(paths, config, changed, [], self._on_master)
         if failed:
-            raise _failure(paths, call)
-        return _collect(paths, call)
+            raise failure(paths, call.name)
+        return collect(paths, call.name, call.chunk_count)
 
     def _run(self, call: _Call) -> list[Any]:
         """Runs (or continues, or reads) the call's tree; returns its results."""
@@ -800,165 +657,8 @@ def _copy(options: Any, **changes: Any) -> Any:
     return copied
 
 
-def _pickled_function(function: Callable[..., Any], initializer: Callable[..., Any] | None,
-                      initargs: Sequence[Any]) -> bytes:
-    """The function and the pool's initializer, pickled as the call's tree keeps them.
-
-    Raises:
-        TargetDefinitionError: one of them cannot be pickled.
-    """
-    try:
-        return serialize.dumps((function, initializer, tuple(initargs)))
-    except Exception as err:  # noqa: BLE001 - any pickling failure is reported
-        raise TargetDefinitionError(
-            f"The function {_function_name(function)} (or the pool's initializer and its "
-            f"arguments) cannot be pickled ({type(err).__name__}: {err}). Define it at "
-            f"the top level of a module or script, or make sure what it refers to can be "
-            f"pickled.") from None
-
-
-def _write_function(path: str, data: bytes) -> None:
-    """Keeps the function (and the pool's initializer) in the call's tree: the
-    versions given now, so a fixed function is what continues a failed call."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    write_atomic(path, data)
-
-
-def _chunks(call: _Call, function_file: str) -> list[_Chunk]:
-    resources = dict(call.resources)
-    per_input = resources.pop("time", None)
-    chunks = []
-    for number, first in enumerate(range(0, len(call.items), call.chunksize)):
-        items = call.items[first:first + call.chunksize]
-        wanted = dict(resources)
-        if per_input is not None:
-            from .resources import parse_duration
-
-            seconds = parse_duration(per_input, "time")
-            wanted["time"] = None if seconds is None else seconds * len(items)
-        chunks.append(_Chunk(function_file, call.name, call.mode, number, first, items,
-                             **wanted))
-    return chunks
-
-
 def _split(results: list[Any], size: int) -> list[list[Any]]:
     return [results[i:i + size] for i in range(0, len(results), size)]
-
-
-class _Reader:
-    """Reads the finished chunks of a call's tree while its master runs."""
-
-    def __init__(self, tree: str) -> None:
-        self.paths = TreePaths(tree)
-        self.store: Any = None
-        self.seen: set[int] = set()  # the chunk jobs read
-
-    def new_chunks(self) -> list[tuple[int, list[Any]]]:
-        """(number, results) of the chunks that finished since the last look."""
-        from .jobstore import JobStore
-
-        if self.store is None:
-            if not os.path.isfile(self.paths.db):
-                return []
-            try:
-                self.store = JobStore.open(self.paths, readonly=True)
-            except JobTreeError:
-                return []
-        found = []
-        for job, stored in self.store.returned_by_class(_CHUNK_CLASS, skip=self.seen):
-            self.seen.add(job)
-            found.append(_decode(stored))
-        return found
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-
-
-def _decode(stored: tuple[str, Any]) -> tuple[int, list[Any]]:
-    kind, data = stored
-    if kind == "file":
-        with open(data, "rb") as handle:
-            data = handle.read()
-    number, results = pickle.loads(data)
-    return int(number), list(results)
-
-
-def _collect(paths: TreePaths, call: _Call) -> list[Any]:
-    """The results of a finished call's tree, in input order."""
-    from .jobstore import JobStore
-
-    store = JobStore.open(paths, readonly=True)
-    try:
-        by_number = dict(_decode(stored) for _, stored in
-                         store.returned_by_class(_CHUNK_CLASS))
-    finally:
-        store.close()
-    missing = [n for n in range(call.chunk_count) if n not in by_number]
-    if missing:
-        raise PoolError(
-            f"The tree {paths.root} of {call.name} finished, but it holds no results for "
-            f"{len(missing)} of its {call.chunk_count} chunks (the first is chunk "
-            f"{missing[0]}). The tree was changed outside jobtree; remove it with "
-            f"jobTreeClean --jobTree {paths.root} and make the call again.", paths.root)
-    return list(itertools.chain.from_iterable(by_number[n] for n in range(call.chunk_count)))
-
-
-_INPUT = re.compile(r"input #(\d+) \((.*)\) raised (.*)", re.DOTALL)
-_TRACE_MARK = "\n\nRemote traceback:\n"
-
-
-def _failure(paths: TreePaths, call: _Call) -> PoolError:
-    """The error of a call whose tree has targets that failed for good."""
-    from .jobstore import JobStore
-
-    store = JobStore.open(paths, readonly=True)
-    try:
-        records = store.failures()
-        tries = dict(store.attempts([r["job"] for r in records]))
-    finally:
-        store.close()
-    failures = []
-    for record in records:
-        message = str(record.get("message") or record["reason"])
-        message = message.split(": ", 1)[1] if message.startswith(
-            f"{__name__}.TaskError: ") else message
-        found = _INPUT.match(message)
-        span = re.search(r"inputs? (\d+)(?:-(\d+))?$", record["description"] or "")
-        inputs = (range(int(span.group(1)), int(span.group(2) or span.group(1)) + 1)
-                  if span else range(0))
-        index = shown = trace = None
-        error = message
-        if found:
-            index, shown = int(found.group(1)), found.group(2)
-            error, _, trace = found.group(3).partition(_TRACE_MARK)
-        failures.append(TaskFailure(inputs=inputs, index=index, input=shown,
-                                    error=error.strip() or record["reason"],
-                                    traceback=trace or None, log=record.get("log"),
-                                    attempts=tries.get(record["job"], 1)))
-    if not failures:
-        return PoolError(f"The tree {paths.root} of {call.name} did not finish. See "
-                         f"jobTreeStatus --jobTree {paths.root} --verbose.", paths.root)
-    first = failures[0]
-    what = (f"input #{first.index} ({first.input}) raised {first.error}"
-            if first.index is not None else
-            f"the target for inputs {first.inputs.start}-{first.inputs.stop - 1} failed: "
-            f"{first.error}" if first.inputs else f"its setup failed: {first.error}")
-    others = ""
-    if len(failures) > 1:
-        named = ", ".join(f"#{f.index}" if f.index is not None else
-                          f"#{f.inputs.start}-{f.inputs.stop - 1}" for f in failures[1:6])
-        more = len(failures) - 1
-        others = (f" {more} more {'chunk' if more == 1 else 'chunks'} failed too (inputs {named}"
-                  f"{', ...' if len(failures) > 6 else ''}).")
-    trace = f"\n\nRemote traceback:\n{first.traceback}" if first.traceback else ""
-    log = f"\nLog: {first.log}" if first.log else ""
-    return PoolError(
-        f"{call.name} failed for good after {first.attempts} "
-        f"{'try' if first.attempts == 1 else 'tries'}: {what}.{others} The tree is kept in "
-        f"{paths.root}: fix the function and make the same call again to continue it "
-        f"(finished inputs are not run again); jobTreeStatus --jobTree {paths.root} "
-        f"--verbose shows every failure.{trace}{log}", paths.root, failures)
 
 
 def _refuse_when_imported() -> None:

@@ -90,7 +90,7 @@ def _trees(folder: Path) -> list[Path]:
 def _chunk_rows(tree: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(tree / "tree.db") as db:
         return db.execute("SELECT id, state, memory, cpu, time, description FROM jobs "
-                          "WHERE cls = 'jobtree.pool._Chunk' ORDER BY id").fetchall()
+                          "WHERE cls = 'jobtree.pooltree.Chunk' ORDER BY id").fetchall()
 
 
 # ------------------------------------------------------------------- calls
@@ -166,7 +166,7 @@ def test_a_permanent_failure_names_the_input_and_the_same_call_continues(
     assert "input #3 ((" in message and "ValueError: input 3 is broken" in message, message
     assert "after 2 tries" in message and "Remote traceback" in message, message
     assert 'in noted\n    raise ValueError(f"input {x} is broken")' in message, message
-    assert "jobtree/pool.py" not in message  # the traceback is the user's, not jobtree's
+    assert "jobtree/pooltree.py" not in message  # the traceback is the user's, not jobtree's
     (failure,) = error.failures
     assert failure.index == 3 and failure.inputs == range(2, 4) and failure.attempts == 2
     assert failure.log and os.path.exists(failure.log)
@@ -253,7 +253,7 @@ def test_more_chunks_than_one_target_adds_go_through_groups(tmp_path: Path) -> N
         assert pool.map(square, range(2500), chunksize=1) == [x * x for x in range(2500)]
     (tree,) = _trees(tmp_path / "pool")
     with sqlite3.connect(tree / "tree.db") as db:
-        groups = db.execute("SELECT COUNT(*) FROM jobs WHERE cls = 'jobtree.pool._Group'"
+        groups = db.execute("SELECT COUNT(*) FROM jobs WHERE cls = 'jobtree.pooltree.Group'"
                             ).fetchone()[0]
     assert groups == 3 and len(_chunk_rows(tree)) == 2500
 
