@@ -249,8 +249,9 @@ def test_ten_thousand_inputs_in_chunks(tmp_path: Path) -> None:
 
 
 def test_more_chunks_than_one_target_adds_go_through_groups(tmp_path: Path) -> None:
+    # a builtin: the workers need not import this test module (and pytest) each
     with Pool(2, jobTree=str(tmp_path / "pool")) as pool:
-        assert pool.map(square, range(2500), chunksize=1) == [x * x for x in range(2500)]
+        assert pool.map(abs, range(-2500, 0), chunksize=1) == list(range(2500, 0, -1))
     (tree,) = _trees(tmp_path / "pool")
     with sqlite3.connect(tree / "tree.db") as db:
         groups = db.execute("SELECT COUNT(*) FROM jobs WHERE cls = 'jobtree.pooltree.Group'"
