@@ -217,9 +217,19 @@ class Master:
             "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
             # what a warm fork server imports once for all its workers
             "preload": self.meta.get("script"),
-            "preload_modules": (["jobtree.pooltree"] if self.meta.get("pool") else []),
+            "preload_modules": self._preload_modules(),
         }
         write_atomic(self.paths.config, json.dumps(config).encode())
+
+    def _preload_modules(self) -> list[str]:
+        """Modules a warm fork server imports besides the script: for a Pool's
+        tree, that of its chunks and that of its function (a notebook's pool
+        has no script to import them with)."""
+        call = self.meta.get("pool")
+        if not isinstance(call, dict):
+            return []
+        module = call.get("module")
+        return ["jobtree.pooltree"] + ([str(module)] if module else [])
 
     def _largest_limits(self) -> Resources:
         cpus = [b.limits().cpu for b in self.batches.values()]

@@ -629,9 +629,14 @@ class Pool:
                                        call.chunksize, call.resources),
                            call.name, len(call.items))
             new_root = Stack(root)._root_job(config)
+            module = getattr(call.function, "__module__", None)
             fingerprint.update(root_class=ROOT_CLASS, pool={
                 "key": call.key, "function": call.name, "mode": call.mode,
-                "inputs": len(call.items), "chunksize": call.chunksize})
+                "inputs": len(call.items), "chunksize": call.chunksize,
+                # what the fork server imports for the chunks (a script's own
+                # functions come with the script)
+                "module": module if isinstance(module, str) and module != "__main__"
+                and module in sys.modules else None})
             tree.create(paths, new_root, config, fingerprint)
             write_function(function_file, call.pickled)
             failed = tree.run(paths, config, changed, [], self._on_master)

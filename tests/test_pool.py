@@ -263,7 +263,11 @@ def test_per_call_resources_go_to_each_chunk(tmp_path: Path) -> None:
     with Pool(2, jobTree=str(tmp_path / "pool")) as pool:
         assert pool.map(square, range(10), chunksize=4, memory="300M", cpu=1,
                         time="2s") == [x * x for x in range(10)]
-    rows = _chunk_rows(_trees(tmp_path / "pool")[0])
+    (tree,) = _trees(tmp_path / "pool")
+    # the fork server imports the chunks' module and the function's once, for all
+    config = json.loads((tree / "config.json").read_text())
+    assert config["preload_modules"] == ["jobtree.pooltree", __name__]
+    rows = _chunk_rows(tree)
     assert [(r[2], r[3], r[4]) for r in rows] == [
         (300 * 1024 ** 2, 1.0, 8.0), (300 * 1024 ** 2, 1.0, 8.0), (300 * 1024 ** 2, 1.0, 4.0)]
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import importlib
 import io
 import json
 import os
@@ -187,11 +186,9 @@ class Pipeline:
         if not NO_PRELOAD and script:
             early = _early.pop(str(script), None)
             self.modules = early if early is not None else import_pipeline(str(script))
-        for name in self.config.get("preload_modules") or ():  # jobtree's own, say
-            try:
-                importlib.import_module(str(name))
-            except ImportError:
-                pass  # the workers report it
+        for name in self.config.get("preload_modules") or ():  # a Pool's function's, say
+            if not NO_PRELOAD:
+                self.modules.update(import_pipeline(str(name)))
         gc.freeze()  # as in main(): what was imported for the pipeline is shared too
 
     def forget_if_changed(self) -> None:
