@@ -85,17 +85,15 @@ CREATE TABLE stats (
     job INTEGER NOT NULL, cls TEXT NOT NULL, wall REAL, cpu REAL, wait REAL,
     memory INTEGER, started REAL
 );
-""" + """
-CREATE TABLE returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
-CREATE TABLE promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
-CREATE INDEX promised_job ON promised(job);
 """
-#: what format 4 added (also run on an older tree when it is upgraded)
+#: the tables format 4 added: part of a new index, and made when an older one
+#: is upgraded
 _SCHEMA_4 = """
 CREATE TABLE IF NOT EXISTS returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
 CREATE TABLE IF NOT EXISTS promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS promised_job ON promised(job);
 """
+_SCHEMA += _SCHEMA_4
 
 #: whether this SQLite has UPDATE ... RETURNING (3.35 and newer)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
@@ -413,8 +411,7 @@ class JobStore:
                 continue
             job, state, description, stored, data, file = row
             if stored is not None:
-                found[token] = (("file", os.path.join(self.paths.values, file)) if file
-                                else ("inline", bytes(data)))
+                found[token] = self._stored(data, file)
             elif JobState(state) == JobState.FAILED:
                 found[token] = ("missing", f"{description} (target {job}) failed for good")
             else:
@@ -427,24 +424,22 @@ class JobStore:
         None if it returned nothing (or has not run)."""
         row = self._db.execute("SELECT data, file FROM returned WHERE job = ?",
                                (job_id,)).fetchone()
-        if row is None:
-            return None
-        return (("file", os.path.join(self.paths.values, row[1])) if row[1]
-                else ("inline", bytes(row[0])))
+        return None if row is None else self._stored(*row)
+
+    def _stored(self, data: bytes | None, file: str | None) -> tuple[str, Any]:
+        """A row of ``returned`` as a job is handed it: the file's path, or the pickle."""
+        return ("file", os.path.join(self.paths.values, file)) if file else (
+            "inline", bytes(data or b""))
 
     def returned_by_class(self, cls: str, skip: set[int] | frozenset[int] = frozenset()
                           ) -> list[tuple[int, tuple[str, Any]]]:
         """(job, value) of the jobs of class ``cls`` that returned a value, but
         those in ``skip``; values as :meth:`returned` gives them."""
+        # the ids first, so that values already read are not read again
         jobs = [r[0] for r in self._db.execute(
             "SELECT r.job FROM returned r JOIN jobs j ON j.id = r.job WHERE j.cls = ? "
             "ORDER BY r.job", (cls,)) if r[0] not in skip]
-        found = []
-        for job in jobs:
-            value = self.returned(job)
-            if value is not None:
-                found.append((job, value))
-        return found
+        return [(job, value) for job in jobs if (value := self.returned(job)) is not None]
 
     def attempts(self, jobs: Sequence[int]) -> list[tuple[int, int]]:
         """(job, attempts so far) of ``jobs``."""
