@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import pickle
 import re
 import traceback
 from typing import Any, Callable, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Callable, Sequence
 from . import serialize
 from .errors import JobTreeError, TargetDefinitionError
 from .paths import TreePaths, write_atomic
+from .promise import load_value
 from .resources import parse_duration
 from .target import Target
 
@@ -262,11 +262,8 @@ class Reader:
 
 
 def decode(stored: tuple[str, Any]) -> tuple[int, list[Any]]:
-    kind, data = stored
-    if kind == "file":
-        with open(data, "rb") as handle:
-            data = handle.read()
-    number, results = pickle.loads(data)
+    """A chunk's stored value: its number and its results."""
+    number, results = load_value(stored, "a chunk")
     return int(number), list(results)
 
 

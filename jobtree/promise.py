@@ -94,25 +94,32 @@ class _Values:
         if token not in self.given:
             return _UNKNOWN
         kind, data = self.given[token]
-        if kind == "inline":
-            value = pickle.loads(data)
-        elif kind == "file":
-            try:
-                with open(data, "rb") as handle:
-                    value = pickle.load(handle)
-            except OSError as err:
-                raise PromiseError(
-                    f"The value of {description or 'a promised target'} is stored in "
-                    f"{data}, which cannot be read ({err.strerror}). If the file was "
-                    f"removed, the value is lost: run that target again in a new tree."
-                ) from None
-        else:
-            why = data or "the master did not hand it over"
+        if kind == "missing":
             raise PromiseError(
                 f"The value promised by {description or 'a target'}.rv() is not "
-                f"available: {why}.")
+                f"available: {data or 'the master did not hand it over'}.")
+        value = load_value((kind, data), description)
         self.decoded[token] = value
         return value
+
+
+def load_value(stored: tuple[str, Any], description: str = "") -> Any:
+    """Unpickles a stored value: ("inline", pickle) or ("file", path).
+
+    Raises:
+        PromiseError: its file cannot be read.
+    """
+    kind, data = stored
+    if kind == "file":
+        try:
+            with open(data, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise PromiseError(
+                f"The value of {description or 'a target'} is stored in {data}, which "
+                f"cannot be read ({err.strerror}). If the file was removed, the value is "
+                f"lost: run that target again in a new tree.") from None
+    return pickle.loads(data)
 
 
 _resolving: list[_Values] = []
@@ -186,8 +193,4 @@ def getReturnValue(jobTree: str, target: int = 1) -> Any:
             f"Target {target} ({job.description}) of {paths.root} has not run successfully "
             f"yet (it is {job.state.name.lower()}), so it has no value. Continue the tree "
             f"with:  jobTreeRun --jobTree {paths.root}")
-    kind, data = stored
-    if kind == "file":
-        with open(data, "rb") as handle:
-            data = handle.read()
-    return pickle.loads(data)
+    return load_value(stored, job.description)
