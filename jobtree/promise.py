@@ -79,6 +79,22 @@ def collecting() -> Iterator[dict[str, str]]:
         _collecting.pop()
 
 
+def dump_with_needs(target: Any) -> tuple[bytes, dict[str, str], str | None]:
+    """Pickles a target (as :func:`serialize.dump_target`), with the promises
+    it holds (token -> description of the promised target: its needs) and its
+    own promise token, if ``rv()`` was called on it. A promise of the target
+    itself, held by what it added before it ran, is not a need: it is resolved
+    when those run."""
+    from . import serialize  # cloudpickle: not at `import jobtree`, which imports this
+
+    with collecting() as needs:
+        data = serialize.dump_target(target)
+    token: str | None = target.__dict__.get("_jt_token")
+    if token is not None:
+        needs.pop(token, None)
+    return data, needs, token
+
+
 # ----------------------------------------------------------- unpickling side
 class _Values:
     """The values a job was handed: token -> ("inline", bytes) |

@@ -108,7 +108,7 @@ class Stack:
 
     def _root_job(self, config: Any) -> NewJob:
         """Checks the root against the batch system and pickles it."""
-        from . import serialize, tree
+        from . import tree
         from .jobstore import NewJob
         from .resources import Resources
         from .target import check_fits
@@ -130,11 +130,9 @@ class Stack:
         finally:
             for batch in batches.values():
                 batch.close()
-        from .promise import PromiseError, collecting
+        from .promise import PromiseError, dump_with_needs
 
-        with collecting() as needs:
-            data = serialize.dump_target(self.target)
-        needs.pop(self.target.__dict__.get("_jt_token", ""), None)  # for what it added itself
+        data, needs, token = dump_with_needs(self.target)
         if needs:
             raise PromiseError(
                 f"The root target {self.target._jt_describe()} holds the promise "
@@ -144,7 +142,7 @@ class Stack:
         res = self.target.getResources()
         return NewJob(class_name(self.target), self.target._jt_describe(), res.cpu,
                       res.memory, res.time, res.disk, data, res.cluster_only() or None,
-                      token=self.target.__dict__.get("_jt_token"))
+                      token=token)
 
 
 def _warm_fork_server(options: Any, script: str | None) -> None:

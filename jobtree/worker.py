@@ -183,8 +183,8 @@ class Worker:
         while True:
             step, followon = self._run_one(data, job["chain"], wait, len(steps), values)
             steps.append(step)
-            if step.get("token") is not None:  # what a chained follow-on may need
-                values[step["token"]] = self._handed(step["value"])
+            if step["token"] is not None:  # what a chained follow-on may need
+                values[step["token"]] = self._handed(step["value"])  # stored: promised
             if followon is None or step["children"]:
                 break
             if not self._may_chain(_resources(followon["resources"]), resources,
@@ -210,10 +210,8 @@ class Worker:
                 and (wanted.memory or 0) <= (granted.memory or 0)
                 and (granted.time is None or elapsed + (wanted.time or 0) <= granted.time))
 
-    def _handed(self, stored: tuple[str, Any] | None) -> tuple[str, Any]:
+    def _handed(self, stored: tuple[str, Any]) -> tuple[str, Any]:
         """A value this run stored, as the master would hand it to a job."""
-        if stored is None:
-            return ("inline", _NONE)
         kind, data = stored
         return (kind, os.path.join(self.paths.values, data) if kind == "file" else data)
 
@@ -279,18 +277,11 @@ class Worker:
         return ("file", os.path.basename(path))
 
 
-#: None, pickled: the value of a run that returned nothing
-_NONE = pickle.dumps(None)
-
 
 def _new_job(target: Target) -> dict[str, Any]:
     """A target the run added, as the result file carries it: with the tokens
     of the promises it holds (its needs) and its own promise token, if any."""
-    with promise.collecting() as needs:
-        data = serialize.dump_target(target)
-    token: str | None = target.__dict__.get("_jt_token")
-    if token is not None:
-        needs.pop(token, None)  # held by what it added itself: resolved when they run
+    data, needs, token = promise.dump_with_needs(target)
     return {"cls": class_name(target), "description": target._jt_describe(),
             "resources": target.getResources().to_dict(), "pickle": data,
             "needs": needs, "token": token}
