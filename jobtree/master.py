@@ -299,23 +299,28 @@ class Master:
             resources = row.resources().with_defaults(self.defaults)
             role = self._route(resources)
             attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt)
-            problem = self._too_big(resources, role)
-            if problem:
-                self.store.record_failure(row.id, attempt, "too big", None, None, problem,
-                                          now, permanent=True)
-                logger.error("%s cannot run: %s", row.description, problem)
-                continue
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
-            missing = [why for kind, why in (values or {}).values() if kind == "missing"]
-            if missing:
-                problem = (f"a value it was promised is not available: {'; '.join(missing)}. "
-                           f"It cannot run until that target has run")
-                self.store.record_failure(row.id, attempt, "promise", None, None, problem,
+            reason, problem = self._cannot_run(resources, role, values)
+            if problem:
+                self.store.record_failure(row.id, attempt, reason, None, None, problem,
                                           now, permanent=True)
                 logger.error("%s cannot run: %s", row.description, problem)
                 continue
             plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
         return plan
+
+    def _cannot_run(self, resources: Resources, role: str,
+                    values: dict[str, tuple[str, Any]] | None) -> tuple[str, str | None]:
+        """Why a job can never run, as (reason, message): it is too big for its
+        batch system, or a value it was promised is not there; else (.., None)."""
+        problem = self._too_big(resources, role)
+        if problem:
+            return "too big", problem
+        missing = [why for kind, why in (values or {}).values() if kind == "missing"]
+        if missing:
+            return "promise", (f"a value it was promised is not available: "
+                               f"{'; '.join(missing)}. It cannot run until that target has run")
+        return "", None
 
     def _batch_label(self, role: str) -> str:
         name = self.batches[role].name
