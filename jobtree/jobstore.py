@@ -21,7 +21,7 @@ from typing import Any, Iterator, NewType, Sequence
 
 from . import _version, metrics
 from .errors import TreeError
-from .paths import TreePaths
+from .paths import TreePaths, pool_trees
 from .resources import Resources
 
 JobId = NewType("JobId", int)
@@ -265,14 +265,14 @@ class JobStore:
             TreeError: there is no index, or a newer jobtree wrote it.
         """
         if not os.path.isfile(paths.db):
-            if os.path.isfile(os.path.join(paths.root, "pool.json")):
-                calls = sorted(name for name in os.listdir(paths.root)
-                               if os.path.isfile(os.path.join(paths.root, name, "tree.db")))
-                shown = ", ".join(calls[:10]) + (", ..." if len(calls) > 10 else "")
+            calls = pool_trees(paths)
+            if calls is not None:
+                names = sorted(os.path.basename(call.root) for call in calls)
+                shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
                 raise TreeError(
                     f"{paths.root} is a Pool's folder, which holds one job tree per call "
                     f"({shown or 'none yet'}). Give one of them as --jobTree, such as "
-                    f"--jobTree {os.path.join(paths.root, calls[0] if calls else 'NAME')}.")
+                    f"--jobTree {os.path.join(paths.root, names[0] if names else 'NAME')}.")
             raise TreeError(
                 f"{paths.root} is not a job tree (it has no tree.db). Check the "
                 f"--jobTree path; a new tree is made by running your pipeline script.")

@@ -96,6 +96,20 @@ def local_temp_root(tree_id: str) -> str:
     return os.path.join(base, f"jobtree-{os.getuid()}", tree_id)
 
 
+#: the file that marks a folder as a Pool's (one job tree per call inside)
+POOL_MARKER = "pool.json"
+
+
+def pool_trees(paths: TreePaths) -> list[TreePaths] | None:
+    """The call trees in a Pool's folder, oldest first; None if ``paths`` is
+    not a Pool's folder (it has no marker, or it is a tree itself)."""
+    if os.path.isfile(paths.db) or not os.path.isfile(os.path.join(paths.root, POOL_MARKER)):
+        return None
+    found = [TreePaths(os.path.join(paths.root, name)) for name in os.listdir(paths.root)]
+    return sorted((p for p in found if os.path.isfile(p.db)),
+                  key=lambda p: os.stat(p.db).st_mtime)
+
+
 def exists_but_empty(paths: TreePaths) -> bool:
     """Whether ``--jobTree`` names an existing, empty directory (usable for a new tree)."""
     return os.path.isdir(paths.root) and not os.listdir(paths.root)

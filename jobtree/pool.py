@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from . import serialize
 from .errors import BadOptionError, JobTreeError, TargetDefinitionError, TreeError, TreeStopped
-from .paths import TreePaths, write_atomic
+from .paths import POOL_MARKER, TreePaths, write_atomic
 from .pooltree import (
     ROOT_CLASS,
     MapRoot,
@@ -64,8 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: seconds between looks at the index while an imap waits for results
 POLL_SECONDS = 0.2
-#: what marks a folder as a pool's
-MARKER = "pool.json"
 _MODES = ("map", "starmap", "apply")
 
 
@@ -278,14 +276,14 @@ class Pool:
             base = None if self._local else os.getcwd()
             return tempfile.mkdtemp(prefix="jobtree-pool-", dir=base)
         folder = os.path.abspath(os.path.expanduser(given))
-        if os.path.isfile(os.path.join(folder, "tree.db")):
+        if os.path.isfile(TreePaths(folder).db):
             raise TreeError(
                 f"{folder} is a job tree, not a Pool's folder. A Pool keeps one job tree "
                 f"per call inside its folder; give Pool(jobTree=...) a new folder (or the "
                 f"folder of an earlier Pool).")
         try:
             os.makedirs(folder, exist_ok=True)
-            marker = os.path.join(folder, MARKER)
+            marker = os.path.join(folder, POOL_MARKER)
             if not os.path.exists(marker):
                 if os.listdir(folder):
                     raise TreeError(

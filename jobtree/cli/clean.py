@@ -18,8 +18,8 @@ import uuid
 
 from .. import tree
 from ..errors import JobTreeError, TreeError
-from ..paths import TreePaths, local_temp_root
-from .common import entry_point, pool_trees, tree_argument, tree_paths
+from ..paths import POOL_MARKER, TreePaths, local_temp_root, pool_trees
+from .common import entry_point, tree_argument, tree_paths
 from .kill import cancel_scheduler_jobs
 from .status import readonly_connection
 
@@ -130,7 +130,7 @@ def _clean_pool(paths: TreePaths, calls: list[TreePaths]) -> int:
                 f"the call to finish), then run jobTreeClean again.")
     for call in calls:
         _clean(call)
-    os.remove(os.path.join(paths.root, "pool.json"))
+    os.remove(os.path.join(paths.root, POOL_MARKER))
     try:
         os.rmdir(paths.root)
     except OSError:

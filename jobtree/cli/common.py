@@ -10,7 +10,7 @@ import sys
 from typing import Protocol
 
 from ..errors import JobTreeError
-from ..paths import TreePaths
+from ..paths import TreePaths, pool_trees
 
 #: exit status of a command stopped by an error the user can fix
 EXIT_ERROR = 2
@@ -25,16 +25,6 @@ def tree_argument(parser: argparse.ArgumentParser) -> None:
 def tree_paths(value: str) -> TreePaths:
     """The paths of the tree named on the command line."""
     return TreePaths(os.path.abspath(os.path.expanduser(value)))
-
-
-def pool_trees(paths: TreePaths) -> list[TreePaths] | None:
-    """The call trees in a Pool's folder, oldest first; None if ``paths`` is
-    not a Pool's folder (it has no pool.json, or it is a tree itself)."""
-    if os.path.isfile(paths.db) or not os.path.isfile(os.path.join(paths.root, "pool.json")):
-        return None
-    found = [TreePaths(os.path.join(paths.root, name)) for name in os.listdir(paths.root)]
-    found = [p for p in found if os.path.isfile(p.db)]
-    return sorted(found, key=lambda p: os.stat(p.db).st_mtime)
 
 
 def one_tree(paths: TreePaths) -> TreePaths:

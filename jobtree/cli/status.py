@@ -24,11 +24,11 @@ from typing import Any
 from .. import tree
 from ..errors import BadOptionError, TreeError
 from ..jobstore import JobState, JobStore
-from ..paths import TreePaths
+from ..paths import TreePaths, pool_trees
 from ..report import describe_failure, failed_for_good
 from ..resources import format_duration
 from . import query
-from .common import entry_point, one_tree, pool_trees, tree_argument, tree_paths
+from .common import entry_point, tree_argument, tree_paths
 
 #: issued targets listed one by one with --verbose (the rest are counted)
 SHOWN_ISSUED = 20
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = tree_paths(options.jobTree)
     calls = pool_trees(paths)
     if calls is not None and len(calls) == 1:
-        paths = one_tree(paths)
+        paths = calls[0]  # a Pool's folder of one call stands for its tree
     elif calls and not (options.json or options.state or options.cls or options.select
                         or options.classes or options.log is not None or options.dot):
         # a Pool's folder: the status of each call's tree in turn
