@@ -616,8 +616,6 @@ class Pool:
                     f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
                     f"then make the call again to read its results.")
             config, changed = resolve(options, meta.get("options"))
-            write_function(function_file, call.pickled)
-            failed = tree.run(paths, config, changed, [], self._on_master)
         else:
             fingerprint = _fingerprint(Target())
             if self._local:
@@ -636,8 +634,8 @@ class Pool:
                 "module": module if isinstance(module, str) and module != "__main__"
                 and module in sys.modules else None})
             tree.create(paths, new_root, config, fingerprint)
-            write_function(function_file, call.pickled)
-            failed = tree.run(paths, config, changed, [], self._on_master)
+        write_function(function_file, call.pickled)  # the version given now runs
+        failed = tree.run(paths, config, changed, [], self._on_master)
         if failed:
             raise failure(paths, call.name)
         return collect(paths, call.name, call.chunk_count)
