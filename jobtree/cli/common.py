@@ -156,11 +156,11 @@ class CancelError(JobTreeError):
 def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     """Cancels every job a cluster scheduler still holds for the tree (of this
     master or of one that is gone); returns what was done, as sentences to print."""
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
-        meta = store.meta()
+        meta = index.meta()
     finally:
-        store.close()
+        index.close()
     options = meta.get("options") or {}
     said = []
     for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):

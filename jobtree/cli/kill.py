@@ -35,11 +35,11 @@ class KillTimeoutError(JobTreeError):
 
 
 def _issued_count(paths: TreePaths) -> int:
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
-        return store.counts()[JobState.ISSUED]
+        return index.counts()[JobState.ISSUED]
     finally:
-        store.close()
+        index.close()
 
 
 def request_stop(paths: TreePaths, master: MasterState) -> list[str]:

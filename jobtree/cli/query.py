@@ -131,7 +131,7 @@ def class_lines(summaries: list[ClassSummary]) -> list[str]:
 
 
 # ------------------------------------------------------------------ logs
-def logs(paths: TreePaths, store: TreeIndex, job: int,
+def logs(paths: TreePaths, index: TreeIndex, job: int,
          attempt: int | None = None) -> list[tuple[int, str]]:
     """The kept logs of a target's attempts: (attempt, path), oldest first.
 
@@ -139,7 +139,7 @@ def logs(paths: TreePaths, store: TreeIndex, job: int,
         BadOptionError: there is no such target, or no log is kept for it.
     """
     try:
-        row = store.job(job)
+        row = index.job(job)
     except KeyError:
         raise BadOptionError(f"--log {job}: the tree has no target {job}. List targets with "
                              f"jobTreeStatus --jobTree {paths.root} --state failed.") from None
@@ -159,7 +159,7 @@ def logs(paths: TreePaths, store: TreeIndex, job: int,
 
 
 # ------------------------------------------------------------- document
-def document(paths: TreePaths, store: TreeIndex, master: dict[str, Any],
+def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
              issued: dict[str, Any], now: float, limit: int) -> dict[str, Any]:
     """The ``--json`` document (schema SCHEMA; see docs/status.schema.json).
 
@@ -168,12 +168,12 @@ def document(paths: TreePaths, store: TreeIndex, master: dict[str, Any],
         issued: how many issued targets run and how many are queued.
         limit: the most running and failed targets to list.
     """
-    meta = store.meta()
-    counts = store.counts()
+    meta = index.meta()
+    counts = index.counts()
     total = sum(counts.values())
     options = meta.get("options") or {}
-    running = store.jobs_in(JobState.ISSUED, limit + 1)
-    failed = failed_targets(store)
+    running = index.jobs_in(JobState.ISSUED, limit + 1)
+    failed = failed_targets(index)
     return {
         "schema": SCHEMA,
         "tree": paths.root,
@@ -199,10 +199,10 @@ def document(paths: TreePaths, store: TreeIndex, master: dict[str, Any],
     }
 
 
-def failed_targets(store: TreeIndex) -> list[dict[str, Any]]:
+def failed_targets(index: TreeIndex) -> list[dict[str, Any]]:
     """Every target that failed for good, by its last failed attempt."""
     return [{"id": f["job"], "class": f["cls"], "description": f["description"],
              "attempts": tries, "reason": f["reason"], "exit_code": f["exit_code"],
              "message": f["message"], "log": f["log"], "batch": f["batch"],
              "batch_id": f["batch_id"], "at": f["at"]}
-            for f, tries in failed_for_good(store)]
+            for f, tries in failed_for_good(index)]

@@ -101,9 +101,9 @@ def count_lines(counts: dict[JobState, int], issued: Issued, now: float) -> list
     return lines
 
 
-def issued_lines(store: TreeIndex, now: float) -> list[str]:
+def issued_lines(index: TreeIndex, now: float) -> list[str]:
     """Each issued target (up to SHOWN_ISSUED): where it runs and for how long."""
-    rows = store.jobs_in(JobState.ISSUED, limit=SHOWN_ISSUED + 1)
+    rows = index.jobs_in(JobState.ISSUED, limit=SHOWN_ISSUED + 1)
     if not rows:
         return []
     lines = ["Issued targets:"]
@@ -120,9 +120,9 @@ def issued_lines(store: TreeIndex, now: float) -> list[str]:
     return lines
 
 
-def failure_lines(store: TreeIndex) -> list[str]:
+def failure_lines(index: TreeIndex) -> list[str]:
     """Every target that failed for good (up to SHOWN_FAILED), by its last attempt."""
-    failed = failed_for_good(store)
+    failed = failed_for_good(index)
     if not failed:
         return []
     lines = [f"Failed targets ({len(failed)}):"]
@@ -133,9 +133,9 @@ def failure_lines(store: TreeIndex) -> list[str]:
     return lines
 
 
-def message_lines(store: TreeIndex) -> list[str]:
+def message_lines(index: TreeIndex) -> list[str]:
     """The latest logToMaster messages."""
-    messages = store.latest_messages(SHOWN_MESSAGES)
+    messages = index.latest_messages(SHOWN_MESSAGES)
     if not messages:
         return []
     lines = ["Latest messages (logToMaster):"]
@@ -241,45 +241,45 @@ def main(argv: list[str] | None = None) -> int:
         raise BadOptionError("--attempt goes with --log ID (the target whose log to print).")
     if modes:
         return _query(paths, options)
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
         now = time.time()
         if options.json:
             master = find_master(paths)
-            with store.snapshot():
-                issued = store.issued_summary()
+            with index.snapshot():
+                issued = index.issued_summary()
                 document = query.document(
-                    paths, store, dataclasses.asdict(master),
+                    paths, index, dataclasses.asdict(master),
                     {"running": issued.running, "queued": issued.queued}, now,
                     options.limit or JSON_LIMIT)
             print(json.dumps(document, indent=2))
             complete = bool(document["complete"])
             return 1 if options.failIfNotComplete and not complete else 0
-        with store.snapshot():
-            meta = store.meta()
-            counts = store.counts()
-            issued = store.issued_summary()
+        with index.snapshot():
+            meta = index.meta()
+            counts = index.counts()
+            issued = index.issued_summary()
         master = find_master(paths)
         lines = header_lines(paths, meta) + master_lines(master)
         lines += count_lines(counts, issued, now)
         if options.verbose:
-            lines += issued_lines(store, now) + failure_lines(store) + message_lines(store)
+            lines += issued_lines(index, now) + failure_lines(index) + message_lines(index)
         lines += advice_lines(paths, counts, master, options.verbose)
         problems: list[str] = []
         if options.check or options.dot:
             from .. import graph  # networkx, imported only when needed
         if options.check:
-            problems = graph.check(store)
+            problems = graph.check(index)
             lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
                       if problems else ["Check: the tree is consistent."])
         if options.dot:
-            _write_dot(options.dot, graph.to_dot(graph.build(store, graph.DOT_LIMIT)))
+            _write_dot(options.dot, graph.to_dot(graph.build(index, graph.DOT_LIMIT)))
             total = sum(counts.values())
             part = (f" (its first {graph.DOT_LIMIT:,} of {total:,} targets)"
                     if total > graph.DOT_LIMIT else "")
             lines.append(f"Wrote the tree as a DOT graph to {options.dot}{part}.")
     finally:
-        store.close()
+        index.close()
     print("\n".join(lines))
     complete = counts[JobState.DONE] == sum(counts.values())
     if problems:
@@ -289,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(paths: TreePaths, options: argparse.Namespace) -> int:
     """--state/--class/--select, --classes or --log."""
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
         if options.log is not None:
-            for attempt, path in query.logs(paths, store, options.log, options.attempt):
+            for attempt, path in query.logs(paths, index, options.log, options.attempt):
                 print(f"==> target {options.log}, attempt {attempt}: {path} <==")
                 sys.stdout.flush()
                 with open(path, "rb") as handle:
@@ -300,16 +300,16 @@ def _query(paths: TreePaths, options: argparse.Namespace) -> int:
                 sys.stdout.buffer.flush()
             return 0
         if options.classes:
-            summaries = query.classes(store)
+            summaries = query.classes(index)
             if options.json:
                 print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
                                   "classes": [c.to_dict() for c in summaries]}, indent=2))
             else:
                 print("\n".join(query.class_lines(summaries)))
             return 0
-        found = query.targets(store, options.state, options.cls, options.select, options.limit)
+        found = query.targets(index, options.state, options.cls, options.select, options.limit)
     finally:
-        store.close()
+        index.close()
     if options.json:
         print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
                           "targets": [t.to_dict() for t in found]}, indent=2))
