@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import networkx as nx
 
-from .jobstore import JobState, JobStore
+from .jobstore import JobState, ReadError, TreeIndex
 
 CHILD = "child"
 FOLLOW_ON = "follow-on"
 
 
-def build(store: JobStore, limit: int | None = None) -> nx.DiGraph:
+def build(store: TreeIndex, limit: int | None = None) -> nx.DiGraph:
     """The jobs as a directed graph: parent → child and target → follow-on edges.
 
     Each node carries ``state``, ``cls``, ``description``, ``pending``,
@@ -34,11 +32,11 @@ def build(store: JobStore, limit: int | None = None) -> nx.DiGraph:
     return graph
 
 
-def check(store: JobStore) -> list[str]:
+def check(store: TreeIndex) -> list[str]:
     """Checks the tree's invariants; returns one line per problem (none if sound)."""
     try:
         graph = build(store)
-    except sqlite3.Error as err:
+    except ReadError as err:
         return [f"the index cannot be read: {err}"]
     problems: list[str] = []
     roots = [n for n in graph if graph.in_degree(n) == 0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .jobstore import JobStore
+from .jobstore import TreeIndex
 
 #: lines of a failed target's log shown in the report
 TAIL_LINES = 5
@@ -42,7 +42,7 @@ def describe_failure(failure: dict[str, Any], tries: int | None = None) -> list[
     return lines
 
 
-def failed_for_good(store: JobStore) -> list[tuple[dict[str, Any], int]]:
+def failed_for_good(store: TreeIndex) -> list[tuple[dict[str, Any], int]]:
     """Every target that failed for good, by id: its last failed attempt (as
     :meth:`JobStore.failures` gives it) and how many of its attempts failed."""
     failed = {f["job"] for f in store.failures(permanent_only=True)}
@@ -55,7 +55,7 @@ def failed_for_good(store: JobStore) -> list[tuple[dict[str, Any], int]]:
     return [(latest[job], tries[job]) for job in sorted(failed)]
 
 
-def failure_report(store: JobStore) -> str:
+def failure_report(store: TreeIndex) -> str:
     """The report of every target that failed for good, with how to continue."""
     failed = failed_for_good(store)
     noun = "target" if len(failed) == 1 else "targets"

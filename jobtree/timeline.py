@@ -16,8 +16,11 @@ import dataclasses
 import heapq
 import html
 import math
-import sqlite3
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .jobstore import TreeIndex
 
 #: the most bars drawn one by one; beyond this, neighbours are merged
 MAX_BARS = 20_000
@@ -44,20 +47,14 @@ class Attempt:
     mix: dict[str, float] = dataclasses.field(default_factory=dict)  # merged: time per class
 
 
-def attempts(db: sqlite3.Connection) -> list[Attempt]:
+def attempts(index: TreeIndex) -> list[Attempt]:
     """Every attempt the index has times for: each step run with --stats, and
     each failed attempt whose start is known."""
     found = [Attempt(job, attempt or 1, cls, description, started, started + (wall or 0.0))
-             for job, attempt, cls, description, started, wall in db.execute(
-                 "SELECT s.job, j.attempt, s.cls, j.description, s.started, s.wall "
-                 "FROM stats s JOIN jobs j ON j.id = s.job WHERE s.started IS NOT NULL")]
-    columns = {row[1] for row in db.execute("PRAGMA table_info(failures)")}
-    if "started" in columns:
-        found += [Attempt(job, attempt, cls, description, started, max(at, started), reason)
-                  for job, attempt, cls, description, started, at, reason in db.execute(
-                      "SELECT f.job, f.attempt, j.cls, j.description, f.started, f.at, "
-                      "f.reason FROM failures f JOIN jobs j ON j.id = f.job "
-                      "WHERE f.started IS NOT NULL")]
+             for job, attempt, cls, description, started, wall in index.run_times()]
+    found += [Attempt(job, attempt, cls, description, started, max(at, started), reason)
+              for job, attempt, cls, description, started, at, reason
+              in index.failed_attempt_times()]
     return found
 
 

@@ -307,7 +307,7 @@ def test_chains_settle_the_same_without_update_returning(tmp_path: Path,
     pending chains then takes an UPDATE and a SELECT."""
     from jobtree import jobstore
 
-    monkeypatch.setattr(jobstore, "_RETURNING", False)
+    monkeypatch.setattr(jobstore.store, "_RETURNING", False)
     paths, config = _make_tree(tmp_path, Root(4))
     master, _ = _master(paths, config, Clock())
     assert master.run() == 0

@@ -9,19 +9,16 @@ tree), then removed with ``shutil.rmtree``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sqlite3
 import sys
 import uuid
 
 from .. import tree
 from ..errors import JobTreeError, TreeError
+from ..jobstore import peek
 from ..paths import POOL_MARKER, TreePaths, local_temp_root, pool_trees
-from .common import entry_point, tree_argument, tree_paths
-from .kill import cancel_scheduler_jobs
-from .status import readonly_connection
+from .common import cancel_scheduler_jobs, entry_point, tree_argument, tree_paths
 
 
 def check_removable(paths: TreePaths) -> None:
@@ -45,23 +42,13 @@ def check_removable(paths: TreePaths) -> None:
 def describe_tree(paths: TreePaths) -> tuple[str | None, str]:
     """The tree's id (to find its local temp files) and a few words on its state,
     both read without trusting the index to be whole."""
-    try:
-        db = readonly_connection(paths)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'tree_id'").fetchone()
-            total, done = db.execute(
-                "SELECT COUNT(*), COUNT(CASE WHEN state = 4 THEN 1 END) FROM jobs").fetchone()
-        finally:
-            db.close()
-    except (TreeError, sqlite3.Error):
+    found = peek(paths)
+    if found is None:
         return None, "its index could not be read"
-    try:
-        tree_id = json.loads(row[0]) if row else None
-    except ValueError:
-        tree_id = None
-    if not isinstance(tree_id, str) or not tree_id.isalnum():
+    tree_id = found.tree_id
+    if tree_id is not None and not tree_id.isalnum():
         tree_id = None  # never build a path from an odd value
-    return tree_id, f"{done} of {total} targets done"
+    return tree_id, f"{found.done} of {found.total} targets done"
 
 
 def remove_tree(paths: TreePaths) -> None:

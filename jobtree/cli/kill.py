@@ -17,14 +17,12 @@ import signal
 import socket
 import time
 
-from .. import batch as batch_systems
-from .. import tree
-from ..errors import JobTreeError, SchedulerCommandError
+from ..errors import JobTreeError
 from ..jobstore import JobState
 from ..paths import TreePaths, write_atomic
 from ..resources import format_duration, parse_duration
-from .common import entry_point, one_tree, tree_argument, tree_paths
-from .status import MasterState, find_master, open_tree, plural
+from .common import (MasterState, cancel_scheduler_jobs, entry_point, find_master, one_tree,
+                     open_tree, plural, tree_argument, tree_paths)
 
 #: default seconds to wait for the master to stop
 DEFAULT_TIMEOUT = 60.0
@@ -37,11 +35,11 @@ class KillTimeoutError(JobTreeError):
 
 
 def _issued_count(paths: TreePaths) -> int:
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
-        return store.counts()[JobState.ISSUED]
+        return index.counts()[JobState.ISSUED]
     finally:
-        store.close()
+        index.close()
 
 
 def request_stop(paths: TreePaths, master: MasterState) -> list[str]:
@@ -76,33 +74,6 @@ def wait_until_free(paths: TreePaths, timeout: float) -> bool:
             return False
         time.sleep(POLL_EVERY)
     return True
-
-
-def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
-    """Cancels every job a cluster scheduler still holds for the tree (of this
-    master or of one that is gone); returns what was done, as sentences to print."""
-    store = open_tree(paths)
-    try:
-        meta = store.meta()
-    finally:
-        store.close()
-    options = meta.get("options") or {}
-    said = []
-    for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):
-        name = options.get(key)
-        if not name or batch_systems.canonical_name(name) not in batch_systems.CLUSTERS:
-            continue
-        system = batch_systems.create(
-            name, options=argparse.Namespace(**options),
-            workdir=tree.batch_workdir(paths, role, name), tree_id=meta.get("tree_id"))
-        try:
-            count = system.kill_tree()
-        except SchedulerCommandError as err:
-            raise KillTimeoutError(
-                f"The {system.name} jobs of {paths.root} could not be cancelled: {err} "
-                f"Run jobTreeKill again once the scheduler answers.") from err
-        said.append(f"Cancelled {plural(count, f'{system.name} job')} of the tree.")
-    return said
 
 
 def _positive_duration(text: str) -> float:

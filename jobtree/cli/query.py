@@ -1,8 +1,8 @@
 """Status as data, for jobTreeStatus: the JSON document (``--json``), lists of
 targets by filter (``--state``, ``--class``, ``--select``, ``--limit``), the
 summary per target class (``--classes``) and the logs of a target's attempts
-(``--log``). Everything here only reads the index, through a read-only
-connection, so it never blocks a running master.
+(``--log``). Everything here only reads the index, through the job store's
+read-only TreeIndex, so it never blocks a running master.
 """
 
 from __future__ import annotations
@@ -11,35 +11,19 @@ import dataclasses
 import glob
 import os
 import re
-import sqlite3
 import time
 from typing import Any
 
 from ..errors import BadOptionError
-from ..jobstore import JobState, JobStore
+from ..jobstore import LISTING_COLUMNS, STATES, ConditionError, JobState, TreeIndex, state_name
 from ..paths import TreePaths
 from ..report import failed_for_good
 from ..resources import format_seconds
 
 #: the name and version of the JSON document's schema (docs/status.schema.json)
 SCHEMA = "jobtree-status/1"
-#: the states a filter can name, and the index states each covers
-STATES: dict[str, tuple[JobState, ...]] = {
-    "waiting": (JobState.WAITING, JobState.RAN),
-    "ready": (JobState.READY,),
-    "running": (JobState.ISSUED,),
-    "done": (JobState.DONE,),
-    "failed": (JobState.FAILED,),
-}
-_NAMES = {int(state): name for name, states in STATES.items() for state in states}
-_STATE_SQL = "CASE state " + " ".join(
-    f"WHEN {value} THEN '{name}'" for value, name in sorted(_NAMES.items())) + " END"
 #: the columns a --select condition can use (and a listing shows)
-COLUMNS = ("id", "class", "state", "attempts", "description", "parent", "chain", "batch",
-           "batch_id", "issued_at", "started_at", "cpu", "memory", "time", "disk")
-_VIEW = (f"SELECT id, cls AS class, {_STATE_SQL} AS state, attempt AS attempts, description, "
-         f"parent, chain, batch, batch_id, issued_at, started_at, cpu, memory, time, disk "
-         f"FROM jobs")
+COLUMNS = LISTING_COLUMNS
 
 
 # ------------------------------------------------------------- listings
@@ -79,7 +63,7 @@ def parse_state(value: str) -> str:
     return value
 
 
-def targets(db: sqlite3.Connection, state: str | None = None, cls: str | None = None,
+def targets(index: TreeIndex, state: str | None = None, cls: str | None = None,
             select: str | None = None, limit: int | None = None,
             now: float | None = None) -> list[Listed]:
     """The targets that match every filter given, by id.
@@ -94,50 +78,20 @@ def targets(db: sqlite3.Connection, state: str | None = None, cls: str | None = 
     Raises:
         BadOptionError: the --select condition is not valid.
     """
-    where: list[str] = []
-    args: list[Any] = []
-    view = _VIEW
-    if state is not None:  # on the index's own column, which is indexed
-        values = [int(s) for s in STATES[state]]
-        view += f" WHERE state IN ({', '.join('?' * len(values))})"
-        args.extend(values)
-    if cls is not None:
-        where.append("(class = ? OR class LIKE ?)")
-        args.extend([cls, f"%.{cls}"])
-    if select:
-        where.append(f"({select})")
-    sql = (f"WITH t AS ({view}) SELECT id, class, state, attempts, description, started_at "
-           f"FROM t" + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY id LIMIT ?")
-    args.append(-1 if limit is None else limit)
     try:
-        rows = db.execute(sql, args).fetchall()
-    except sqlite3.Error as err:
-        if select is None:
-            raise
+        rows = index.listing(state, cls, select, limit)
+    except ConditionError as err:
         raise BadOptionError(
             f"--select {select!r} is not a valid condition ({err}); write an SQL condition "
             f"over {', '.join(COLUMNS)}, e.g. \"attempts > 1 AND class LIKE '%Sort%'\".") from None
-    walls = _walls(db, [row[0] for row in rows])
     moment = time.time() if now is None else now
     listed = []
-    for job, kind, name, attempts, description, started in rows:
-        seconds = walls.get(job)
-        if name == "running" and started is not None:
-            seconds = max(0.0, moment - started)
-        listed.append(Listed(job, kind, name, attempts, seconds, description))
+    for row in rows:
+        seconds = row.wall
+        if row.state == "running" and row.started_at is not None:
+            seconds = max(0.0, moment - row.started_at)
+        listed.append(Listed(row.id, row.cls, row.state, row.attempts, seconds, row.description))
     return listed
-
-
-def _walls(db: sqlite3.Connection, jobs: list[int]) -> dict[int, float]:
-    """The recorded run time of each of ``jobs`` (trees run with --stats)."""
-    walls: dict[int, float] = {}
-    for start in range(0, len(jobs), 500):
-        part = jobs[start:start + 500]
-        walls.update(db.execute(
-            f"SELECT job, SUM(wall) FROM stats WHERE job IN ({', '.join('?' * len(part))}) "
-            f"GROUP BY job", part).fetchall())
-    return walls
 
 
 # ------------------------------------------------------------ per class
@@ -156,22 +110,9 @@ class ClassSummary:
                 "runs": self.runs}
 
 
-def classes(db: sqlite3.Connection) -> list[ClassSummary]:
+def classes(index: TreeIndex) -> list[ClassSummary]:
     """Every target class, by the number of its targets (most first)."""
-    counts: dict[str, dict[str, int]] = {}
-    for kind, state, count in db.execute(
-            "SELECT cls, state, COUNT(*) FROM jobs GROUP BY cls, state"):
-        mine = counts.setdefault(kind, dict.fromkeys(STATES, 0))
-        mine[_NAMES[state]] += count
-    runs = dict(db.execute("SELECT cls, COUNT(wall) FROM stats GROUP BY cls").fetchall())
-    found = []
-    for kind, mine in counts.items():
-        median = None
-        if runs.get(kind):
-            median = db.execute(
-                "SELECT wall FROM stats WHERE cls = ? AND wall IS NOT NULL ORDER BY wall "
-                "LIMIT 1 OFFSET ?", (kind, (runs[kind] - 1) // 2)).fetchone()[0]
-        found.append(ClassSummary(kind, mine, median, int(runs.get(kind, 0))))
+    found = [ClassSummary(*row) for row in index.classes()]
     return sorted(found, key=lambda c: (-sum(c.counts.values()), c.cls))
 
 
@@ -190,7 +131,7 @@ def class_lines(summaries: list[ClassSummary]) -> list[str]:
 
 
 # ------------------------------------------------------------------ logs
-def logs(paths: TreePaths, store: JobStore, job: int,
+def logs(paths: TreePaths, index: TreeIndex, job: int,
          attempt: int | None = None) -> list[tuple[int, str]]:
     """The kept logs of a target's attempts: (attempt, path), oldest first.
 
@@ -198,7 +139,7 @@ def logs(paths: TreePaths, store: JobStore, job: int,
         BadOptionError: there is no such target, or no log is kept for it.
     """
     try:
-        row = store.job(job)
+        row = index.job(job)
     except KeyError:
         raise BadOptionError(f"--log {job}: the tree has no target {job}. List targets with "
                              f"jobTreeStatus --jobTree {paths.root} --state failed.") from None
@@ -209,17 +150,17 @@ def logs(paths: TreePaths, store: JobStore, job: int,
             found.append((int(match.group(1)), path))
     if not found:
         which = f"attempt {attempt} of " if attempt is not None else ""
+        state = state_name(row.state)
         raise BadOptionError(
-            f"No log is kept for {which}target {job} ({row.description}, {_NAMES[row.state]}, "
+            f"No log is kept for {which}target {job} ({row.description}, {state}, "
             f"{row.attempt} attempts): jobtree keeps the logs of failed attempts and of "
             f"attempts that are running, and removes those of attempts that succeeded.")
     return sorted(found)
 
 
 # ------------------------------------------------------------- document
-def document(paths: TreePaths, store: JobStore, db: sqlite3.Connection,
-             master: dict[str, Any], issued: dict[str, Any], now: float,
-             limit: int) -> dict[str, Any]:
+def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
+             issued: dict[str, Any], now: float, limit: int) -> dict[str, Any]:
     """The ``--json`` document (schema SCHEMA; see docs/status.schema.json).
 
     Args:
@@ -227,15 +168,12 @@ def document(paths: TreePaths, store: JobStore, db: sqlite3.Connection,
         issued: how many issued targets run and how many are queued.
         limit: the most running and failed targets to list.
     """
-    meta = store.meta()
-    counts = store.counts()
+    meta = index.meta()
+    counts = index.counts()
     total = sum(counts.values())
     options = meta.get("options") or {}
-    running = db.execute(
-        "SELECT id, cls, description, attempt, batch, batch_id, issued_at, started_at "
-        "FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
-        (int(JobState.ISSUED), limit + 1)).fetchall()
-    failed = failed_targets(store)
+    running = index.jobs_in(JobState.ISSUED, limit + 1)
+    failed = failed_targets(index)
     return {
         "schema": SCHEMA,
         "tree": paths.root,
@@ -251,21 +189,20 @@ def document(paths: TreePaths, store: JobStore, db: sqlite3.Connection,
                    "waiting": counts[JobState.WAITING] + counts[JobState.RAN],
                    "failed": counts[JobState.FAILED]},
         "complete": counts[JobState.DONE] == total,
-        "running": [{"id": job, "class": kind, "description": description,
-                     "attempt": attempt, "batch": batch, "batch_id": batch_id,
-                     "issued_at": issued_at, "started_at": started_at,
-                     "seconds": max(0.0, now - started_at) if started_at else None}
-                    for job, kind, description, attempt, batch, batch_id, issued_at, started_at
-                    in running[:limit]],
+        "running": [{"id": row.id, "class": row.cls, "description": row.description,
+                     "attempt": row.attempt, "batch": row.batch, "batch_id": row.batch_id,
+                     "issued_at": row.issued_at, "started_at": row.started_at,
+                     "seconds": max(0.0, now - row.started_at) if row.started_at else None}
+                    for row in running[:limit]],
         "failed": failed[:limit],
         "truncated": {"running": len(running) > limit, "failed": len(failed) > limit},
     }
 
 
-def failed_targets(store: JobStore) -> list[dict[str, Any]]:
+def failed_targets(index: TreeIndex) -> list[dict[str, Any]]:
     """Every target that failed for good, by its last failed attempt."""
     return [{"id": f["job"], "class": f["cls"], "description": f["description"],
              "attempts": tries, "reason": f["reason"], "exit_code": f["exit_code"],
              "message": f["message"], "log": f["log"], "batch": f["batch"],
              "batch_id": f["batch_id"], "at": f["at"]}
-            for f, tries in failed_for_good(store)]
+            for f, tries in failed_for_good(index)]

@@ -1,26 +1,26 @@
 """jobTreeStats: wall time, CPU time, wait and peak memory of the targets of a
 tree run with ``--stats``, summarised per target class.
 
-The summaries are computed by SQLite over the ``stats`` table (one row per
-target that ran with ``--stats``), so memory stays flat however big the tree.
+The summaries are computed by the index (one record per target that ran
+with ``--stats``; see TreeIndex.run_spread), so memory stays flat however big
+the tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from typing import Any
 
 from .. import timeline
 from ..errors import BadOptionError, JobTreeError
+from ..jobstore import TreeIndex
 from ..paths import TreePaths
 from ..resources import format_bytes, format_seconds
-from .common import entry_point, one_tree, tree_argument, tree_paths
-from .status import open_tree, readonly_connection
+from .common import entry_point, one_tree, open_tree, tree_argument, tree_paths
 
-#: the measures of a run: (column of the stats table, title, is a duration)
+#: the measures of a run: (its name in the index's records, title, is a duration)
 MEASURES: tuple[tuple[str, str, bool], ...] = (
     ("wall", "wall time", True),
     ("cpu", "CPU time", True),
@@ -34,34 +34,19 @@ class NoStatsError(JobTreeError):
     """The tree holds no statistics: it was not run with --stats."""
 
 
-def summarise(db: sqlite3.Connection, cls: str | None) -> dict[str, Any]:
+def summarise(index: TreeIndex, cls: str | None) -> dict[str, Any]:
     """The count and, per measure, min/median/mean/max/total of one class (None: all).
 
     Missing values (a run that could not measure one) are left out of that
     measure. The total of peak memory is left out (None): peaks do not add up.
     """
-    where, args = ("WHERE cls = ?", (cls,)) if cls is not None else ("", ())
-    count = db.execute(f"SELECT COUNT(*) FROM stats {where}", args).fetchone()[0]
-    summary: dict[str, Any] = {"count": count}
-    for column, _, _ in MEASURES:
-        low, mean, high, total, known = db.execute(
-            f"SELECT MIN({column}), AVG({column}), MAX({column}), SUM({column}), "
-            f"COUNT({column}) FROM stats {where}", args).fetchone()
-        summary[column] = {"min": low, "median": _median(db, column, where, args, known),
-                           "mean": mean, "max": high,
-                           "total": total if column != "memory" else None}
+    summary: dict[str, Any] = {"count": index.run_count(cls)}
+    for measure, _, _ in MEASURES:
+        spread = index.run_spread(measure, cls)
+        summary[measure] = {"min": spread.low, "median": spread.median, "mean": spread.mean,
+                            "max": spread.high,
+                            "total": spread.total if measure != "memory" else None}
     return summary
-
-
-def _median(db: sqlite3.Connection, column: str, where: str, args: tuple[Any, ...],
-            known: int) -> float | None:
-    if not known:
-        return None
-    condition = f"{where} AND" if where else "WHERE"
-    rows = db.execute(
-        f"SELECT {column} FROM stats {condition} {column} IS NOT NULL ORDER BY {column} "
-        f"LIMIT ? OFFSET ?", (*args, 2 - known % 2, (known - 1) // 2)).fetchall()
-    return float(sum(r[0] for r in rows)) / len(rows)
 
 
 def collect(paths: TreePaths) -> dict[str, Any]:
@@ -71,12 +56,9 @@ def collect(paths: TreePaths) -> dict[str, Any]:
         TreeError: the tree cannot be read.
         NoStatsError: the tree holds no statistics.
     """
-    store = open_tree(paths)
-    store.close()
-    db = readonly_connection(paths)
+    index = open_tree(paths)
     try:
-        classes = [row[0] for row in db.execute(
-            "SELECT cls FROM stats GROUP BY cls ORDER BY SUM(wall) DESC, cls")]
+        classes = index.run_classes()
         if not classes:
             raise NoStatsError(
                 f"The job tree {paths.root} has no statistics: it was not run with --stats. "
@@ -84,12 +66,12 @@ def collect(paths: TreePaths) -> dict[str, Any]:
                 f"runs with --stats; for the targets still to run, continue it with:  "
                 f"jobTreeRun --jobTree {paths.root} --stats  (or run your pipeline script "
                 f"with --stats on a new --jobTree).")
-        targets = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        targets = sum(index.counts().values())
         return {"tree": paths.root, "targets": targets,
-                "classes": {cls: summarise(db, cls) for cls in classes},
-                "total": summarise(db, None)}
+                "classes": {cls: summarise(index, cls) for cls in classes},
+                "total": summarise(index, None)}
     finally:
-        db.close()
+        index.close()
 
 
 def _value(column: str, value: float | None) -> str:
@@ -158,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_timeline(paths: TreePaths, data: dict[str, Any], path: str) -> None:
-    db = readonly_connection(paths)
+    index = open_tree(paths)
     try:
-        found = timeline.attempts(db)
+        found = timeline.attempts(index)
     finally:
-        db.close()
+        index.close()
     text = timeline.page(paths.root, found, table(data))
     try:
         with open(path, "w", encoding="utf-8") as handle:

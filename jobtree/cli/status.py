@@ -13,22 +13,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import pathlib
-import socket
-import sqlite3
 import sys
 import time
 from typing import Any
 
-from .. import tree
-from ..errors import BadOptionError, TreeError
-from ..jobstore import JobState, JobStore
+from ..errors import BadOptionError
+from ..jobstore import Issued, JobState, TreeIndex
 from ..paths import TreePaths, pool_trees
 from ..report import describe_failure, failed_for_good
 from ..resources import format_duration
 from . import query
-from .common import entry_point, tree_argument, tree_paths
+from .common import (MasterState, entry_point, find_master, open_tree, plural, tree_argument,
+                     tree_paths)
 
 #: issued targets listed one by one with --verbose (the rest are counted)
 SHOWN_ISSUED = 20
@@ -40,153 +36,6 @@ SHOWN_MESSAGES = 5
 JSON_LIMIT = 1000
 
 
-# ------------------------------------------------------------- the master
-@dataclasses.dataclass(frozen=True)
-class MasterState:
-    """Whether a master holds a tree, and what it recorded about itself.
-
-    Attributes:
-        running: a master holds the tree's lock now.
-        host: the host the (last) master recorded, if any.
-        pid: its pid on that host, if any.
-        started: when it took the tree (epoch seconds), if known.
-        local_pid: the pid of the lock holder when it runs on this host and
-            this machine can see it (None otherwise).
-    """
-
-    running: bool
-    host: str | None
-    pid: int | None
-    started: float | None
-    local_pid: int | None
-
-    def describe(self) -> str:
-        """'host X, pid N, since T' for messages."""
-        if not self.host:
-            return "an unknown process"
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started or 0))
-        return f"host {self.host}, pid {self.pid}, since {since}"
-
-
-def find_master(paths: TreePaths) -> MasterState:
-    """Finds out whether a master holds the tree, taking its lock only if nothing
-    else can tell (a master on another host sharing the tree).
-
-    The master's lock is an ``flock`` on ``master.lock``: on Linux every lock
-    taken on this host is listed in ``/proc/locks`` with its holder's pid. A
-    lock not listed there can still be held from another host (NFS), unless the
-    master that last took the tree ran here and its process is gone.
-    """
-    info = tree.holder(paths)
-    host = info.get("host")
-    pid = info.get("pid") if isinstance(info.get("pid"), int) else None
-    started = info.get("started") if isinstance(info.get("started"), (int, float)) else None
-
-    def state(running: bool, local_pid: int | None = None) -> MasterState:
-        return MasterState(running, host, pid, started, local_pid)
-
-    if not os.path.exists(paths.lock):
-        return state(False)  # a master makes the lock file before it takes it
-    holder_pid = _local_lock_holder(paths.lock)
-    if holder_pid is not None:
-        return state(True, holder_pid or None)
-    if host == socket.gethostname() and pid is not None and not _alive(pid):
-        return state(False)
-    running = tree.is_locked(paths)
-    local = pid if running and host == socket.gethostname() else None
-    return state(running, local)
-
-
-def _local_lock_holder(path: str) -> int | None:
-    """The pid holding a lock on ``path`` as ``/proc/locks`` lists it (0 when the
-    holder is in another pid namespace), or None if no lock on this host is seen."""
-    try:
-        info = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        if "->" in fields:  # a waiter, not a holder
-            continue
-        try:
-            pid = int(fields[4])
-            major, minor, inode = fields[5].split(":")
-            if (int(inode) == info.st_ino and int(major, 16) == os.major(info.st_dev)
-                    and int(minor, 16) == os.minor(info.st_dev)):
-                return max(pid, 0)
-        except (IndexError, ValueError):
-            continue
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-# ---------------------------------------------------------------- reading
-def open_tree(paths: TreePaths) -> JobStore:
-    """Opens an existing tree of this user read-only.
-
-    Raises:
-        TreeError: the directory is missing, another user's, or not a tree.
-    """
-    tree.check_owner(paths)
-    return JobStore.open(paths, readonly=True)
-
-
-def readonly_connection(paths: TreePaths) -> sqlite3.Connection:
-    """A read-only connection to the tree's index, for queries JobStore does not
-    offer (yet). Open the tree with :func:`open_tree` first: it checks the
-    owner and the format version.
-
-    Raises:
-        TreeError: the index cannot be opened.
-    """
-    uri = pathlib.Path(paths.db).as_uri() + "?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
-        db.execute("PRAGMA busy_timeout=30000")
-    except sqlite3.Error as err:
-        raise TreeError(f"The index {paths.db} cannot be read ({err}). Check that the "
-                        f"file is readable, then try again.") from err
-    return db
-
-
-@dataclasses.dataclass(frozen=True)
-class Issued:
-    """How many issued targets have started, and the oldest of each kind."""
-
-    running: int
-    queued: int
-    oldest_start: float | None
-    oldest_issue: float | None
-
-
-def issued_summary(db: sqlite3.Connection) -> Issued:
-    """Counts issued targets that started running and those still queued."""
-    row = db.execute(
-        "SELECT COUNT(started_at), COUNT(*) - COUNT(started_at), MIN(started_at), "
-        "MIN(CASE WHEN started_at IS NULL THEN issued_at END) FROM jobs WHERE state = ?",
-        (int(JobState.ISSUED),)).fetchone()
-    return Issued(running=row[0], queued=row[1], oldest_start=row[2], oldest_issue=row[3])
-
-
-def latest_messages(db: sqlite3.Connection, limit: int) -> list[tuple[float, str, str]]:
-    """The latest ``limit`` logToMaster messages: (time, target, text), oldest first."""
-    rows = db.execute(
-        "SELECT m.at, j.description, m.text FROM messages m JOIN jobs j ON j.id = m.job "
-        "ORDER BY m.rowid DESC LIMIT ?", (limit,)).fetchall()
-    return [(at, description, text) for at, description, text in reversed(rows)]
-
-
 # --------------------------------------------------------------- printing
 def _when(stamp: float | None) -> str:
     if not stamp:
@@ -196,11 +45,6 @@ def _when(stamp: float | None) -> str:
 
 def _ago(stamp: float | None, now: float) -> str:
     return format_duration(max(0.0, now - stamp)) if stamp else "?"
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 target', '2 targets'."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def header_lines(paths: TreePaths, meta: dict[str, Any]) -> list[str]:
@@ -257,9 +101,9 @@ def count_lines(counts: dict[JobState, int], issued: Issued, now: float) -> list
     return lines
 
 
-def issued_lines(store: JobStore, now: float) -> list[str]:
+def issued_lines(index: TreeIndex, now: float) -> list[str]:
     """Each issued target (up to SHOWN_ISSUED): where it runs and for how long."""
-    rows = store.jobs_in(JobState.ISSUED, limit=SHOWN_ISSUED + 1)
+    rows = index.jobs_in(JobState.ISSUED, limit=SHOWN_ISSUED + 1)
     if not rows:
         return []
     lines = ["Issued targets:"]
@@ -276,9 +120,9 @@ def issued_lines(store: JobStore, now: float) -> list[str]:
     return lines
 
 
-def failure_lines(store: JobStore) -> list[str]:
+def failure_lines(index: TreeIndex) -> list[str]:
     """Every target that failed for good (up to SHOWN_FAILED), by its last attempt."""
-    failed = failed_for_good(store)
+    failed = failed_for_good(index)
     if not failed:
         return []
     lines = [f"Failed targets ({len(failed)}):"]
@@ -289,9 +133,9 @@ def failure_lines(store: JobStore) -> list[str]:
     return lines
 
 
-def message_lines(db: sqlite3.Connection) -> list[str]:
+def message_lines(index: TreeIndex) -> list[str]:
     """The latest logToMaster messages."""
-    messages = latest_messages(db, SHOWN_MESSAGES)
+    messages = index.latest_messages(SHOWN_MESSAGES)
     if not messages:
         return []
     lines = ["Latest messages (logToMaster):"]
@@ -397,49 +241,45 @@ def main(argv: list[str] | None = None) -> int:
         raise BadOptionError("--attempt goes with --log ID (the target whose log to print).")
     if modes:
         return _query(paths, options)
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
-        db = readonly_connection(paths)
-        try:
-            now = time.time()
-            if options.json:
-                master = find_master(paths)
-                with store.snapshot() as view:
-                    issued = issued_summary(view)
-                    document = query.document(
-                        paths, store, view, dataclasses.asdict(master),
-                        {"running": issued.running, "queued": issued.queued}, now,
-                        options.limit or JSON_LIMIT)
-                print(json.dumps(document, indent=2))
-                complete = bool(document["complete"])
-                return 1 if options.failIfNotComplete and not complete else 0
-            with store.snapshot() as view:
-                meta = store.meta()
-                counts = store.counts()
-                issued = issued_summary(view)
+        now = time.time()
+        if options.json:
             master = find_master(paths)
-            lines = header_lines(paths, meta) + master_lines(master)
-            lines += count_lines(counts, issued, now)
-            if options.verbose:
-                lines += issued_lines(store, now) + failure_lines(store) + message_lines(db)
-            lines += advice_lines(paths, counts, master, options.verbose)
-            problems: list[str] = []
-            if options.check or options.dot:
-                from .. import graph  # networkx, imported only when needed
-            if options.check:
-                problems = graph.check(store)
-                lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
-                          if problems else ["Check: the tree is consistent."])
-            if options.dot:
-                _write_dot(options.dot, graph.to_dot(graph.build(store, graph.DOT_LIMIT)))
-                total = sum(counts.values())
-                part = (f" (its first {graph.DOT_LIMIT:,} of {total:,} targets)"
-                        if total > graph.DOT_LIMIT else "")
-                lines.append(f"Wrote the tree as a DOT graph to {options.dot}{part}.")
-        finally:
-            db.close()
+            with index.snapshot():
+                issued = index.issued_summary()
+                document = query.document(
+                    paths, index, dataclasses.asdict(master),
+                    {"running": issued.running, "queued": issued.queued}, now,
+                    options.limit or JSON_LIMIT)
+            print(json.dumps(document, indent=2))
+            complete = bool(document["complete"])
+            return 1 if options.failIfNotComplete and not complete else 0
+        with index.snapshot():
+            meta = index.meta()
+            counts = index.counts()
+            issued = index.issued_summary()
+        master = find_master(paths)
+        lines = header_lines(paths, meta) + master_lines(master)
+        lines += count_lines(counts, issued, now)
+        if options.verbose:
+            lines += issued_lines(index, now) + failure_lines(index) + message_lines(index)
+        lines += advice_lines(paths, counts, master, options.verbose)
+        problems: list[str] = []
+        if options.check or options.dot:
+            from .. import graph  # networkx, imported only when needed
+        if options.check:
+            problems = graph.check(index)
+            lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
+                      if problems else ["Check: the tree is consistent."])
+        if options.dot:
+            _write_dot(options.dot, graph.to_dot(graph.build(index, graph.DOT_LIMIT)))
+            total = sum(counts.values())
+            part = (f" (its first {graph.DOT_LIMIT:,} of {total:,} targets)"
+                    if total > graph.DOT_LIMIT else "")
+            lines.append(f"Wrote the tree as a DOT graph to {options.dot}{part}.")
     finally:
-        store.close()
+        index.close()
     print("\n".join(lines))
     complete = counts[JobState.DONE] == sum(counts.values())
     if problems:
@@ -449,32 +289,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _query(paths: TreePaths, options: argparse.Namespace) -> int:
     """--state/--class/--select, --classes or --log."""
-    store = open_tree(paths)
+    index = open_tree(paths)
     try:
         if options.log is not None:
-            for attempt, path in query.logs(paths, store, options.log, options.attempt):
+            for attempt, path in query.logs(paths, index, options.log, options.attempt):
                 print(f"==> target {options.log}, attempt {attempt}: {path} <==")
                 sys.stdout.flush()
                 with open(path, "rb") as handle:
                     sys.stdout.buffer.write(handle.read())
                 sys.stdout.buffer.flush()
             return 0
-        db = readonly_connection(paths)
-        try:
-            if options.classes:
-                summaries = query.classes(db)
-                if options.json:
-                    print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
-                                      "classes": [c.to_dict() for c in summaries]}, indent=2))
-                else:
-                    print("\n".join(query.class_lines(summaries)))
-                return 0
-            found = query.targets(db, options.state, options.cls, options.select,
-                                  options.limit)
-        finally:
-            db.close()
+        if options.classes:
+            summaries = query.classes(index)
+            if options.json:
+                print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
+                                  "classes": [c.to_dict() for c in summaries]}, indent=2))
+            else:
+                print("\n".join(query.class_lines(summaries)))
+            return 0
+        found = query.targets(index, options.state, options.cls, options.select, options.limit)
     finally:
-        store.close()
+        index.close()
     if options.json:
         print(json.dumps({"schema": query.SCHEMA, "tree": paths.root,
                           "targets": [t.to_dict() for t in found]}, indent=2))

@@ -1,247 +1,52 @@
-"""The on-disk job tree: an SQLite index, the only code that writes it.
+"""The one writer of a tree's index: the master's transactions over it.
 
-Every job is one row. A job's ``parent`` is the target whose ``pending``
-count its chain decrements when the chain closes; ``followon`` points to the
-next target of the chain; ``chain`` is the id of the chain's founder (the key
-of its global temp dir). All state changes go through this class, inside
-explicit transactions that the master batches.
+All state changes go through :class:`JobStore`, inside explicit transactions
+that the master batches. What it reads besides, in those transactions, is
+here too; everything else is read through
+:class:`~jobtree.jobstore.index.TreeIndex`, which it extends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import json
-import os
-import pathlib
 import sqlite3
 import time
-from typing import Any, Iterator, NewType, Sequence
+from typing import Any, Iterator, Sequence
 
-from . import _version, metrics
-from .errors import TreeError
-from .paths import TreePaths, pool_trees
-from .resources import Resources
-
-JobId = NewType("JobId", int)
-
-FORMAT_VERSION = 4
-#: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
-#: failures.started (when a failed attempt started, for the timeline); 4 added
-#: return values: the tables returned and promised, and jobs.needs
-
-
-class JobState(enum.IntEnum):
-    """Where a job stands."""
-
-    WAITING = 0
-    """A follow-on waiting for its predecessor's children to finish."""
-    READY = 1
-    """Can be issued."""
-    ISSUED = 2
-    """Handed to a batch system (queued or running)."""
-    RAN = 3
-    """Ran; waiting for its children's chains to finish."""
-    DONE = 4
-    """Ran and all its children's chains finished."""
-    FAILED = 5
-    """Failed on every try; waits for a restart."""
-
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY,
-    state INTEGER NOT NULL,
-    parent INTEGER,
-    predecessor INTEGER,
-    chain INTEGER NOT NULL,
-    followon INTEGER,
-    pending INTEGER NOT NULL DEFAULT 0,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    tries_left INTEGER NOT NULL,
-    cls TEXT NOT NULL,
-    description TEXT NOT NULL,
-    cpu REAL, memory INTEGER, time REAL, disk INTEGER,
-    pickle BLOB,
-    batch TEXT, batch_id TEXT, issued_at REAL, started_at REAL,
-    chain_closed INTEGER NOT NULL DEFAULT 0,
-    run_id TEXT,
-    extra TEXT,
-    needs TEXT
-);
-CREATE INDEX jobs_state ON jobs(state);
-CREATE TABLE failures (
-    job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
-    reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
-    log TEXT, message TEXT, permanent INTEGER NOT NULL, started REAL,
-    PRIMARY KEY (job, attempt)
-);
-CREATE TABLE messages (
-    job INTEGER NOT NULL, at REAL NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL
-);
-CREATE TABLE stats (
-    job INTEGER NOT NULL, cls TEXT NOT NULL, wall REAL, cpu REAL, wait REAL,
-    memory INTEGER, started REAL
-);
-"""
-#: the tables format 4 added: part of a new index, and made when an older one
-#: is upgraded
-_SCHEMA_4 = """
-CREATE TABLE IF NOT EXISTS returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
-CREATE TABLE IF NOT EXISTS promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS promised_job ON promised(job);
-"""
-_SCHEMA += _SCHEMA_4
+from .. import _version, metrics
+from ..paths import TreePaths
+from . import schema
+from .index import TreeIndex
+from .records import JobId, JobRow, JobState, NewJob, Settled, Step, job_row
 
 #: whether this SQLite has UPDATE ... RETURNING (3.35 and newer)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
-_COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
-            "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
-            "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs")
 
-
-@dataclasses.dataclass(frozen=True)
-class JobRow:
-    """One job as the index holds it (without its pickle)."""
-
-    id: JobId
-    state: JobState
-    parent: JobId | None
-    predecessor: JobId | None
-    chain: JobId
-    followon: JobId | None
-    pending: int
-    attempt: int
-    tries_left: int
-    cls: str
-    description: str
-    cpu: float | None
-    memory: int | None
-    time: float | None
-    disk: int | None
-    batch: str | None
-    batch_id: str | None
-    issued_at: float | None
-    started_at: float | None
-    extra: str | None = None
-    needs: str | None = None
-    """The promise tokens the job's target holds, as a JSON list (or None)."""
-
-    def resources(self) -> Resources:
-        """What the job asked for (None where the tree's defaults apply)."""
-        data = json.loads(self.extra) if self.extra else {}
-        data.update(cpu=self.cpu, memory=self.memory, time=self.time, disk=self.disk)
-        return Resources.from_dict(data)
-
-
-@dataclasses.dataclass(frozen=True)
-class NewJob:
-    """A target a worker created, as it goes into the index."""
-
-    cls: str
-    description: str
-    cpu: float | None
-    memory: int | None
-    time: float | None
-    disk: int | None
-    pickle: bytes
-    extra: dict[str, Any] | None = None
-    needs: Sequence[str] = ()
-    """Tokens of the promises its pickle holds."""
-    token: str | None = None
-    """Its own promise token, if ``rv()`` was called on it."""
-
-    @property
-    def extra_json(self) -> str | None:
-        """``extra`` as the index stores it."""
-        return json.dumps(self.extra, sort_keys=True) if self.extra else None
-
-    @property
-    def needs_json(self) -> str | None:
-        """``needs`` as the index stores it."""
-        return json.dumps(sorted(self.needs)) if self.needs else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One target a worker ran: itself, or a follow-on it chained.
-
-    ``children`` and ``followon`` are what the step added; a chained step
-    (index > 0) is the previous step's follow-on and had no pickle stored.
-    """
-
-    cls: str
-    description: str
-    children: Sequence[NewJob]
-    followon: NewJob | None
-    messages: Sequence[tuple[int, str]]
-    stats: dict[str, float] | None
-    value: tuple[str, Any] | None = None
-    """What run() returned: ("inline", pickle) or ("file", name in values/)."""
-    token: str | None = None
-    """The target's promise token, if ``rv()`` was called on it."""
-
-
-@dataclasses.dataclass
-class Settled:
-    """What one ingestion did, for the master to act on after commit."""
-
-    closed_chains: list[int] = dataclasses.field(default_factory=list)
-    messages: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
-    new_ready: int = 0
-    done: int = 0
-    root_done: bool = False
-
-
-def _row(values: Sequence[Any]) -> JobRow:
-    data = dict(zip(_COLUMNS, values))
-    data["state"] = JobState(data["state"])
-    return JobRow(**data)
-
-
-class JobStore:
-    """The index of one tree. Open it with :meth:`open` or :meth:`create`."""
+class JobStore(TreeIndex):
+    """The index of one tree, and its writes. Make one with :meth:`initialise`,
+    open it with :meth:`open`."""
 
     def __init__(self, paths: TreePaths, connection: sqlite3.Connection,
                  readonly: bool) -> None:
-        self.paths = paths
-        self._db = connection
+        super().__init__(paths, connection)
         self._readonly = readonly
-        self._in_transaction = False
         self._next_id = 0
-        if metrics.ENABLED:
-            connection.set_trace_callback(lambda _: metrics.count("statements"))
-        names = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
-        # a format-1 tree opened read-only has no extra column
-        self._select = ", ".join(c if c in names else f"NULL AS {c}" for c in _COLUMNS)
         if not readonly:
             self._next_id = (self._db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0) + 1
 
     # ------------------------------------------------------------ opening
-    @staticmethod
-    def _connect(path: str, readonly: bool) -> sqlite3.Connection:
-        if readonly:
-            db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + "?mode=ro", uri=True,
-                                 isolation_level=None, timeout=30)
-        else:
-            db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
-
     @classmethod
     def initialise(cls, paths: TreePaths, meta: dict[str, Any], root: NewJob,
                    tries: int) -> None:
         """Writes a new index holding the root job (in a folder not yet public)."""
-        db = cls._connect(paths.db, readonly=False)
+        db = schema.connect(paths.db, readonly=False)
         try:
-            db.executescript(_SCHEMA)
+            db.executescript(schema.SCHEMA)
             db.execute("BEGIN IMMEDIATE")
-            meta = dict(meta, format_version=FORMAT_VERSION,
+            meta = dict(meta, format_version=schema.FORMAT_VERSION,
                         jobtree_version=_version.__version__, created=time.time())
             db.executemany("INSERT INTO meta VALUES (?, ?)",
                            [(k, json.dumps(v)) for k, v in meta.items()])
@@ -259,54 +64,13 @@ class JobStore:
 
     @classmethod
     def open(cls, paths: TreePaths, readonly: bool = False) -> JobStore:
-        """Opens the index of an existing tree.
+        """Opens the index of an existing tree (and upgrades an older format,
+        unless ``readonly``).
 
         Raises:
             TreeError: there is no index, or a newer jobtree wrote it.
         """
-        if not os.path.isfile(paths.db):
-            calls = pool_trees(paths)
-            if calls is not None:
-                names = sorted(os.path.basename(call.root) for call in calls)
-                shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-                raise TreeError(
-                    f"{paths.root} is a Pool's folder, which holds one job tree per call "
-                    f"({shown or 'none yet'}). Give one of them as --jobTree, such as "
-                    f"--jobTree {os.path.join(paths.root, names[0] if names else 'NAME')}.")
-            raise TreeError(
-                f"{paths.root} is not a job tree (it has no tree.db). Check the "
-                f"--jobTree path; a new tree is made by running your pipeline script.")
-        try:
-            db = cls._connect(paths.db, readonly)
-            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as err:
-            raise TreeError(
-                f"The index {paths.db} cannot be read ({err}). If the disk or file system "
-                f"is at fault, fix it and try again; if another program overwrote the "
-                f"file, the tree cannot be recovered: remove it with jobTreeClean and start "
-                f"again.") from err
-        version = json.loads(rows.get("format_version", "0"))
-        if version > FORMAT_VERSION:
-            db.close()
-            raise TreeError(
-                f"{paths.root} was written by jobtree "
-                f"{json.loads(rows.get('jobtree_version', '?'))} in format {version}; this "
-                f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
-                f"Continue it with the newer jobtree.")
-        if version < FORMAT_VERSION and not readonly:
-            for table, column, kind in (("jobs", "extra", "TEXT"),  # format 2
-                                        ("failures", "started", "REAL"),  # 3
-                                        ("jobs", "needs", "TEXT")):  # 4
-                if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            db.executescript(_SCHEMA_4)
-            db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
-                       (json.dumps(FORMAT_VERSION),))
-        return cls(paths, db, readonly)
-
-    def close(self) -> None:
-        """Closes the index."""
-        self._db.close()
+        return cls(paths, schema.open_index(paths, readonly), readonly)
 
     # -------------------------------------------------------- transactions
     @contextlib.contextmanager
@@ -327,75 +91,18 @@ class JobStore:
         self._db.execute("COMMIT")
         metrics.count("transactions")
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """Reads the block from one consistent view of the index, so counts and
-        listings taken in it agree while a master writes. Yields the connection,
-        for read queries JobStore does not offer."""
-        if self._in_transaction:
-            yield self._db
-            return
-        self._db.execute("BEGIN")
-        self._in_transaction = True
-        try:
-            yield self._db
-        finally:
-            self._in_transaction = False
-            self._db.execute("COMMIT")
-
-    # --------------------------------------------------------------- meta
-    def meta(self) -> dict[str, Any]:
-        """Every stored meta value."""
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
-
     def set_meta(self, key: str, value: Any) -> None:
         """Stores one meta value."""
         with self.transaction():
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
-    # -------------------------------------------------------------- reads
-    def counts(self) -> dict[JobState, int]:
-        """How many jobs are in each state."""
-        found = dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
-        return {state: found.get(int(state), 0) for state in JobState}
-
-    def job(self, job_id: int) -> JobRow:
-        """One job."""
-        row = self._db.execute(f"SELECT {self._select} FROM jobs WHERE id = ?",
-                               (job_id,)).fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        return _row(row)
-
-    def jobs_in(self, state: JobState, limit: int = -1) -> list[JobRow]:
-        """Jobs in one state, oldest first."""
-        rows = self._db.execute(
-            f"SELECT {self._select} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
-            (int(state), limit))
-        return [_row(r) for r in rows]
-
+    # --------------------------------------------------- the master's reads
     def ready(self, limit: int) -> list[tuple[JobRow, bytes]]:
         """Up to ``limit`` ready jobs, oldest first, with their pickled targets."""
         rows = self._db.execute(
             f"SELECT {self._select}, pickle FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
             (int(JobState.READY), limit))
-        return [(_row(r[:-1]), bytes(r[-1])) for r in rows]
-
-    def failures(self, permanent_only: bool = True) -> list[dict[str, Any]]:
-        """Recorded failed attempts, newest last, with their job's class and description."""
-        where = "WHERE f.permanent = 1 AND j.state = ?" if permanent_only else ""
-        args: tuple[Any, ...] = (int(JobState.FAILED),) if permanent_only else ()
-        rows = self._db.execute(
-            "SELECT f.job, f.attempt, f.at, f.reason, f.exit_code, f.batch, f.batch_id, "
-            "f.log, f.message, j.cls, j.description FROM failures f JOIN jobs j ON j.id = f.job "
-            f"{where} ORDER BY f.at", args)
-        keys = ("job", "attempt", "at", "reason", "exit_code", "batch", "batch_id", "log",
-                "message", "cls", "description")
-        return [dict(zip(keys, r)) for r in rows]
-
-    def stats_rows(self) -> list[tuple[str, float, float, float, int]]:
-        """(class, wall, cpu, wait, memory) of every recorded run."""
-        return list(self._db.execute("SELECT cls, wall, cpu, wait, memory FROM stats"))
+        return [(job_row(r[:-1]), bytes(r[-1])) for r in rows]
 
     def values_for(self, tokens: Sequence[str]) -> dict[str, tuple[str, Any]]:
         """The values promised by ``tokens``, as a job is handed them:
@@ -419,54 +126,10 @@ class JobStore:
                                            f"running (it is {JobState(state).name.lower()})")
         return found
 
-    def returned(self, job_id: int) -> tuple[str, Any] | None:
-        """What the job's run() returned, as :meth:`values_for` gives it, or
-        None if it returned nothing (or has not run)."""
-        row = self._db.execute("SELECT data, file FROM returned WHERE job = ?",
-                               (job_id,)).fetchone()
-        return None if row is None else self._stored(*row)
-
-    def _stored(self, data: bytes | None, file: str | None) -> tuple[str, Any]:
-        """A row of ``returned`` as a job is handed it: the file's path, or the pickle."""
-        return ("file", os.path.join(self.paths.values, file)) if file else (
-            "inline", bytes(data or b""))
-
-    def returned_by_class(self, cls: str, skip: set[int] | frozenset[int] = frozenset()
-                          ) -> list[tuple[int, tuple[str, Any]]]:
-        """(job, value) of the jobs of class ``cls`` that returned a value, but
-        those in ``skip``; values as :meth:`returned` gives them."""
-        # the ids first, so that values already read are not read again
-        jobs = [r[0] for r in self._db.execute(
-            "SELECT r.job FROM returned r JOIN jobs j ON j.id = r.job WHERE j.cls = ? "
-            "ORDER BY r.job", (cls,)) if r[0] not in skip]
-        return [(job, value) for job in jobs if (value := self.returned(job)) is not None]
-
-    def attempts(self, jobs: Sequence[int]) -> list[tuple[int, int]]:
-        """(job, attempts so far) of ``jobs``."""
-        return [(job, int(self._db.execute("SELECT attempt FROM jobs WHERE id = ?",
-                                           (job,)).fetchone()[0])) for job in jobs]
-
-    def is_promised(self, job_id: int) -> bool:
-        """Whether ``rv()`` was called on the job's target (its value is promised)."""
-        try:
-            return self._db.execute("SELECT 1 FROM promised WHERE job = ? LIMIT 1",
-                                    (job_id,)).fetchone() is not None
-        except sqlite3.OperationalError:  # a tree of format 3 or older, read-only
-            return False
-
     def value_files(self) -> set[str]:
         """The names of the value files the index refers to."""
         return {r[0] for r in self._db.execute(
             "SELECT file FROM returned WHERE file IS NOT NULL")}
-
-    def links(self, limit: int | None = None) -> Iterator[tuple[Any, ...]]:
-        """(id, state, parent, predecessor, chain, pending, cls, description,
-        chain_closed) of every job (a walk over the whole index), or of the
-        first ``limit`` by id: those form the top of the tree, since a job's
-        parent and predecessor are always older than it."""
-        return iter(self._db.execute(
-            "SELECT id, state, parent, predecessor, chain, pending, cls, description, "
-            "chain_closed FROM jobs ORDER BY id LIMIT ?", (-1 if limit is None else limit,)))
 
     def chain_is_closed(self, chain_id: int) -> bool:
         """Whether the chain founded by ``chain_id`` has finished (or never existed)."""
@@ -517,7 +180,7 @@ class JobStore:
         row = self._db.execute(
             f"SELECT {self._select} FROM jobs WHERE id = ? AND attempt = ? AND state = ?",
             (job_id, attempt, int(JobState.ISSUED))).fetchone()
-        return _row(row) if row is not None else None
+        return job_row(row) if row is not None else None
 
     def ingest_success(self, job_id: int, attempt: int, steps: Sequence[Step],
                        run_id: str, tries: int, now: float,

@@ -1,0 +1,150 @@
+"""The index's format: its tables, connecting to it, and opening an existing
+one (checking its format, and upgrading an older one for a writer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sqlite3
+
+from .. import _version
+from ..errors import TreeError
+from ..paths import TreePaths, pool_trees
+from .records import COLUMNS
+
+FORMAT_VERSION = 4
+#: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
+#: failures.started (when a failed attempt started, for the timeline); 4 added
+#: return values: the tables returned and promised, and jobs.needs
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL,
+    parent INTEGER,
+    predecessor INTEGER,
+    chain INTEGER NOT NULL,
+    followon INTEGER,
+    pending INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    tries_left INTEGER NOT NULL,
+    cls TEXT NOT NULL,
+    description TEXT NOT NULL,
+    cpu REAL, memory INTEGER, time REAL, disk INTEGER,
+    pickle BLOB,
+    batch TEXT, batch_id TEXT, issued_at REAL, started_at REAL,
+    chain_closed INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT,
+    extra TEXT,
+    needs TEXT
+);
+CREATE INDEX jobs_state ON jobs(state);
+CREATE TABLE failures (
+    job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
+    reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
+    log TEXT, message TEXT, permanent INTEGER NOT NULL, started REAL,
+    PRIMARY KEY (job, attempt)
+);
+CREATE TABLE messages (
+    job INTEGER NOT NULL, at REAL NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL
+);
+CREATE TABLE stats (
+    job INTEGER NOT NULL, cls TEXT NOT NULL, wall REAL, cpu REAL, wait REAL,
+    memory INTEGER, started REAL
+);
+"""
+#: the tables format 4 added: part of a new index, and made when an older one
+#: is upgraded
+SCHEMA_4 = """
+CREATE TABLE IF NOT EXISTS returned (job INTEGER PRIMARY KEY, data BLOB, file TEXT);
+CREATE TABLE IF NOT EXISTS promised (token TEXT PRIMARY KEY, job INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS promised_job ON promised(job);
+"""
+SCHEMA += SCHEMA_4
+
+#: the columns added since format 1, by the format that added them
+_ADDED = (("jobs", "extra", "TEXT"),  # format 2
+          ("failures", "started", "REAL"),  # 3
+          ("jobs", "needs", "TEXT"))  # 4
+
+
+def connect(path: str, readonly: bool) -> sqlite3.Connection:
+    """A connection to the index at ``path``: read-only (``mode=ro``, which never
+    blocks the writer), or the writer's, in WAL mode."""
+    if readonly:
+        db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + "?mode=ro", uri=True,
+                             isolation_level=None, timeout=30)
+    else:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+def open_index(paths: TreePaths, readonly: bool) -> sqlite3.Connection:
+    """Opens the index of an existing tree; a writer's is upgraded to FORMAT_VERSION.
+
+    Raises:
+        TreeError: there is no index, or a newer jobtree wrote it.
+    """
+    if not os.path.isfile(paths.db):
+        calls = pool_trees(paths)
+        if calls is not None:
+            names = sorted(os.path.basename(call.root) for call in calls)
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            raise TreeError(
+                f"{paths.root} is a Pool's folder, which holds one job tree per call "
+                f"({shown or 'none yet'}). Give one of them as --jobTree, such as "
+                f"--jobTree {os.path.join(paths.root, names[0] if names else 'NAME')}.")
+        raise TreeError(
+            f"{paths.root} is not a job tree (it has no tree.db). Check the "
+            f"--jobTree path; a new tree is made by running your pipeline script.")
+    try:
+        db = connect(paths.db, readonly)
+        rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.DatabaseError as err:
+        raise TreeError(
+            f"The index {paths.db} cannot be read ({err}). If the disk or file system "
+            f"is at fault, fix it and try again; if another program overwrote the "
+            f"file, the tree cannot be recovered: remove it with jobTreeClean and start "
+            f"again.") from err
+    version = json.loads(rows.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        db.close()
+        raise TreeError(
+            f"{paths.root} was written by jobtree "
+            f"{json.loads(rows.get('jobtree_version', '?'))} in format {version}; this "
+            f"jobtree ({_version.__version__}) reads format {FORMAT_VERSION} at most. "
+            f"Continue it with the newer jobtree.")
+    if version < FORMAT_VERSION and not readonly:
+        _upgrade(db)
+    return db
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Brings an index of an older format to FORMAT_VERSION."""
+    for table, column, kind in _ADDED:
+        if column not in _columns(db, table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    db.executescript(SCHEMA_4)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+               (json.dumps(FORMAT_VERSION),))
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def job_columns(db: sqlite3.Connection) -> str:
+    """The select list of a JobRow; an older index read as it is (read-only)
+    gives NULL for the columns it does not have yet."""
+    names = _columns(db, "jobs")
+    return ", ".join(c if c in names else f"NULL AS {c}" for c in COLUMNS)
+
+
+def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Whether the index has ``table.column`` (an older one read as it is may not)."""
+    return column in _columns(db, table)
