@@ -53,7 +53,6 @@ from .pooltree import (
     write_function,
 )
 from .resources import SizeLike
-from .target import Target
 
 if TYPE_CHECKING:
     from .master import Master
@@ -588,57 +587,63 @@ class Pool:
 
     def _run_tree(self, call: _Call) -> list[Any]:
         from . import tree
-        from .jobstore import JobStore
-        from .options import resolve
-        from .stack import Stack, _fingerprint, _warm_fork_server
+        from .start import Pipeline, pipeline_script, start_tree
 
         paths = TreePaths(call.tree)
         function_file = os.path.join(paths.root, "pool", "function")
-        options = _copy(self._options, jobTree=paths.root)
+        pipeline = None
         if tree.is_tree(paths):
-            tree.check_owner(paths)
-            store = JobStore.open(paths, readonly=True)
-            try:
-                meta = store.meta()
-                counts = store.counts()
-            finally:
-                store.close()
-            if (meta.get("pool") or {}).get("key") != call.key:
-                raise TreeError(
-                    f"{paths.root} holds another call than this one of {call.name}. Remove "
-                    f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
-                    f"folder.")
-            if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
+            if self._finished(paths, call):
                 return collect(paths, call.name, call.chunk_count)
-            if tree.is_locked(paths):
-                raise TreeError(
-                    f"Another process runs the tree of this call of {call.name} "
-                    f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
-                    f"then make the call again to read its results.")
-            config, changed = resolve(options, meta.get("options"))
         else:
-            fingerprint = _fingerprint(Target())
-            if self._local:
-                _warm_fork_server(options, fingerprint["script"])
-            config, changed = resolve(options)
-            root = MapRoot(make_chunks(function_file, call.name, call.mode, call.items,
-                                       call.chunksize, call.resources),
-                           call.name, len(call.items))
-            new_root = Stack(root)._root_job(config)
             module = getattr(call.function, "__module__", None)
-            fingerprint.update(root_class=ROOT_CLASS, pool={
-                "key": call.key, "function": call.name, "mode": call.mode,
-                "inputs": len(call.items), "chunksize": call.chunksize,
-                # what the fork server imports for the chunks (a script's own
-                # functions come with the script)
-                "module": module if isinstance(module, str) and module != "__main__"
-                and module in sys.modules else None})
-            tree.create(paths, new_root, config, fingerprint)
-        write_function(function_file, call.pickled)  # the version given now runs
-        failed = tree.run(paths, config, changed, [], self._on_master)
+            pipeline = Pipeline(MapRoot(make_chunks(function_file, call.name, call.mode,
+                                                    call.items, call.chunksize,
+                                                    call.resources),
+                                        call.name, len(call.items)), {
+                "script": pipeline_script(), "root_class": ROOT_CLASS, "pool": {
+                    "key": call.key, "function": call.name, "mode": call.mode,
+                    "inputs": len(call.items), "chunksize": call.chunksize,
+                    # what the fork server imports for the chunks (a script's own
+                    # functions come with the script)
+                    "module": module if isinstance(module, str) and module != "__main__"
+                    and module in sys.modules else None}})
+        failed = start_tree(
+            paths, _copy(self._options, jobTree=paths.root), pipeline,
+            # the version given now runs
+            before_run=lambda: write_function(function_file, call.pickled),
+            on_master=self._on_master)
         if failed:
             raise failure(paths, call.name)
         return collect(paths, call.name, call.chunk_count)
+
+    @staticmethod
+    def _finished(paths: TreePaths, call: _Call) -> bool:
+        """Whether the call's tree that exists has finished; refuses the tree
+        of another call, and one that another process runs."""
+        from . import tree
+        from .jobstore import JobStore
+
+        tree.check_owner(paths)
+        store = JobStore.open(paths, readonly=True)
+        try:
+            meta = store.meta()
+            counts = store.counts()
+        finally:
+            store.close()
+        if (meta.get("pool") or {}).get("key") != call.key:
+            raise TreeError(
+                f"{paths.root} holds another call than this one of {call.name}. Remove "
+                f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
+                f"folder.")
+        if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
+            return True
+        if tree.is_locked(paths):
+            raise TreeError(
+                f"Another process runs the tree of this call of {call.name} "
+                f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
+                f"then make the call again to read its results.")
+        return False
 
     def _run(self, call: _Call) -> list[Any]:
         """Runs (or continues, or reads) the call's tree; returns its results."""
