@@ -26,7 +26,7 @@ from .placement import default_resources, largest_limits, route, too_big
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
-from .results import read_result, to_step
+from .results import failure_of, read_result, to_step, value_files
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ class Master:
         job = self.store.current(job_id, attempt)
         if job is None:
             self._garbage.append(path)
-            self._garbage.extend(self._value_files(result))
+            self._garbage.extend(value_files(self.paths.values, result))
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
@@ -410,35 +410,12 @@ class Master:
                 return settled
         self._record_failure(job_id, attempt, update, result, timed_out)
         self._garbage.append(path)
-        self._garbage.extend(self._value_files(result))
+        self._garbage.extend(value_files(self.paths.values, result))
         return True
-
-    def _value_files(self, result: dict[str, Any] | None) -> list[str]:
-        """The value files a result that is not ingested wrote."""
-        if not result or not result.get("ok"):
-            return []
-        return [os.path.join(self.paths.values, step["value"][1])
-                for step in result.get("steps", ())
-                if step.get("value") and step["value"][0] == "file"]
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
                         result: dict[str, Any] | None, timed_out: bool) -> None:
-        if update is not None:
-            reason = update.reason
-        else:
-            reason = ExitReason.FAILED if result is not None else ExitReason.LOST
-        if reason is ExitReason.FINISHED:
-            reason = ExitReason.LOST  # it exited 0, but its result never came
-        if timed_out:
-            reason = ExitReason.TIMEOUT
-        message = result.get("error") if result else None
-        if message is None and update is not None:
-            message = update.message
-        if message is None and update is not None and update.reason is ExitReason.FINISHED:
-            message = "the worker exited 0 but left no result"
-        if message is None and update is not None and update.exit_code is not None \
-                and update.exit_code < 0:
-            message = f"killed by signal {-update.exit_code}"
+        reason, message = failure_of(update, result, timed_out)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
         permanent = self.store.record_failure(

@@ -321,3 +321,17 @@ def test_chains_settle_the_same_without_update_returning(tmp_path: Path,
     assert master.run() == 0
     assert master.store.counts()[JobState.DONE] == 6
     assert graph.check(master.store) == []
+
+
+def test_why_an_attempt_failed() -> None:
+    from jobtree.results import failure_of
+
+    lost = Update(BatchJobId("b1"), 0, ExitReason.FINISHED)
+    assert failure_of(lost, None, False) == (ExitReason.LOST,
+                                             "the worker exited 0 but left no result")
+    killed = Update(BatchJobId("b2"), -9, ExitReason.KILLED)
+    assert failure_of(killed, None, True) == (ExitReason.TIMEOUT, "killed by signal 9")
+    assert failure_of(killed, {"ok": False, "error": "boom"}, False) == (
+        ExitReason.KILLED, "boom")
+    assert failure_of(None, {"ok": False, "error": "boom"}, False) == (ExitReason.FAILED, "boom")
+    assert failure_of(None, None, False) == (ExitReason.LOST, None)
