@@ -99,24 +99,17 @@ def start_tree(paths: TreePaths, options: Any, pipeline: Pipeline | None = None,
     if new:
         config, changed = resolve(options)
         tree_id = uuid.uuid4().hex
-        notices.append((logging.INFO, f"created the job tree {paths.root}"))
     else:
         meta = _existing_meta(paths, pipeline)
         config, changed = resolve(options, meta.get("options"))
         tree_id = meta["tree_id"]
-        if pipeline is not None:
-            described = pipeline.root._jt_describe()
-            if meta.get("root_description") not in (None, described):
-                notices.append((logging.WARNING, (
-                    f"continuing the existing tree {paths.root}, started with the root "
-                    f"{meta['root_description']}; the root given now, {described}, is "
-                    f"ignored. To start over with it, remove the tree first:  jobTreeClean "
-                    f"--jobTree {paths.root}")))
+        notices += _root_ignored(paths, meta, pipeline)
     batches = tree.make_batches(config, paths, tree_id)
     try:
         if new and pipeline is not None:
             root = root_job(pipeline.root, config, batches)
             tree.create(paths, root, config, pipeline.fingerprint, tree_id)
+            notices.append((logging.INFO, f"created the job tree {paths.root}"))
         if before_run is not None:
             before_run()
     except BaseException:
@@ -140,6 +133,20 @@ def _existing_meta(paths: TreePaths, pipeline: Pipeline | None) -> dict[str, Any
         return store.meta()
     finally:
         store.close()
+
+
+def _root_ignored(paths: TreePaths, meta: dict[str, Any],
+                  pipeline: Pipeline | None) -> list[Notice]:
+    """A warning if the root given now is not the one the tree was started with."""
+    if pipeline is None:
+        return []
+    described = pipeline.root._jt_describe()
+    if meta.get("root_description") in (None, described):
+        return []
+    return [(logging.WARNING, (
+        f"continuing the existing tree {paths.root}, started with the root "
+        f"{meta['root_description']}; the root given now, {described}, is ignored. To "
+        f"start over with it, remove the tree first:  jobTreeClean --jobTree {paths.root}"))]
 
 
 def root_job(target: Target, config: Config, batches: dict[str, BatchSystem]) -> NewJob:

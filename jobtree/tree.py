@@ -1,4 +1,4 @@
-"""Creating, checking, locking and running a tree (shared by Stack and jobTreeRun)."""
+"""Creating, checking, locking and running a tree (for jobtree.start, the one road to them)."""
 
 from __future__ import annotations
 
