@@ -22,10 +22,11 @@ from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
+from .placement import default_resources, largest_limits, route, too_big
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
-from .results import read_result, to_step
+from .results import failure_of, read_result, to_step, value_files
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ class Master:
         self.batches = batches
         self.clock = clock
         self.meta = store.meta()
-        self.defaults = Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
-                                  time=config.defaultTime, disk=config.defaultDisk)
+        self.defaults = default_resources(config)
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
         self._garbage: list[str] = []  # files to remove once the transaction commits
@@ -203,7 +203,7 @@ class Master:
         return adopted
 
     def _write_worker_config(self) -> None:
-        limits = self._largest_limits()
+        limits = largest_limits(self.batches)
         config = {
             "tree_id": self.meta["tree_id"], "environ": self.meta["environ"],
             "sys_path": self.meta["sys_path"], "cwd": self.meta["cwd"],
@@ -230,13 +230,6 @@ class Master:
             return []
         module = call.get("module")
         return ["jobtree.pooltree"] + ([str(module)] if module else [])
-
-    def _largest_limits(self) -> Resources:
-        cpus = [b.limits().cpu for b in self.batches.values()]
-        memories = [b.limits().memory for b in self.batches.values()]
-        return Resources(cpu=None if None in cpus else max(c for c in cpus if c is not None),
-                         memory=None if None in memories else max(
-                             m for m in memories if m is not None))
 
     def _ingest_result_files(self) -> int:
         ingested = 0
@@ -297,7 +290,7 @@ class Master:
         plan: list[_Planned] = []
         for row, pickled in rows:
             resources = row.resources().with_defaults(self.defaults)
-            role = self._route(resources)
+            role = route(self.config, resources, self.batches)
             attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt)
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
             reason, problem = self._cannot_run(resources, role, values)
@@ -313,7 +306,7 @@ class Master:
                     values: dict[str, tuple[str, Any]] | None) -> tuple[str, str | None]:
         """Why a job can never run, as (reason, message): it is too big for its
         batch system, or a value it was promised is not there; else (.., None)."""
-        problem = self._too_big(resources, role)
+        problem = too_big(resources, self.batches[role])
         if problem:
             return "too big", problem
         missing = [why for kind, why in (values or {}).values() if kind == "missing"]
@@ -325,27 +318,6 @@ class Master:
     def _batch_label(self, role: str) -> str:
         name = self.batches[role].name
         return name if role == "main" else f"{name} (big)"
-
-    def _route(self, resources: Resources) -> str:
-        if "big" not in self.batches:
-            return "main"
-        memory_limit = self.config.bigMemoryThreshold
-        cpu_limit = self.config.bigCpuThreshold
-        if ((memory_limit is not None and (resources.memory or 0) >= memory_limit)
-                or (cpu_limit is not None and (resources.cpu or 0) >= cpu_limit)):
-            return "big"
-        return "main"
-
-    def _too_big(self, resources: Resources, role: str) -> str | None:
-        limits = self.batches[role].limits()
-        name = self.batches[role].name
-        if limits.cpu is not None and (resources.cpu or 0) > limits.cpu + 1e-9:
-            return (f"it asks for {resources.cpu:g} cores; {name} gives at most "
-                    f"{limits.cpu:g} (--maxCpus)")
-        if limits.memory is not None and (resources.memory or 0) > limits.memory:
-            return (f"it asks for {resources.describe()}; {name} gives at most "
-                    f"{Resources(memory=limits.memory).describe()} of memory (--maxMemory)")
-        return None
 
     def _hand_over(self, planned: _Planned) -> None:
         row, role, resources, attempt = (planned.row, planned.role, planned.resources,
@@ -366,9 +338,6 @@ class Master:
                        job=job if batch.takes_input else None)
         batch_id = batch.issue(spec)
         self._issued[(role, batch_id)] = _Issued(row.id, attempt, role, row.description)
-        if not batch.local and not batch.reports_scheduler_ids:
-            with self.store.transaction():
-                self.store.set_batch_id(row.id, attempt, batch_id)
         logger.debug("issued %s as %s job %s", row.description, batch.name, batch_id)
 
     # ---------------------------------------------------------- ingesting
@@ -428,7 +397,7 @@ class Master:
         job = self.store.current(job_id, attempt)
         if job is None:
             self._garbage.append(path)
-            self._garbage.extend(self._value_files(result))
+            self._garbage.extend(value_files(self.paths.values, result))
             return False
         if result is not None and result.get("ok"):
             settled = self.store.ingest_success(
@@ -441,35 +410,12 @@ class Master:
                 return settled
         self._record_failure(job_id, attempt, update, result, timed_out)
         self._garbage.append(path)
-        self._garbage.extend(self._value_files(result))
+        self._garbage.extend(value_files(self.paths.values, result))
         return True
-
-    def _value_files(self, result: dict[str, Any] | None) -> list[str]:
-        """The value files a result that is not ingested wrote."""
-        if not result or not result.get("ok"):
-            return []
-        return [os.path.join(self.paths.values, step["value"][1])
-                for step in result.get("steps", ())
-                if step.get("value") and step["value"][0] == "file"]
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
                         result: dict[str, Any] | None, timed_out: bool) -> None:
-        if update is not None:
-            reason = update.reason
-        else:
-            reason = ExitReason.FAILED if result is not None else ExitReason.LOST
-        if reason is ExitReason.FINISHED:
-            reason = ExitReason.LOST  # it exited 0, but its result never came
-        if timed_out:
-            reason = ExitReason.TIMEOUT
-        message = result.get("error") if result else None
-        if message is None and update is not None:
-            message = update.message
-        if message is None and update is not None and update.reason is ExitReason.FINISHED:
-            message = "the worker exited 0 but left no result"
-        if message is None and update is not None and update.exit_code is not None \
-                and update.exit_code < 0:
-            message = f"killed by signal {-update.exit_code}"
+        reason, message = failure_of(update, result, timed_out)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
         permanent = self.store.record_failure(

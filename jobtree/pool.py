@@ -10,50 +10,43 @@ again, in this process or after a crash in a new one, continues its tree, or
 returns its stored results if it has finished.
 
 Calls run one after another, in the order they were made, by one thread of
-the pool that runs each tree's master; the caller waits on the results. The
-targets of a call's tree, and the reading of its results and failures, are
-in :mod:`jobtree.pooltree`.
+the pool that runs each tree's master; the caller waits on the results. What
+a call is, its key, and how its results reach the caller are in
+:mod:`jobtree.poolcall`; the targets of a call's tree, and the reading of its
+results and failures, in :mod:`jobtree.pooltree`.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import difflib
-import hashlib
 import json
 import logging
 import os
 import queue
-import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import types
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from . import serialize
 from .errors import BadOptionError, JobTreeError, TargetDefinitionError, TreeError, TreeStopped
 from .paths import POOL_MARKER, TreePaths, write_atomic
+from .poolcall import AsyncResult, Call, default_chunksize, new_call, stream
 from .pooltree import (
     ROOT_CLASS,
     MapRoot,
     PoolError,
-    Reader,
     TaskFailure,
     collect,
     failure,
-    function_name,
     make_chunks,
-    pickled_function,
-    short,
     write_function,
 )
 from .resources import SizeLike
-from .target import Target
 
 if TYPE_CHECKING:
     from .master import Master
@@ -61,128 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncResult", "Pool", "PoolError", "TaskFailure"]
 
 logger = logging.getLogger(__name__)
-
-#: seconds between looks at the index while an imap waits for results
-POLL_SECONDS = 0.2
-_MODES = ("map", "starmap", "apply")
-
-
-# ------------------------------------------------------------------ calls
-@dataclasses.dataclass
-class _Call:
-    """One call of the pool: what to run, its tree, and how it ended."""
-
-    mode: str
-    function: Callable[..., Any]
-    items: list[Any]
-    chunksize: int
-    resources: dict[str, Any]
-    tree: str
-    key: str
-    name: str
-    pickled: bytes  # the function and the pool's initializer
-    callback: Callable[[Any], Any] | None = None
-    error_callback: Callable[[BaseException], Any] | None = None
-    single: bool = False  # apply: the result is the one value, not a list
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
-    results: list[Any] | None = None
-    error: BaseException | None = None
-
-    @property
-    def chunk_count(self) -> int:
-        return -(-len(self.items) // self.chunksize) if self.items else 0
-
-
-def _function_id(function: Callable[..., Any]) -> str:
-    """What names a function in a call's key: its module and name when it
-    has a name of its own (so fixing its body continues the call's tree),
-    else a hash of its pickle (lambdas, closures, partials, callable objects,
-    methods of an object)."""
-    qualname = getattr(function, "__qualname__", None)
-    module = getattr(function, "__module__", None)
-    if module == "__main__":
-        file = getattr(sys.modules.get("__main__"), "__file__", None)
-        module = os.path.realpath(file) if isinstance(file, str) else "__main__"
-    bound = getattr(function, "__self__", None)
-    if isinstance(qualname, str) and "<" not in qualname and (
-            bound is None or isinstance(bound, types.ModuleType)):
-        return f"{module}:{qualname}"
-    # a method of an object depends on the object, a lambda on its code
-    return f"{module}:{qualname}:{hashlib.sha256(serialize.dumps(function)).hexdigest()}"
-
-
-def _pickled_inputs(items: list[Any]) -> bytes:
-    """The inputs, pickled (for the call's key), naming one that cannot be."""
-    try:
-        return serialize.dumps(items)
-    except Exception as err:  # noqa: BLE001 - find and name the culprit
-        for index, item in enumerate(items):
-            try:
-                serialize.dumps(item)
-            except Exception as inner:  # noqa: BLE001
-                raise TargetDefinitionError(
-                    f"Input #{index} ({short(item)}) cannot be pickled "
-                    f"({type(inner).__name__}: {inner}). A Pool sends its inputs to "
-                    f"other processes and keeps them in a job tree, so pass picklable "
-                    f"values (numbers, strings, file names, lists, dicts).") from None
-        raise TargetDefinitionError(f"The inputs cannot be pickled: {err}.") from None
-
-
-def _default_chunksize(count: int, slots: int) -> int:
-    """About four chunks per slot, as multiprocessing.Pool.map chooses."""
-    if count == 0:
-        return 1
-    size, extra = divmod(count, slots * 4)
-    return max(1, size + (1 if extra else 0))
-
-
-# ------------------------------------------------------------------- pool
-class AsyncResult:
-    """The result of an ``apply_async`` or ``map_async`` call."""
-
-    def __init__(self, call: _Call, pool: Pool) -> None:
-        self._call = call
-        self._pool = pool
-
-    @property
-    def tree(self) -> str:
-        """The call's job tree."""
-        return self._call.tree
-
-    def ready(self) -> bool:
-        """Whether the call has finished (successfully or not)."""
-        return self._call.done.is_set()
-
-    def successful(self) -> bool:
-        """Whether the call finished without an error.
-
-        Raises:
-            ValueError: it has not finished yet.
-        """
-        if not self.ready():
-            raise ValueError(f"the call of {self._call.name} has not finished yet")
-        return self._call.error is None
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Waits until the call has finished, or ``timeout`` seconds."""
-        self._call.done.wait(timeout)
-
-    def get(self, timeout: float | None = None) -> Any:
-        """The call's result: waits for it, at most ``timeout`` seconds.
-
-        Raises:
-            multiprocessing.TimeoutError: it did not finish in time.
-            PoolError: an input failed for good (or the pool was stopped).
-        """
-        if not self._call.done.wait(timeout):
-            import multiprocessing
-
-            raise multiprocessing.TimeoutError(
-                f"the call of {self._call.name} did not finish within {timeout} s")
-        if self._call.error is not None:
-            raise self._call.error
-        results = self._call.results or []
-        return results[0] if self._call.single else results
 
 
 class Pool:
@@ -260,10 +131,10 @@ class Pool:
         del maxtasksperchild  # every chunk runs in a process of its own
         self._temporary = jobTree is None
         self.folder = self._make_folder(jobTree)
-        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._calls: queue.Queue[Call | None] = queue.Queue()
         self._state = "run"
         self._master: Master | None = None
-        self._current: _Call | None = None
+        self._current: Call | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="jobtree-pool", daemon=True)
         self._thread.start()
@@ -372,7 +243,7 @@ class Pool:
         chunksize is that of :meth:`map`."""
         call = self._submit("map", func, iterable, chunksize, dict(
             memory=memory, cpu=cpu, time=time, disk=disk))
-        return self._stream(call, ordered=True)
+        return stream(call, ordered=True)
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int | None = None, *, memory: SizeLike = None,
@@ -381,7 +252,7 @@ class Pool:
         """Like :meth:`imap`, but yields results in the order they finish."""
         call = self._submit("map", func, iterable, chunksize, dict(
             memory=memory, cpu=cpu, time=time, disk=disk))
-        return self._stream(call, ordered=False)
+        return stream(call, ordered=False)
 
     # ---------------------------------------------------- the lifecycle
     def close(self) -> None:
@@ -438,7 +309,7 @@ class Pool:
     def _submit(self, mode: str, function: Callable[..., Any], iterable: Iterable[Any],
                 chunksize: int | None, resources: dict[str, Any],
                 callback: Callable[[Any], Any] | None = None,
-                error_callback: Callable[[BaseException], Any] | None = None) -> _Call:
+                error_callback: Callable[[BaseException], Any] | None = None) -> Call:
         if self._state != "run":
             raise ValueError("Pool not running: it was closed or terminated")
         if not callable(function):
@@ -449,24 +320,15 @@ class Pool:
         items = list(iterable)
         if mode == "starmap":
             items = [tuple(item) for item in items]
-        size = chunksize or _default_chunksize(len(items), self._slots)
-        name = function_name(function)
-        pickled = pickled_function(function, self._initializer, self._initargs)
-        digest = hashlib.sha256()
-        for part in (mode, _function_id(function), str(size)):
-            digest.update(part.encode() + b"\0")
-        digest.update(_pickled_inputs(items))
-        key = digest.hexdigest()
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "call"
-        call = _Call(mode=mode, function=function, items=items, chunksize=size,
-                     resources={k: v for k, v in resources.items() if v is not None},
-                     tree=os.path.join(self.folder, f"{mode}-{safe}-{key[:12]}"), key=key,
-                     name=name, pickled=pickled, callback=callback,
-                     error_callback=error_callback)
+        call = new_call(mode, function, items,
+                        chunksize or default_chunksize(len(items), self._slots), resources,
+                        self.folder, initializer=self._initializer,
+                        initargs=self._initargs, callback=callback,
+                        error_callback=error_callback)
         self._calls.put(call)
         return call
 
-    def _wait(self, call: _Call) -> list[Any]:
+    def _wait(self, call: Call) -> list[Any]:
         """Waits for a call made by a blocking method; Ctrl-C stops its tree
         (kept, to be continued by the same call) before it is raised."""
         try:
@@ -479,51 +341,12 @@ class Pool:
             raise call.error
         return call.results or []
 
-    def _stop_call(self, call: _Call) -> None:
+    def _stop_call(self, call: Call) -> None:
         with self._lock:
             master = self._master if self._current is call else None
         if master is not None:
             master.request_stop("interrupted (Ctrl-C)")
         call.done.wait(60)
-
-    # ------------------------------------------------------- streaming
-    def _stream(self, call: _Call, ordered: bool) -> Iterator[Any]:
-        """Yields a call's results as its chunks finish."""
-        waiting: dict[int, list[Any]] = {}  # finished chunks not yielded yet
-        taken: set[int] = set()  # chunks read so far
-        following = 0  # the next chunk to yield, in order
-        reader = Reader(call.tree)
-        try:
-            while True:
-                finished = call.done.is_set()
-                fresh: Iterable[tuple[int, list[Any]]]
-                if finished and call.results is not None:
-                    fresh = enumerate(_split(call.results, call.chunksize))
-                else:
-                    fresh = reader.new_chunks()
-                for number, results in fresh:
-                    if number not in taken:
-                        taken.add(number)
-                        waiting[number] = results
-                progressed = False
-                if ordered:
-                    while following in waiting:
-                        yield from waiting.pop(following)
-                        following += 1
-                        progressed = True
-                else:
-                    for number in sorted(waiting):
-                        yield from waiting.pop(number)
-                        progressed = True
-                if finished:
-                    if call.error is not None:
-                        raise call.error
-                    if not waiting:
-                        return
-                elif not progressed:
-                    call.done.wait(POLL_SECONDS)
-        finally:
-            reader.close()
 
     # ---------------------------------------------------------- serving
     def _serve(self) -> None:
@@ -566,7 +389,7 @@ class Pool:
                                        call.tree)
                 call.done.set()
 
-    def _finish(self, call: _Call) -> None:
+    def _finish(self, call: Call) -> None:
         call.done.set()
         try:
             if call.error is None and call.callback is not None:
@@ -586,61 +409,67 @@ class Pool:
         if stop and master is not None:
             master.request_stop("the pool was terminated")
 
-    def _run_tree(self, call: _Call) -> list[Any]:
+    def _run_tree(self, call: Call) -> list[Any]:
         from . import tree
-        from .jobstore import JobStore
-        from .options import resolve
-        from .stack import Stack, _fingerprint, _warm_fork_server
+        from .start import Pipeline, pipeline_script, start_tree
 
         paths = TreePaths(call.tree)
         function_file = os.path.join(paths.root, "pool", "function")
-        options = _copy(self._options, jobTree=paths.root)
+        pipeline = None
         if tree.is_tree(paths):
-            tree.check_owner(paths)
-            store = JobStore.open(paths, readonly=True)
-            try:
-                meta = store.meta()
-                counts = store.counts()
-            finally:
-                store.close()
-            if (meta.get("pool") or {}).get("key") != call.key:
-                raise TreeError(
-                    f"{paths.root} holds another call than this one of {call.name}. Remove "
-                    f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
-                    f"folder.")
-            if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
+            if self._finished(paths, call):
                 return collect(paths, call.name, call.chunk_count)
-            if tree.is_locked(paths):
-                raise TreeError(
-                    f"Another process runs the tree of this call of {call.name} "
-                    f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
-                    f"then make the call again to read its results.")
-            config, changed = resolve(options, meta.get("options"))
         else:
-            fingerprint = _fingerprint(Target())
-            if self._local:
-                _warm_fork_server(options, fingerprint["script"])
-            config, changed = resolve(options)
-            root = MapRoot(make_chunks(function_file, call.name, call.mode, call.items,
-                                       call.chunksize, call.resources),
-                           call.name, len(call.items))
-            new_root = Stack(root)._root_job(config)
             module = getattr(call.function, "__module__", None)
-            fingerprint.update(root_class=ROOT_CLASS, pool={
-                "key": call.key, "function": call.name, "mode": call.mode,
-                "inputs": len(call.items), "chunksize": call.chunksize,
-                # what the fork server imports for the chunks (a script's own
-                # functions come with the script)
-                "module": module if isinstance(module, str) and module != "__main__"
-                and module in sys.modules else None})
-            tree.create(paths, new_root, config, fingerprint)
-        write_function(function_file, call.pickled)  # the version given now runs
-        failed = tree.run(paths, config, changed, [], self._on_master)
+            pipeline = Pipeline(MapRoot(make_chunks(function_file, call.name, call.mode,
+                                                    call.items, call.chunksize,
+                                                    call.resources),
+                                        call.name, len(call.items)), {
+                "script": pipeline_script(), "root_class": ROOT_CLASS, "pool": {
+                    "key": call.key, "function": call.name, "mode": call.mode,
+                    "inputs": len(call.items), "chunksize": call.chunksize,
+                    # what the fork server imports for the chunks (a script's own
+                    # functions come with the script)
+                    "module": module if isinstance(module, str) and module != "__main__"
+                    and module in sys.modules else None}})
+        failed = start_tree(
+            paths, _copy(self._options, jobTree=paths.root), pipeline,
+            # the version given now runs
+            before_run=lambda: write_function(function_file, call.pickled),
+            on_master=self._on_master)
         if failed:
             raise failure(paths, call.name)
         return collect(paths, call.name, call.chunk_count)
 
-    def _run(self, call: _Call) -> list[Any]:
+    @staticmethod
+    def _finished(paths: TreePaths, call: Call) -> bool:
+        """Whether the call's tree that exists has finished; refuses the tree
+        of another call, and one that another process runs."""
+        from . import tree
+        from .jobstore import JobStore
+
+        tree.check_owner(paths)
+        store = JobStore.open(paths, readonly=True)
+        try:
+            meta = store.meta()
+            counts = store.counts()
+        finally:
+            store.close()
+        if (meta.get("pool") or {}).get("key") != call.key:
+            raise TreeError(
+                f"{paths.root} holds another call than this one of {call.name}. Remove "
+                f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
+                f"folder.")
+        if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
+            return True
+        if tree.is_locked(paths):
+            raise TreeError(
+                f"Another process runs the tree of this call of {call.name} "
+                f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
+                f"then make the call again to read its results.")
+        return False
+
+    def _run(self, call: Call) -> list[Any]:
         """Runs (or continues, or reads) the call's tree; returns its results."""
         try:
             return self._run_tree(call)
@@ -656,10 +485,6 @@ def _copy(options: Any, **changes: Any) -> Any:
     copied.__dict__.update(vars(options))
     copied.__dict__.update(changes)
     return copied
-
-
-def _split(results: list[Any], size: int) -> list[list[Any]]:
-    return [results[i:i + size] for i in range(0, len(results), size)]
 
 
 def _refuse_when_imported() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from typing import Any
 
+from .batch import ExitReason, Update
 from .jobstore import NewJob, Step
 from .resources import Resources
 
@@ -46,3 +48,42 @@ def read_result(path: str) -> dict[str, Any] | None:
                        path, type(err).__name__, err)
         return None
     return result if isinstance(result, dict) else None
+
+
+def value_files(folder: str, result: dict[str, Any] | None) -> list[str]:
+    """The value files (in the tree's values ``folder``) that a result wrote,
+    to remove when it is not ingested."""
+    if not result or not result.get("ok"):
+        return []
+    return [os.path.join(folder, step["value"][1])
+            for step in result.get("steps", ())
+            if step.get("value") and step["value"][0] == "file"]
+
+
+def failure_of(update: Update | None, result: dict[str, Any] | None,
+               timed_out: bool) -> tuple[ExitReason, str | None]:
+    """Why an attempt that did not succeed failed, and what to tell the user.
+
+    Args:
+        update: what its batch system said when it ended (None: it vanished,
+            or its result was found at a restart).
+        result: its result file, if it left one.
+        timed_out: the master killed it for --maxJobDuration.
+    """
+    if update is not None:
+        reason = update.reason
+    else:
+        reason = ExitReason.FAILED if result is not None else ExitReason.LOST
+    if reason is ExitReason.FINISHED:
+        reason = ExitReason.LOST  # it exited 0, but its result never came
+    if timed_out:
+        reason = ExitReason.TIMEOUT
+    message = result.get("error") if result else None
+    if message is None and update is not None:
+        message = update.message
+    if message is None and update is not None and update.reason is ExitReason.FINISHED:
+        message = "the worker exited 0 but left no result"
+    if message is None and update is not None and update.exit_code is not None \
+            and update.exit_code < 0:
+        message = f"killed by signal {-update.exit_code}"
+    return reason, message

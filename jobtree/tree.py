@@ -1,4 +1,4 @@
-"""Creating, checking, locking and running a tree (shared by Stack and jobTreeRun)."""
+"""Creating, checking, locking and running a tree (for jobtree.start, the one road to them)."""
 
 from __future__ import annotations
 
@@ -59,8 +59,13 @@ def is_tree(paths: TreePaths) -> bool:
     return os.path.isfile(paths.db)
 
 
-def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str, Any]) -> None:
+def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str, Any],
+           tree_id: str | None = None) -> None:
     """Makes a new tree holding ``root``, atomically: it is whole or absent.
+
+    Args:
+        tree_id: the tree's id, if its batch systems were made before it
+            (default: a new one).
 
     Raises:
         TreeError: the directory cannot be made.
@@ -76,7 +81,7 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         staged = TreePaths(staging)
         for folder in staged.folders():
             os.makedirs(folder, mode=0o700)
-        meta = dict(fingerprint, tree_id=uuid.uuid4().hex, environ=dict(os.environ),
+        meta = dict(fingerprint, tree_id=tree_id or uuid.uuid4().hex, environ=dict(os.environ),
                     sys_path=worker_sys_path(),
                     cwd=os.getcwd(), options=config.stored(), user=os.geteuid(),
                     root_description=root.description,
@@ -179,13 +184,14 @@ def batch_workdir(paths: TreePaths, role: str, name: str) -> str:
     return os.path.join(paths.batch, f"{role}-{batch_systems.canonical_name(name)}")
 
 
-def make_batches(config: Config, paths: TreePaths | None = None,
-                 tree_id: str | None = None) -> dict[str, BatchSystem]:
-    """The batch systems a run uses ("main", and "big" if configured).
+def make_batches(config: Config, paths: TreePaths, tree_id: str) -> dict[str, BatchSystem]:
+    """The batch systems a run uses ("main", and "big" if configured). They
+    touch nothing until a job is issued, so they can be made (and a new root
+    checked against them) before the tree is.
 
     Args:
         config: the run's options.
-        paths: the tree (None while a new root is checked: nothing is issued).
+        paths: the tree.
         tree_id: the tree's id.
 
     Raises:
@@ -195,13 +201,19 @@ def make_batches(config: Config, paths: TreePaths | None = None,
     batches = {"main": batch_systems.create(
         config.batchSystem, config.maxThreads, config.maxCpus, config.maxMemory,
         options=config, tree_id=tree_id,
-        workdir=batch_workdir(paths, "main", config.batchSystem) if paths else None)}
+        workdir=batch_workdir(paths, "main", config.batchSystem))}
     if config.bigBatchSystem:
         batches["big"] = batch_systems.create(
             config.bigBatchSystem, config.maxThreads, config.bigMaxCpus, config.bigMaxMemory,
             options=config, tree_id=tree_id,
-            workdir=batch_workdir(paths, "big", config.bigBatchSystem) if paths else None)
+            workdir=batch_workdir(paths, "big", config.bigBatchSystem))
     return batches
+
+
+def close_batches(batches: dict[str, BatchSystem]) -> None:
+    """Closes the batch systems of a run (stopping whatever they still run)."""
+    for batch in batches.values():
+        batch.close()
 
 
 @contextlib.contextmanager
@@ -269,12 +281,16 @@ def _stop_on_signals(master: Master) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def run(paths: TreePaths, config: Config, changed: list[str],
+def run(paths: TreePaths, config: Config, changed: list[str], batches: dict[str, BatchSystem],
         notices: list[tuple[int, str]] | None = None,
         on_master: Callable[[Master | None], None] | None = None) -> int:
     """Runs the master on an existing tree until nothing more can run.
 
     Args:
+        batches: the batch systems to run with, by role (see
+            :func:`make_batches`); closed before the tree is let go, or at
+            once if it cannot be had.
+        notices: (level, message) to log once the run's log is set up.
         on_master: called with the master once it runs, and with None when
             it has stopped (a Pool keeps it, to stop it from another thread).
 
@@ -285,7 +301,7 @@ def run(paths: TreePaths, config: Config, changed: list[str],
         JobTreeError: the tree cannot be run (locked, bad batch system, ...).
     """
     try:
-        return _run_locked(paths, config, changed, notices or [], on_master)
+        return _run_locked(paths, config, changed, batches, notices or [], on_master)
     except sqlite3.Error as err:
         raise TreeError(
             f"The index of {paths.root} cannot be written ({err}). Finished work is safe; "
@@ -298,10 +314,28 @@ def run(paths: TreePaths, config: Config, changed: list[str],
             f"{paths.root}") from err
 
 
+@contextlib.contextmanager
+def _holding(paths: TreePaths, config: Config,
+             batches: dict[str, BatchSystem]) -> Iterator[Progress]:
+    """Sets up the run's log and takes the tree's lock; the batch systems are
+    closed before either is let go, or at once if they cannot be had.
+
+    Yields:
+        the run's progress (see :func:`master_logging`).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            progress = stack.enter_context(master_logging(config))
+            stack.enter_context(master_lock(paths))
+        finally:
+            stack.callback(close_batches, batches)  # last in, so first out
+        yield progress
+
+
 def _run_locked(paths: TreePaths, config: Config, changed: list[str],
-                notices: list[tuple[int, str]],
+                batches: dict[str, BatchSystem], notices: list[tuple[int, str]],
                 on_master: Callable[[Master | None], None] | None) -> int:
-    with master_logging(config) as progress, master_lock(paths):
+    with _holding(paths, config, batches) as progress:
         store = JobStore.open(paths)
         try:
             for level, notice in notices:
@@ -309,21 +343,16 @@ def _run_locked(paths: TreePaths, config: Config, changed: list[str],
             if changed:
                 logger.info("options changed since the last run: %s", "; ".join(changed))
             store.set_meta("options", config.stored())
-            batches = make_batches(config, paths, store.meta()["tree_id"])
+            master = Master(store, config, batches, progress=progress)
+            logger.info("running %s on %s", paths.root, ", ".join(
+                f"{b.name}" for b in batches.values()))
+            if on_master is not None:
+                on_master(master)
             try:
-                master = Master(store, config, batches, progress=progress)
-                logger.info("running %s on %s", paths.root, ", ".join(
-                    f"{b.name}" for b in batches.values()))
-                if on_master is not None:
-                    on_master(master)
-                try:
-                    with _stop_on_signals(master):
-                        return master.run()
-                finally:
-                    if on_master is not None:
-                        on_master(None)
+                with _stop_on_signals(master):
+                    return master.run()
             finally:
-                for batch in batches.values():
-                    batch.close()
+                if on_master is not None:
+                    on_master(None)
         finally:
             store.close()

@@ -63,6 +63,7 @@ class FakeBatch(BatchSystem):
         self.hang: set[int] = set()  # job ids that never finish until killed
         self.killed: list[BatchJobId] = []
         self.count = 0
+        self.learnt: dict[BatchJobId, str] = {}  # scheduler ids not yet collected
 
     def limits(self) -> Resources:
         return Resources(cpu=4, memory=8 * 1024 ** 3)
@@ -75,6 +76,7 @@ class FakeBatch(BatchSystem):
         batch_id = BatchJobId(f"fake{self.count}")
         self.queue[batch_id] = spec
         self.started[batch_id] = self.clock()
+        self.learnt[batch_id] = f"sched{self.count}"
         return batch_id
 
     def kill(self, ids: Sequence[BatchJobId]) -> None:
@@ -85,6 +87,10 @@ class FakeBatch(BatchSystem):
 
     def running(self) -> dict[BatchJobId, float]:
         return {i: self.clock() - self.started[i] for i in self.queue}
+
+    def scheduler_ids(self) -> dict[BatchJobId, str]:
+        learnt, self.learnt = self.learnt, {}
+        return learnt
 
     def next_update(self, timeout: float) -> Update | None:
         self.clock.now += 1
@@ -223,7 +229,9 @@ def test_restarted_master_adopts_jobs_the_batch_system_still_runs(tmp_path: Path
     master, batch = _master(paths, config, clock)
     master.recover()
     master._issue_ready()
-    assert master.store.job(1).batch_id == "fake1"
+    assert master.store.job(1).batch_id is None  # the scheduler's id comes later
+    master._watch_running(clock())
+    assert master.store.job(1).batch_id == "sched1"
     master.store.close()  # the master dies; the scheduler keeps running the job
 
     class Adopting(FakeBatch):
@@ -313,3 +321,17 @@ def test_chains_settle_the_same_without_update_returning(tmp_path: Path,
     assert master.run() == 0
     assert master.store.counts()[JobState.DONE] == 6
     assert graph.check(master.store) == []
+
+
+def test_why_an_attempt_failed() -> None:
+    from jobtree.results import failure_of
+
+    lost = Update(BatchJobId("b1"), 0, ExitReason.FINISHED)
+    assert failure_of(lost, None, False) == (ExitReason.LOST,
+                                             "the worker exited 0 but left no result")
+    killed = Update(BatchJobId("b2"), -9, ExitReason.KILLED)
+    assert failure_of(killed, None, True) == (ExitReason.TIMEOUT, "killed by signal 9")
+    assert failure_of(killed, {"ok": False, "error": "boom"}, False) == (
+        ExitReason.KILLED, "boom")
+    assert failure_of(None, {"ok": False, "error": "boom"}, False) == (ExitReason.FAILED, "boom")
+    assert failure_of(None, None, False) == (ExitReason.LOST, None)

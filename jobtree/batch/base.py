@@ -95,9 +95,6 @@ class BatchSystem(abc.ABC):
     name: str = ""
     #: whether jobs run on this machine (so the master can clean their local temp dirs)
     local: bool = False
-    #: whether the ids issue() returns are jobtree's own and the scheduler's
-    #: come later from scheduler_ids() (then only those are recorded)
-    reports_scheduler_ids: bool = False
     #: whether it hands JobSpec.job to the worker (then no job input file is written)
     takes_input: bool = False
 

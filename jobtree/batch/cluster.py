@@ -141,7 +141,6 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     """
 
     local = False
-    reports_scheduler_ids = True
 
     def __init__(self, settings: ClusterSettings, runner_: CommandRunner | None = None) -> None:
         self.settings = settings

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import tree
-from ..jobstore import JobStore
-from ..options import add_options, resolve
+from ..options import add_options
+from ..start import start_tree
 from .common import entry_point, one_tree, tree_paths
 
 
@@ -22,15 +21,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Options given here override those the tree was run with.")
     add_options(parser)
     options = parser.parse_args(argv)
-    paths = one_tree(tree_paths(options.jobTree))
-    tree.check_owner(paths)
-    store = JobStore.open(paths, readonly=True)
-    try:
-        stored = store.meta().get("options")
-    finally:
-        store.close()
-    config, changed = resolve(options, stored)
-    failed = tree.run(paths, config, changed)
+    failed = start_tree(one_tree(tree_paths(options.jobTree)), options)
     return 1 if failed else 0
 
 

@@ -1,0 +1,63 @@
+"""Where a job runs and with what: the tree's default resources, the rule that
+sends a job to the "big" or the "main" batch system, and the limits a job
+must fit in. The master and the start of a tree (for its root) both use it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping
+
+from .resources import Resources
+
+if TYPE_CHECKING:
+    from .batch import BatchSystem
+    from .options import Config
+
+
+def default_resources(config: Config) -> Resources:
+    """What a target that does not say gets (--defaultCpu, --defaultMemory,
+    --defaultTime, --defaultDisk)."""
+    return Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
+                     time=config.defaultTime, disk=config.defaultDisk)
+
+
+def route(config: Config, resources: Resources, roles: Mapping[str, object]) -> str:
+    """The role of the batch system a job goes to: "big" if there is one and
+    the job reaches --bigMemoryThreshold or --bigCpuThreshold, else "main".
+
+    Args:
+        config: the run's options.
+        resources: the job's resources, defaults applied.
+        roles: the batch systems by role (only the keys are looked at).
+    """
+    if "big" not in roles:
+        return "main"
+    memory_limit = config.bigMemoryThreshold
+    cpu_limit = config.bigCpuThreshold
+    if ((memory_limit is not None and (resources.memory or 0) >= memory_limit)
+            or (cpu_limit is not None and (resources.cpu or 0) >= cpu_limit)):
+        return "big"
+    return "main"
+
+
+def too_big(resources: Resources, batch: BatchSystem) -> str | None:
+    """Why a job cannot run on ``batch`` (it asks for more cores or memory
+    than the batch system gives), or None if it fits."""
+    limits = batch.limits()
+    if limits.cpu is not None and (resources.cpu or 0) > limits.cpu + 1e-9:
+        return (f"it asks for {resources.cpu:g} cores; {batch.name} gives at most "
+                f"{limits.cpu:g} (--maxCpus)")
+    if limits.memory is not None and (resources.memory or 0) > limits.memory:
+        return (f"it asks for {resources.describe()}; {batch.name} gives at most "
+                f"{Resources(memory=limits.memory).describe()} of memory (--maxMemory)")
+    return None
+
+
+def largest_limits(batches: Mapping[str, BatchSystem]) -> Resources:
+    """The most cores and memory any of the batch systems gives one job (None:
+    no limit), which a worker checks the targets it adds against."""
+    cpus = [b.limits().cpu for b in batches.values()]
+    memories = [b.limits().memory for b in batches.values()]
+    return Resources(cpu=None if None in cpus else max(c for c in cpus if c is not None),
+                     memory=None if None in memories else max(
+                         m for m in memories if m is not None))

@@ -1,0 +1,213 @@
+"""A Pool's calls: what one call is, the key that names its tree, and how
+the caller gets its results (an AsyncResult, or a stream of them as the
+call's chunks finish). The pool's thread that runs each call's tree is in
+:mod:`jobtree.pool`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import sys
+import threading
+import types
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from . import serialize
+from .errors import TargetDefinitionError
+from .pooltree import Reader, function_name, pickled_function, short
+
+#: seconds between looks at the index while an imap waits for results
+POLL_SECONDS = 0.2
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of the pool: what to run, its tree, and how it ended."""
+
+    mode: str
+    function: Callable[..., Any]
+    items: list[Any]
+    chunksize: int
+    resources: dict[str, Any]
+    tree: str
+    key: str
+    name: str
+    pickled: bytes  # the function and the pool's initializer
+    callback: Callable[[Any], Any] | None = None
+    error_callback: Callable[[BaseException], Any] | None = None
+    single: bool = False  # apply: the result is the one value, not a list
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    results: list[Any] | None = None
+    error: BaseException | None = None
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks (targets) the inputs make."""
+        return -(-len(self.items) // self.chunksize) if self.items else 0
+
+
+def function_id(function: Callable[..., Any]) -> str:
+    """What names a function in a call's key: its module and name when it
+    has a name of its own (so fixing its body continues the call's tree),
+    else a hash of its pickle (lambdas, closures, partials, callable objects,
+    methods of an object)."""
+    qualname = getattr(function, "__qualname__", None)
+    module = getattr(function, "__module__", None)
+    if module == "__main__":
+        file = getattr(sys.modules.get("__main__"), "__file__", None)
+        module = os.path.realpath(file) if isinstance(file, str) else "__main__"
+    bound = getattr(function, "__self__", None)
+    if isinstance(qualname, str) and "<" not in qualname and (
+            bound is None or isinstance(bound, types.ModuleType)):
+        return f"{module}:{qualname}"
+    # a method of an object depends on the object, a lambda on its code
+    return f"{module}:{qualname}:{hashlib.sha256(serialize.dumps(function)).hexdigest()}"
+
+
+def pickled_inputs(items: list[Any]) -> bytes:
+    """The inputs, pickled (for the call's key), naming one that cannot be."""
+    try:
+        return serialize.dumps(items)
+    except Exception as err:  # noqa: BLE001 - find and name the culprit
+        for index, item in enumerate(items):
+            try:
+                serialize.dumps(item)
+            except Exception as inner:  # noqa: BLE001
+                raise TargetDefinitionError(
+                    f"Input #{index} ({short(item)}) cannot be pickled "
+                    f"({type(inner).__name__}: {inner}). A Pool sends its inputs to "
+                    f"other processes and keeps them in a job tree, so pass picklable "
+                    f"values (numbers, strings, file names, lists, dicts).") from None
+        raise TargetDefinitionError(f"The inputs cannot be pickled: {err}.") from None
+
+
+def default_chunksize(count: int, slots: int) -> int:
+    """About four chunks per slot, as multiprocessing.Pool.map chooses."""
+    if count == 0:
+        return 1
+    size, extra = divmod(count, slots * 4)
+    return max(1, size + (1 if extra else 0))
+
+
+def new_call(mode: str, function: Callable[..., Any], items: list[Any], size: int,
+             resources: dict[str, Any], folder: str, *,
+             initializer: Callable[..., Any] | None, initargs: Sequence[Any],
+             callback: Callable[[Any], Any] | None = None,
+             error_callback: Callable[[BaseException], Any] | None = None) -> Call:
+    """A call of ``function`` on ``items`` (``size`` to a chunk), named by its
+    key (the mode, the function, the chunk size and the inputs): its tree in
+    the pool's ``folder`` is the same whenever the same call is made.
+
+    Raises:
+        TargetDefinitionError: the function, the initializer or an input
+            cannot be pickled.
+    """
+    name = function_name(function)
+    pickled = pickled_function(function, initializer, initargs)
+    digest = hashlib.sha256()
+    for part in (mode, function_id(function), str(size)):
+        digest.update(part.encode() + b"\0")
+    digest.update(pickled_inputs(items))
+    key = digest.hexdigest()
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "call"
+    return Call(mode=mode, function=function, items=items, chunksize=size,
+                resources={k: v for k, v in resources.items() if v is not None},
+                tree=os.path.join(folder, f"{mode}-{safe}-{key[:12]}"), key=key,
+                name=name, pickled=pickled, callback=callback,
+                error_callback=error_callback)
+
+
+class AsyncResult:
+    """The result of an ``apply_async`` or ``map_async`` call."""
+
+    def __init__(self, call: Call, pool: object) -> None:
+        self._call = call
+        self._pool = pool  # kept alive while its result is held
+
+    @property
+    def tree(self) -> str:
+        """The call's job tree."""
+        return self._call.tree
+
+    def ready(self) -> bool:
+        """Whether the call has finished (successfully or not)."""
+        return self._call.done.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call finished without an error.
+
+        Raises:
+            ValueError: it has not finished yet.
+        """
+        if not self.ready():
+            raise ValueError(f"the call of {self._call.name} has not finished yet")
+        return self._call.error is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Waits until the call has finished, or ``timeout`` seconds."""
+        self._call.done.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's result: waits for it, at most ``timeout`` seconds.
+
+        Raises:
+            multiprocessing.TimeoutError: it did not finish in time.
+            PoolError: an input failed for good (or the pool was stopped).
+        """
+        if not self._call.done.wait(timeout):
+            import multiprocessing
+
+            raise multiprocessing.TimeoutError(
+                f"the call of {self._call.name} did not finish within {timeout} s")
+        if self._call.error is not None:
+            raise self._call.error
+        results = self._call.results or []
+        return results[0] if self._call.single else results
+
+
+def stream(call: Call, ordered: bool) -> Iterator[Any]:
+    """Yields a call's results as its chunks finish (in input order if
+    ``ordered``), reading them from its tree while it runs."""
+    waiting: dict[int, list[Any]] = {}  # finished chunks not yielded yet
+    taken: set[int] = set()  # chunks read so far
+    following = 0  # the next chunk to yield, in order
+    reader = Reader(call.tree)
+    try:
+        while True:
+            finished = call.done.is_set()
+            fresh: Iterable[tuple[int, list[Any]]]
+            if finished and call.results is not None:
+                fresh = enumerate(split(call.results, call.chunksize))
+            else:
+                fresh = reader.new_chunks()
+            for number, results in fresh:
+                if number not in taken:
+                    taken.add(number)
+                    waiting[number] = results
+            progressed = False
+            if ordered:
+                while following in waiting:
+                    yield from waiting.pop(following)
+                    following += 1
+                    progressed = True
+            else:
+                for number in sorted(waiting):
+                    yield from waiting.pop(number)
+                    progressed = True
+            if finished:
+                if call.error is not None:
+                    raise call.error
+                if not waiting:
+                    return
+            elif not progressed:
+                call.done.wait(POLL_SECONDS)
+    finally:
+        reader.close()
+
+
+def split(results: list[Any], size: int) -> list[list[Any]]:
+    """The results, cut back into the chunks they came from."""
+    return [results[i:i + size] for i in range(0, len(results), size)]
