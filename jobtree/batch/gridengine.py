@@ -28,7 +28,7 @@ gpus                ``#$ -l gpu=<gpus>``: the common convention (a ``gpu`` compl
 disk                :class:`~jobtree.errors.ResourceError`: Grid Engine has no
                     standard disk request (sites name their own complex)
 queue, account      ``#$ -q <queue>``, ``#$ -A <account>``
-array               ``#$ -t 1-<tasks>`` and ``#$ -tc <max_running>``; the task's
+array               ``#$ -t 1-<tasks>``; the task's
                     index is ``$SGE_TASK_ID``
 extra               ``#$ <extra>`` verbatim, last (so a repeated ``-l`` overrides)
 ==================  ===========================================================
@@ -110,8 +110,6 @@ class GridEngine(ClusterBatchSystem):
             lines.append(f"-A {request.account}")
         if job.is_array:
             lines.append(f"-t 1-{job.tasks}")
-            if job.max_running:
-                lines.append(f"-tc {job.max_running}")
         lines.extend(_extra(extra) for extra in request.extra)
         return [f"{self.directive_prefix} {line}" for line in lines]
 

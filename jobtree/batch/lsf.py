@@ -135,11 +135,7 @@ class LSF(ClusterBatchSystem):
             raise ResourceError(
                 f"LSF job array names may hold only letters, digits, '.', '-' and '_'; "
                 f"{job.name!r} does not.")
-        if job.max_running is not None and job.max_running < 1:
-            raise ResourceError(f"Job {job.name!r}: at most {job.max_running} tasks running "
-                                "at once cannot be expressed; give at least 1.")
-        limit = f"%{job.max_running}" if job.max_running else ""
-        return f"{job.name}[1-{job.tasks}]{limit}"
+        return f"{job.name}[1-{job.tasks}]"
 
     def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
         """``bsub`` alone: the base gives it the script on standard input

@@ -123,7 +123,6 @@ class Submission:
         log_stem: where the scheduler's own output of the job goes: the
             adapter appends its task-index pattern and ``.out``.
         tasks: number of array tasks; 1 means a plain job (not an array).
-        max_running: most tasks of the array running at once, or None.
         request: the resources each task asks for.
         workdir: the folder the job starts in.
     """
@@ -132,7 +131,6 @@ class Submission:
     script: str
     log_stem: str
     tasks: int
-    max_running: int | None
     request: Request
     workdir: str
 

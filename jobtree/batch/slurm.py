@@ -11,7 +11,7 @@ disk                    ``--tmp=<MiB>M``
 gpus (per node)         ``--gres=gpu:G``
 queue                   ``--partition=Q``
 account                 ``--account=A``
-array of N tasks        ``--array=1-N[%L]``
+array of N tasks        ``--array=1-N``
 extras                  ``#SBATCH <extra>`` verbatim
 =====================  ===========================================
 
@@ -82,8 +82,7 @@ class Slurm(ClusterBatchSystem):
         if r.account:
             lines.append(f"--account={r.account}")
         if job.is_array:
-            throttle = f"%{job.max_running}" if job.max_running else ""
-            lines.append(f"--array=1-{job.tasks}{throttle}")
+            lines.append(f"--array=1-{job.tasks}")
         for extra in r.extra:
             if not extra.startswith("-"):
                 raise ResourceError(
