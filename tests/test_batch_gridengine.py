@@ -27,7 +27,7 @@ MiB = 1024 ** 2
 
 @pytest.fixture
 def sge() -> GridEngine:
-    return GridEngine(ClusterSettings(job_name="jt_tree"))
+    return GridEngine()
 
 
 def _job(request: Request = Request(), tasks: int = 1, name: str = "jt_tree") -> Submission:
@@ -119,8 +119,11 @@ def test_bad_paths(sge: GridEngine) -> None:
 
 def test_request_for_uses_the_settings() -> None:
     from jobtree.resources import Resources
-    sge = GridEngine(ClusterSettings(job_name="jt", parallel_environment="mpi", queue="all.q"))
-    request = sge.request_for(Resources(cpu=2))
+    from jobtree.batch.cluster import ClusterBatchSystem
+    sge = GridEngine()
+    batch = ClusterBatchSystem(sge, ClusterSettings(job_name="jt", parallel_environment="mpi",
+                                                    queue="all.q"))
+    request = batch.request_for(Resources(cpu=2))
     assert request.parallel_environment == "mpi" and request.queue == "all.q"
     assert "#$ -pe mpi 2" in sge.directives(_job(request))
 
@@ -209,10 +212,10 @@ def test_cancel_commands(sge: GridEngine) -> None:
 
 # ------------------------------------------------------------ accounting
 def test_accounting_command(sge: GridEngine) -> None:
-    assert sge.accounting_command(["12"]) == ["qacct", "-j", "12"]
-    assert sge.accounting_command(["12.1", "12.3"]) == ["qacct", "-j", "12"]
-    assert sge.accounting_command(["12", "14.2"]) == ["qacct", "-j", "jt_tree"]
-    assert sge.accounting_command([]) is None
+    assert sge.accounting_command(["12"], "jt_tree") == ["qacct", "-j", "12"]
+    assert sge.accounting_command(["12.1", "12.3"], "jt_tree") == ["qacct", "-j", "12"]
+    assert sge.accounting_command(["12", "14.2"], "jt_tree") == ["qacct", "-j", "jt_tree"]
+    assert sge.accounting_command([], "jt_tree") is None
 
 
 @pytest.mark.parametrize("name, row", [
@@ -299,8 +302,9 @@ def _wait_gone(sge: GridEngine, name: str, job_id: str, seen: dict[str, NativeJo
     pytest.fail(f"Grid Engine job {job_id} still listed after {limit}s")
 
 
-def _accounting(sge: GridEngine, ids: list[str], count: int) -> dict[str, NativeJob]:
-    argv = sge.accounting_command(ids)
+def _accounting(sge: GridEngine, ids: list[str], count: int,
+                name: str) -> dict[str, NativeJob]:
+    argv = sge.accounting_command(ids, name)
     assert argv is not None
     deadline = time.monotonic() + 30
     rows: dict[str, NativeJob] = {}
@@ -317,7 +321,7 @@ def _accounting(sge: GridEngine, ids: list[str], count: int) -> dict[str, Native
 def test_real_array_job(tmp_path: Path) -> None:
     """Our directives are accepted and honoured; qstat -xml and qacct parse."""
     name = f"jt_test_{os.getpid()}"
-    sge = GridEngine(ClusterSettings(job_name=name))
+    sge = GridEngine()
     job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 3,
                      Request(memory=256 * MiB, walltime=120, queue="all.q", account="jt_acct"),
                      str(tmp_path))
@@ -333,7 +337,7 @@ def test_real_array_job(tmp_path: Path) -> None:
         log = tmp_path / f"out.{index}.out"  # $TASK_ID substituted in -o
         assert log.read_text().strip() == f"task {index} in {tmp_path}"
     ids = [sge.task_id(job_id, i) for i in (1, 2, 3)]
-    rows = _accounting(sge, ids, 3)
+    rows = _accounting(sge, ids, 3, name)
     assert rows[ids[0]].state is NativeState.COMPLETED
     assert (rows[ids[1]].state, rows[ids[1]].exit_code) == (NativeState.FAILED, 3)
     assert rows[ids[2]].state is NativeState.COMPLETED
@@ -344,7 +348,7 @@ def test_real_array_job(tmp_path: Path) -> None:
 def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
     """-pe smp 2 with h_vmem per slot runs; h_rt kills and qacct says TIMEOUT."""
     name = f"jt_test_{os.getpid()}_pe"
-    sge = GridEngine(ClusterSettings(job_name=name))
+    sge = GridEngine()
     job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1,
                      Request(cores=2, memory=512 * MiB, walltime=3), str(tmp_path))
     _write_script(sge, job, 'echo "slots $NSLOTS vmem $(ulimit -v)"; sleep 30')
@@ -354,7 +358,7 @@ def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
     _wait_gone(sge, name, job_id, {})
     # ulimit -v is h_vmem x slots: 2 x 256 MiB, in KiB
     assert (tmp_path / "out.out").read_text().strip() == "slots 2 vmem 524288"
-    row = _accounting(sge, [job_id], 1)[job_id]
+    row = _accounting(sge, [job_id], 1, name)[job_id]
     assert row.state is NativeState.TIMEOUT
     assert row.exit_code == 137
 
@@ -363,7 +367,7 @@ def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
 def test_real_impossible_request_is_refused(tmp_path: Path) -> None:
     """-w e makes qsub refuse what can never run, and it is not transient."""
     name = f"jt_test_{os.getpid()}_big"
-    sge = GridEngine(ClusterSettings(job_name=name))
+    sge = GridEngine()
     job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1,
                      Request(cores=4096), str(tmp_path))
     _write_script(sge, job, "true")
@@ -377,7 +381,7 @@ def test_real_impossible_request_is_refused(tmp_path: Path) -> None:
 def test_real_cancel_task_and_by_name(tmp_path: Path) -> None:
     """qdel takes task ids (123.4) and the job name."""
     name = f"jt_test_{os.getpid()}_del"
-    sge = GridEngine(ClusterSettings(job_name=name))
+    sge = GridEngine()
     job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 4,
                      Request(), str(tmp_path))
     _write_script(sge, job, "sleep 60")

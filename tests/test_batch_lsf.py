@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from jobtree.batch.cluster import ClusterBatchSystem
 from jobtree.batch.settings import ClusterSettings
 from jobtree.batch.lsf import LSF
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
@@ -27,7 +28,7 @@ GiB = 1024 ** 3
 
 @pytest.fixture
 def lsf() -> LSF:
-    return LSF(ClusterSettings(job_name="jt-3f2a"))
+    return LSF()
 
 
 def submission(tasks: int = 1, **request: object) -> Submission:
@@ -160,7 +161,7 @@ def test_refused_submission_is_not_transient(lsf: LSF) -> None:
 def test_cancel_commands(lsf: LSF) -> None:
     assert lsf.cancel_command(["4711", "4712[3]"]) == ["bkill", "4711", "4712[3]"]
     assert lsf.cancel_by_name_command("jt-3f2a") == ["bkill", "-J", "jt-3f2a", "0"]
-    assert lsf.accounting_command(["4711"]) is None
+    assert lsf.accounting_command(["4711"], "jt-3f2a") is None
 
 
 # --------------------------------------------------------------- the fake
@@ -356,8 +357,8 @@ def test_cluster_base_runs_targets_through_the_fake(fake: FakeLSF, tmp_path: Pat
         monkeypatch.setenv(name, fake.env[name])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    batch = LSF(ClusterSettings(workdir=str(tmp_path / "batch"), job_name="jt-e2e",
-                                poll_interval=0.5, pack_time=0))
+    batch = ClusterBatchSystem(LSF(), ClusterSettings(
+        workdir=str(tmp_path / "batch"), job_name="jt-e2e", poll_interval=0.5, pack_time=0))
     try:
         for i in range(3):
             batch.issue(JobSpec(i, 1, [sys.executable, "-c", f"import sys; sys.exit({i % 2})"],

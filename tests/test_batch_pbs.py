@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from jobtree.batch.adapter import SchedulerDialect
-from jobtree.batch.settings import ClusterSettings
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
 from jobtree.batch.pbspro import PBSPro
 from jobtree.batch.torque import Torque
@@ -32,8 +31,7 @@ FLAVORS = ["torque", "pbspro"]
 
 def dialect(flavor: str) -> SchedulerDialect:
     """The adapter of a flavour (the one place that constructs them)."""
-    settings = ClusterSettings(job_name="jobtree-3f2a")
-    return Torque(settings) if flavor == "torque" else PBSPro(settings)
+    return Torque() if flavor == "torque" else PBSPro()
 
 
 SUBMISSIONS = {
@@ -78,7 +76,7 @@ def test_submit_and_cancel_commands(flavor: str) -> None:
     assert adapter.submit_command(job) == (["qsub", job.script], None)
     assert adapter.cancel_command(["1.s", "2[3].s"]) == ["qdel", "1.s", "2[3].s"]
     assert adapter.cancel_by_name_command("jobtree-3f2a") is None
-    assert adapter.accounting_command(["1.s"]) is None
+    assert adapter.accounting_command(["1.s"], "jobtree-3f2a") is None
     status = {"torque": ["qstat", "-x", "-t"],
               "pbspro": ["qstat", "-f", "-F", "json", "-x", "-t"]}[flavor]
     assert adapter.status_command("jobtree-3f2a") == status

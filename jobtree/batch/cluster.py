@@ -83,7 +83,7 @@ _MAX_BARREN = 2
 _WORKER = ["-m", "jobtree.worker"]
 
 
-class ClusterBatchSystem(SchedulerDialect, BatchSystem):
+class ClusterBatchSystem(BatchSystem):
     """A batch system that submits to a cluster scheduler (see the module doc).
 
     Args:
@@ -94,9 +94,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     local = False
     reports_scheduler_ids = True
 
-    def __init__(self, settings: ClusterSettings, runner_: CommandRunner | None = None) -> None:
+    def __init__(self, dialect: SchedulerDialect, settings: ClusterSettings,
+                 runner_: CommandRunner | None = None) -> None:
+        self.dialect = dialect
+        self.name = dialect.name
         self.settings = settings
-        self.commands = runner_ or CommandRunner(self.transient,
+        self.commands = runner_ or CommandRunner(dialect.transient,
                                                  timeout=settings.command_timeout)
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -125,7 +128,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         Raises:
             BatchSystemError: they are not on PATH (say where to run instead).
         """
-        command = self.status_command(self.settings.job_name)[0]
+        command = self.dialect.status_command(self.settings.job_name)[0]
         if shutil.which(command) is None:
             raise BatchSystemError(
                 f"--batchSystem {self.name} needs the scheduler's commands, but {command} is "
@@ -274,7 +277,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         alive = [r.id for r in rows.values() if r.state.alive]
         if not alive:
             return 0
-        command = self.cancel_by_name_command(self.settings.job_name)
+        command = self.dialect.cancel_by_name_command(self.settings.job_name)
         if command is not None:
             # jobs that ended since the listing make some schedulers exit non-zero
             self.commands.run(command, ok=lambda code, stderr: True)
@@ -293,7 +296,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.settings.command_timeout + 5)
-        ids = [self.task_id(s.job_id or "", None) for s in live]
+        ids = [self.dialect.task_id(s.job_id or "", None) for s in live]
         if ids:
             try:
                 self._cancel(ids)
@@ -316,7 +319,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             queue=resources.queue or s.queue, account=resources.account or s.account,
             parallel_environment=s.parallel_environment,
             extra=tuple(s.extra) + tuple(resources.directives or ()))
-        self.directives(Submission("check", "check", "check", 1, request, "."))
+        self.dialect.directives(Submission("check", "check", "check", 1, request, "."))
         return request
 
     # ------------------------------------------------------- the I/O thread
@@ -387,7 +390,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             tasks = 1
         chosen = entries[:_MAX_ENTRIES] if pack else entries[:min(tasks, _MAX_ENTRIES)]
         tasks = min(tasks, len(chosen))
-        if 1 < tasks < self.min_array:
+        if 1 < tasks < self.dialect.min_array:
             tasks = 1
             chosen = chosen if pack else chosen[:1]
         self._counter += 1
@@ -404,7 +407,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         job = Submission(self.settings.job_name, script, self._dir("out", sub.sub_id),
                          sub.tasks, request, self._dir())
         manifest = {"entries": [e.manifest() for e in sub.entries], "exit_dir": self.exit_dir,
-                    "index_variable": self.index_variable if sub.tasks > 1 else "",
+                    "index_variable": self.dialect.index_variable if sub.tasks > 1 else "",
                     "tasks": sub.tasks, "pack": sub.pack,
                     "pack_time": self.settings.pack_time,
                     "task_walltime": walltime, "tree_id": self.settings.tree_id,
@@ -418,12 +421,12 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         write_atomic(manifest_path, json.dumps(manifest).encode(), sync=False)
         write_atomic(script, text.encode(), sync=False)
         os.chmod(script, 0o700)
-        argv, stdin = self.submit_command(job)
+        argv, stdin = self.dialect.submit_command(job)
         try:
             # one try: while the scheduler is down the I/O thread tries again later
-            out = self.commands.run(argv, stdin=text if self.script_on_stdin else stdin,
+            out = self.commands.run(argv, stdin=text if self.dialect.script_on_stdin else stdin,
                                     attempts=1)
-            job_id = self.parse_submit(out)
+            job_id = self.dialect.parse_submit(out)
         except SchedulerCommandError as err:
             if err.transient:
                 self._unreachable(err)
@@ -457,8 +460,8 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
 
     def _script(self, job: Submission, manifest: str) -> str:
         sub_id = os.path.basename(manifest)[:-5]
-        task = f"${{{self.index_variable}}}" if job.tasks > 1 else "1"
-        lines = ["#!/bin/sh", *self.directives(job),
+        task = f"${{{self.dialect.index_variable}}}" if job.tasks > 1 else "1"
+        lines = ["#!/bin/sh", *self.dialect.directives(job),
                  f"# jobtree job {sub_id} of tree {self.settings.tree_id or '-'}",
                  # first, before the prologue: this launch happened (see _lost_launches)
                  f": > {shlex.quote(self.exit_dir)}/\"{sub_id}-{task}.up\" 2>/dev/null",
@@ -498,7 +501,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
                         entry.started = float(record["started"])
                         entry.task = int(record.get("task", 1))
                         if entry.sub is not None and entry.sub.job_id:
-                            self._native[entry.batch_id] = self.task_id(
+                            self._native[entry.batch_id] = self.dialect.task_id(
                                 entry.sub.job_id, entry.task if entry.sub.tasks > 1 else None)
                 elif kind == "exit":
                     record = read_json(os.path.join(self.exit_dir, name))
@@ -520,7 +523,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         index = entry.task if entry.sub.tasks > 1 else None
         if index is None and entry.sub.tasks > 1 and not entry.sub.pack:
             index = entry.sub.entries.index(entry) + 1
-        return self.task_id(entry.sub.job_id, index)
+        return self.dialect.task_id(entry.sub.job_id, index)
 
     def _tidy(self) -> None:
         """Removes the files of submissions whose targets were all reported."""
@@ -541,9 +544,9 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
 
     # ---------------------------------------------------------- the poll
     def _list(self, attempts: int | None = None) -> dict[str, NativeJob]:
-        argv = self.status_command(self.settings.job_name)
-        out = self.commands.run(argv, ok=self.no_jobs, attempts=attempts)
-        return {row.id: row for row in self.parse_status(out)
+        argv = self.dialect.status_command(self.settings.job_name)
+        out = self.commands.run(argv, ok=self.dialect.no_jobs, attempts=attempts)
+        return {row.id: row for row in self.dialect.parse_status(out)
                 if row.name is None or row.name == self.settings.job_name}
 
     def _poll(self) -> None:
@@ -590,16 +593,16 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         if not sub.job_id:
             return []
         if sub.tasks == 1:
-            return [self.task_id(sub.job_id, None)] if only is None or 1 in set(only) else []
+            return [self.dialect.task_id(sub.job_id, None)] if only is None or 1 in set(only) else []
         indices = range(1, sub.tasks + 1) if only is None else sorted(set(only))
-        return [self.task_id(sub.job_id, i) for i in indices]
+        return [self.dialect.task_id(sub.job_id, i) for i in indices]
 
     def _alive_tasks(self, sub: Submitted, rows: dict[str, NativeJob], now: float) -> set[int]:
         """Updates which tasks of ``sub`` ended; returns the alive ones."""
         alive: set[int] = set()
         young = now - sub.submitted < _ABSENT_GRACE
         for index in range(1, sub.tasks + 1):
-            row = rows.get(self.task_id(sub.job_id or "", index if sub.tasks > 1 else None))
+            row = rows.get(self.dialect.task_id(sub.job_id or "", index if sub.tasks > 1 else None))
             if (row is not None and row.state.alive) or (row is None and young):
                 alive.add(index)
             else:
@@ -617,7 +620,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
         for index in range(1, sub.tasks + 1):
             if index in sub.ended_tasks or index in sub.cancelled or index in sub.launched:
                 continue
-            row = rows.get(self.task_id(sub.job_id or "", index if sub.tasks > 1 else None))
+            row = rows.get(self.dialect.task_id(sub.job_id or "", index if sub.tasks > 1 else None))
             if row is None or row.state is not NativeState.RUNNING:
                 continue
             since = sub.running_since.setdefault(index, now)
@@ -705,10 +708,10 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     def _settle_lost(self, entries: list[Entry]) -> None:
         ids = sorted({t for e in entries if (t := self._task_of(e)) is not None})
         accounting: dict[str, NativeJob] = {}
-        command = self.accounting_command(ids) if ids else None
+        command = self.dialect.accounting_command(ids, self.settings.job_name) if ids else None
         if command is not None:
             try:
-                accounting = {r.id: r for r in self.parse_accounting(self.commands.run(command))}
+                accounting = {r.id: r for r in self.dialect.parse_accounting(self.commands.run(command))}
             except SchedulerCommandError as err:
                 logger.debug("accounting unavailable: %s", err)
         with self._lock:
@@ -729,7 +732,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
     def _cancel(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), 500):
             try:
-                self.commands.run(self.cancel_command(ids[start:start + 500]),
+                self.commands.run(self.dialect.cancel_command(ids[start:start + 500]),
                                   ok=lambda code, err: True)
             except SchedulerCommandError as err:
                 logger.warning("could not cancel %s jobs: %s", self.name, err)

@@ -28,7 +28,7 @@ import shlex
 from typing import Sequence
 
 from ..errors import ResourceError
-from .cluster import ClusterBatchSystem
+from .adapter import SchedulerDialect
 from .native import NativeJob, NativeState, Submission, mebibytes
 
 #: the ``bjobs -o`` fields the status command asks for, in order; the name
@@ -70,7 +70,7 @@ _TRANSIENT = ("lsf is down", "please wait", "lim is down", "try later", "still t
               "not responding", "cannot connect", "failed in an lsf library call")
 
 
-class LSF(ClusterBatchSystem):
+class LSF(SchedulerDialect):
     """IBM Spectrum LSF (and OpenLava's compatible commands)."""
 
     name = "lsf"

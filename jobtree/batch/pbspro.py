@@ -53,7 +53,7 @@ _STATES = {
 _FINISHED = {"F", "X"}
 
 
-class PBSPro(_pbs.PBSBatchSystem):
+class PBSPro(_pbs.PBSDialect):
     """PBS Professional / OpenPBS (``qsub``, ``qstat -F json``, ``qdel``)."""
 
     name = "pbspro"

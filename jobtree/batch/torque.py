@@ -51,7 +51,7 @@ _STATES = {
 }
 
 
-class Torque(_pbs.PBSBatchSystem):
+class Torque(_pbs.PBSDialect):
     """PBS/Torque (``qsub``, ``qstat -x``, ``qdel``)."""
 
     name = "torque"
