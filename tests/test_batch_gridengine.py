@@ -119,11 +119,10 @@ def test_bad_paths(sge: GridEngine) -> None:
 
 def test_request_for_uses_the_settings() -> None:
     from jobtree.resources import Resources
-    from jobtree.batch.cluster import ClusterBatchSystem
+    from jobtree.batch.plan import request_for
     sge = GridEngine()
-    batch = ClusterBatchSystem(sge, ClusterSettings(job_name="jt", parallel_environment="mpi",
-                                                    queue="all.q"))
-    request = batch.request_for(Resources(cpu=2))
+    settings = ClusterSettings(job_name="jt", parallel_environment="mpi", queue="all.q")
+    request = request_for(Resources(cpu=2), settings, sge)
     assert request.parallel_environment == "mpi" and request.queue == "all.q"
     assert "#$ -pe mpi 2" in sge.directives(_job(request))
 
