@@ -16,7 +16,7 @@ the decisions out (:meth:`ClusterBatchSystem._poll`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Collection, Iterable, Mapping, Optional
+from typing import Callable, Collection, Iterable, Mapping
 
 from ..resources import format_duration
 from .jobfiles import Entry, Submitted
@@ -30,7 +30,7 @@ ABSENT_GRACE = 10.0
 MAX_BARREN = 2
 
 #: the adapter's :meth:`~jobtree.batch.adapter.SchedulerDialect.task_id`
-TaskId = Callable[[str, Optional[int]], str]
+TaskId = Callable[[str, int | None], str]
 
 
 @dataclasses.dataclass(frozen=True)
