@@ -21,6 +21,7 @@ from jobtree.batch.cluster import ClusterBatchSystem
 from jobtree.batch.jobfiles import Entry, Submitted
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
 from jobtree.batch.settings import ClusterSettings
+from jobtree.errors import SchedulerCommandError
 from jobtree.resources import Resources
 
 S = NativeState
@@ -244,11 +245,14 @@ class FakeScheduler:
         self.listing: dict[str, str] = {}
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
+        self.down = False
         self.calls = 0
 
     def run(self, argv: Sequence[str], stdin: str | None = None,
             ok: Callable[[int, str], bool] | None = None, attempts: int | None = None) -> str:
         self.calls += 1
+        if self.down:
+            raise SchedulerCommandError(list(argv), 1, "connection refused", transient=True)
         if argv[0] == "fakesub":
             self.submitted.append(str(100 + len(self.submitted)))
             return self.submitted[-1]
@@ -344,3 +348,27 @@ def test_the_shell_waits_exit_grace_for_an_exit_file(
     assert update is not None and (update.batch_id, update.reason) == (lost, ExitReason.LOST)
     assert update.native_id == "101" and "without a word" in (update.message or "")
     assert batch.next_update(0) is None
+
+
+def test_the_shell_waits_out_a_scheduler_that_is_down(
+        shell: tuple[ClusterBatchSystem, FakeScheduler, Clock], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    batch, fake, clock = shell
+    caplog.set_level(logging.WARNING)
+    fake.down = True
+    batch_id = _issue(batch, tmp_path)
+    clock.advance(plan.GATHER)
+    batch.step()
+    tries = fake.calls
+    assert tries == 1 and "cannot reach fake" in caplog.text
+    clock.advance(14)
+    batch.step()
+    assert fake.calls == tries  # the next submission waits 15 s
+    clock.advance(1)
+    batch.step()
+    assert fake.calls == tries + 1 and caplog.text.count("cannot reach fake") == 1
+    fake.down = False
+    clock.advance(15)
+    batch.step()
+    assert fake.submitted == ["100"] and "answers again after 30s" in caplog.text
+    assert batch.next_update(0) is None and batch.issued() == {batch_id}
