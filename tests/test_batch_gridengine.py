@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobtree.batch.cluster import ClusterSettings
+from jobtree.batch.settings import ClusterSettings
 from jobtree.batch.gridengine import GridEngine, expand_tasks, state_of
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
 from jobtree.errors import ResourceError
@@ -27,13 +27,12 @@ MiB = 1024 ** 2
 
 @pytest.fixture
 def sge() -> GridEngine:
-    return GridEngine(ClusterSettings(job_name="jt_tree"))
+    return GridEngine()
 
 
-def _job(request: Request = Request(), tasks: int = 1, max_running: int | None = None,
-         name: str = "jt_tree") -> Submission:
+def _job(request: Request = Request(), tasks: int = 1, name: str = "jt_tree") -> Submission:
     return Submission(name, "/tree/batch/subs/1-2-3.sh", "/tree/batch/out/1-2-3", tasks,
-                      max_running, request, "/tree/batch")
+                      request, "/tree/batch")
 
 
 CASES = {
@@ -42,7 +41,7 @@ CASES = {
     "memory": _job(Request(cores=4, memory=10 * GiB)),
     "walltime": _job(Request(walltime=3 * 3600 + 61.5)),
     "queue_account": _job(Request(queue="long.q", account="lab42")),
-    "array": _job(Request(memory=2 * GiB), tasks=10, max_running=3),
+    "array": _job(Request(memory=2 * GiB), tasks=10),
     "extras": _job(Request(extra=("-l scratch=10G", "-P myproject", "-l h_vmem=3G"),
                            memory=GiB)),
     "mpi": _job(Request(nodes=4, processes=8, cores=2, memory=64 * GiB,
@@ -78,7 +77,7 @@ def test_directive_details(sge: GridEngine) -> None:
     assert "#$ -l h_rt=03:01:02" in sge.directives(CASES["walltime"])
     array = sge.directives(CASES["array"])
     assert "#$ -o /tree/batch/out/1-2-3.$TASK_ID.out" in array
-    assert array[-2:] == ["#$ -t 1-10", "#$ -tc 3"]
+    assert array[-1] == "#$ -t 1-10" and not any("-tc" in line for line in array)
     mpi = sge.directives(CASES["mpi"])
     assert "#$ -pe orte 64" in mpi
     assert "#$ -l h_vmem=4096M" in mpi  # 64 GiB per node over 16 slots per node
@@ -110,18 +109,20 @@ def test_bad_job_names(sge: GridEngine, name: str) -> None:
 
 
 def test_bad_paths(sge: GridEngine) -> None:
-    job = Submission("jt", "/s.sh", "/tree with blank/out/1", 1, None, Request(), "/t")
+    job = Submission("jt", "/s.sh", "/tree with blank/out/1", 1, Request(), "/t")
     with pytest.raises(ResourceError, match="blank"):
         sge.directives(job)
-    job = Submission("jt", "/s.sh", "/host:dir/out/1", 1, None, Request(), "/t")
+    job = Submission("jt", "/s.sh", "/host:dir/out/1", 1, Request(), "/t")
     with pytest.raises(ResourceError, match="colon"):
         sge.directives(job)
 
 
 def test_request_for_uses_the_settings() -> None:
     from jobtree.resources import Resources
-    sge = GridEngine(ClusterSettings(job_name="jt", parallel_environment="mpi", queue="all.q"))
-    request = sge.request_for(Resources(cpu=2))
+    from jobtree.batch.plan import request_for
+    sge = GridEngine()
+    settings = ClusterSettings(job_name="jt", parallel_environment="mpi", queue="all.q")
+    request = request_for(Resources(cpu=2), settings, sge)
     assert request.parallel_environment == "mpi" and request.queue == "all.q"
     assert "#$ -pe mpi 2" in sge.directives(_job(request))
 
@@ -210,10 +211,10 @@ def test_cancel_commands(sge: GridEngine) -> None:
 
 # ------------------------------------------------------------ accounting
 def test_accounting_command(sge: GridEngine) -> None:
-    assert sge.accounting_command(["12"]) == ["qacct", "-j", "12"]
-    assert sge.accounting_command(["12.1", "12.3"]) == ["qacct", "-j", "12"]
-    assert sge.accounting_command(["12", "14.2"]) == ["qacct", "-j", "jt_tree"]
-    assert sge.accounting_command([]) is None
+    assert sge.accounting_command(["12"], "jt_tree") == ["qacct", "-j", "12"]
+    assert sge.accounting_command(["12.1", "12.3"], "jt_tree") == ["qacct", "-j", "12"]
+    assert sge.accounting_command(["12", "14.2"], "jt_tree") == ["qacct", "-j", "jt_tree"]
+    assert sge.accounting_command([], "jt_tree") is None
 
 
 @pytest.mark.parametrize("name, row", [
@@ -300,8 +301,9 @@ def _wait_gone(sge: GridEngine, name: str, job_id: str, seen: dict[str, NativeJo
     pytest.fail(f"Grid Engine job {job_id} still listed after {limit}s")
 
 
-def _accounting(sge: GridEngine, ids: list[str], count: int) -> dict[str, NativeJob]:
-    argv = sge.accounting_command(ids)
+def _accounting(sge: GridEngine, ids: list[str], count: int,
+                name: str) -> dict[str, NativeJob]:
+    argv = sge.accounting_command(ids, name)
     assert argv is not None
     deadline = time.monotonic() + 30
     rows: dict[str, NativeJob] = {}
@@ -318,8 +320,8 @@ def _accounting(sge: GridEngine, ids: list[str], count: int) -> dict[str, Native
 def test_real_array_job(tmp_path: Path) -> None:
     """Our directives are accepted and honoured; qstat -xml and qacct parse."""
     name = f"jt_test_{os.getpid()}"
-    sge = GridEngine(ClusterSettings(job_name=name))
-    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 3, 2,
+    sge = GridEngine()
+    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 3,
                      Request(memory=256 * MiB, walltime=120, queue="all.q", account="jt_acct"),
                      str(tmp_path))
     _write_script(sge, job, 'echo "task $SGE_TASK_ID in $(pwd)"; sleep 2\n'
@@ -334,7 +336,7 @@ def test_real_array_job(tmp_path: Path) -> None:
         log = tmp_path / f"out.{index}.out"  # $TASK_ID substituted in -o
         assert log.read_text().strip() == f"task {index} in {tmp_path}"
     ids = [sge.task_id(job_id, i) for i in (1, 2, 3)]
-    rows = _accounting(sge, ids, 3)
+    rows = _accounting(sge, ids, 3, name)
     assert rows[ids[0]].state is NativeState.COMPLETED
     assert (rows[ids[1]].state, rows[ids[1]].exit_code) == (NativeState.FAILED, 3)
     assert rows[ids[2]].state is NativeState.COMPLETED
@@ -345,8 +347,8 @@ def test_real_array_job(tmp_path: Path) -> None:
 def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
     """-pe smp 2 with h_vmem per slot runs; h_rt kills and qacct says TIMEOUT."""
     name = f"jt_test_{os.getpid()}_pe"
-    sge = GridEngine(ClusterSettings(job_name=name))
-    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1, None,
+    sge = GridEngine()
+    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1,
                      Request(cores=2, memory=512 * MiB, walltime=3), str(tmp_path))
     _write_script(sge, job, 'echo "slots $NSLOTS vmem $(ulimit -v)"; sleep 30')
     result = _run(sge.submit_command(job)[0])
@@ -355,7 +357,7 @@ def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
     _wait_gone(sge, name, job_id, {})
     # ulimit -v is h_vmem x slots: 2 x 256 MiB, in KiB
     assert (tmp_path / "out.out").read_text().strip() == "slots 2 vmem 524288"
-    row = _accounting(sge, [job_id], 1)[job_id]
+    row = _accounting(sge, [job_id], 1, name)[job_id]
     assert row.state is NativeState.TIMEOUT
     assert row.exit_code == 137
 
@@ -364,8 +366,8 @@ def test_real_multicore_job_and_timeout(tmp_path: Path) -> None:
 def test_real_impossible_request_is_refused(tmp_path: Path) -> None:
     """-w e makes qsub refuse what can never run, and it is not transient."""
     name = f"jt_test_{os.getpid()}_big"
-    sge = GridEngine(ClusterSettings(job_name=name))
-    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1, None,
+    sge = GridEngine()
+    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 1,
                      Request(cores=4096), str(tmp_path))
     _write_script(sge, job, "true")
     result = _run(sge.submit_command(job)[0])
@@ -378,8 +380,8 @@ def test_real_impossible_request_is_refused(tmp_path: Path) -> None:
 def test_real_cancel_task_and_by_name(tmp_path: Path) -> None:
     """qdel takes task ids (123.4) and the job name."""
     name = f"jt_test_{os.getpid()}_del"
-    sge = GridEngine(ClusterSettings(job_name=name))
-    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 4, None,
+    sge = GridEngine()
+    job = Submission(name, str(tmp_path / "job.sh"), str(tmp_path / "out"), 4,
                      Request(), str(tmp_path))
     _write_script(sge, job, "sleep 60")
     result = _run(["qsub", "-h", "-terse", job.script])  # held: it never starts

@@ -13,7 +13,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from jobtree.batch.cluster import ClusterSettings
+from jobtree.batch.cluster import ClusterBatchSystem
+from jobtree.batch.settings import ClusterSettings
 from jobtree.batch.lsf import LSF
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
 from jobtree.errors import ResourceError
@@ -27,12 +28,12 @@ GiB = 1024 ** 3
 
 @pytest.fixture
 def lsf() -> LSF:
-    return LSF(ClusterSettings(job_name="jt-3f2a"))
+    return LSF()
 
 
-def submission(tasks: int = 1, max_running: int | None = None, **request: object) -> Submission:
+def submission(tasks: int = 1, **request: object) -> Submission:
     return Submission(name="jt-3f2a", script="/tree/jobs/000001.sh",
-                      log_stem="/tree/logs/000001", tasks=tasks, max_running=max_running,
+                      log_stem="/tree/logs/000001", tasks=tasks,
                       request=Request(**request),  # type: ignore[arg-type]
                       workdir="/tree/work")
 
@@ -41,7 +42,7 @@ def submission(tasks: int = 1, max_running: int | None = None, **request: object
 
 GOLDEN = {
     "plain": submission(),
-    "array": submission(tasks=8, max_running=3, memory=2 * GiB, walltime=5400),
+    "array": submission(tasks=8, memory=2 * GiB, walltime=5400),
     "mpi": submission(nodes=2, processes=4, cores=2, memory=16 * GiB, walltime=59),
     "full": submission(cores=4, memory=10 * GiB, walltime=7200, disk=20 * GiB, gpus=2,
                        queue="gpu", account="proj42", parallel_environment="smp",
@@ -76,13 +77,11 @@ def test_impossible_requests_are_refused(lsf: LSF, request_args: dict[str, objec
         lsf.directives(submission(**request_args))
 
 
-def test_array_names_and_limits_are_checked(lsf: LSF) -> None:
-    bad_name = Submission(name="my tree", script="s", log_stem="l", tasks=2, max_running=None,
+def test_array_names_are_checked(lsf: LSF) -> None:
+    bad_name = Submission(name="my tree", script="s", log_stem="l", tasks=2,
                           request=Request(), workdir="/w")
     with pytest.raises(ResourceError, match="array names"):
         lsf.directives(bad_name)
-    with pytest.raises(ResourceError, match="at least 1"):
-        lsf.directives(submission(tasks=3, max_running=0))
 
 
 # ----------------------------------------------------------------- parsers
@@ -162,7 +161,7 @@ def test_refused_submission_is_not_transient(lsf: LSF) -> None:
 def test_cancel_commands(lsf: LSF) -> None:
     assert lsf.cancel_command(["4711", "4712[3]"]) == ["bkill", "4711", "4712[3]"]
     assert lsf.cancel_by_name_command("jt-3f2a") == ["bkill", "-J", "jt-3f2a", "0"]
-    assert lsf.accounting_command(["4711"]) is None
+    assert lsf.accounting_command(["4711"], "jt-3f2a") is None
 
 
 # --------------------------------------------------------------- the fake
@@ -182,8 +181,14 @@ class FakeLSF:
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env,
                               cwd=self.root, timeout=30)
 
-    def submit(self, lsf: LSF, job: Submission, body: str) -> str:
-        script = "\n".join(["#!/bin/sh", *lsf.directives(job), body, ""])
+    def submit(self, lsf: LSF, job: Submission, body: str, limit: int | None = None) -> str:
+        """Submits ``body`` as ``job``; ``limit`` adds LSF's ``%L`` to an array's
+        name (at most L elements running at once), which jobtree never asks for."""
+        directives = lsf.directives(job)
+        if limit is not None:
+            directives = [line.replace(f"[1-{job.tasks}]", f"[1-{job.tasks}]%{limit}")
+                          for line in directives]
+        script = "\n".join(["#!/bin/sh", *directives, body, ""])
         Path(job.script).write_text(script)
         argv, stdin = lsf.submit_command(job)
         done = self.run(argv, stdin if stdin is not None else Path(job.script).read_text())
@@ -230,10 +235,8 @@ def fake(tmp_path: Path) -> Iterator[FakeLSF]:
 
 def job(tmp_path: Path, name: str = "jt-3f2a", **kwargs: object) -> Submission:
     tasks = int(kwargs.pop("tasks", 1))  # type: ignore[arg-type]
-    limit = kwargs.pop("max_running", None)
     return Submission(name=name, script=str(tmp_path / f"{name}.sh"),
                       log_stem=str(tmp_path / name), tasks=tasks,
-                      max_running=limit,  # type: ignore[arg-type]
                       request=Request(**kwargs), workdir=str(tmp_path))  # type: ignore[arg-type]
 
 
@@ -286,7 +289,7 @@ def test_fake_run_limit_is_a_timeout(fake: FakeLSF, lsf: LSF, tmp_path: Path) ->
 def test_fake_array_respects_the_running_limit(fake: FakeLSF, lsf: LSF, tmp_path: Path) -> None:
     stamp = "$(date +%s.%N)"
     body = f'echo "$LSB_JOBINDEX start {stamp}"; sleep 0.6; echo "$LSB_JOBINDEX end {stamp}"'
-    job_id = fake.submit(lsf, job(tmp_path, tasks=5, max_running=2), body)
+    job_id = fake.submit(lsf, job(tmp_path, tasks=5), body, limit=2)
     ids = [lsf.task_id(job_id, index) for index in range(1, 6)]
     rows = fake.status(lsf, "jt-3f2a")
     assert sorted(rows) == sorted(ids)
@@ -354,8 +357,8 @@ def test_cluster_base_runs_targets_through_the_fake(fake: FakeLSF, tmp_path: Pat
         monkeypatch.setenv(name, fake.env[name])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    batch = LSF(ClusterSettings(workdir=str(tmp_path / "batch"), job_name="jt-e2e",
-                                poll_interval=0.5, pack_time=0))
+    batch = ClusterBatchSystem(LSF(), ClusterSettings(
+        workdir=str(tmp_path / "batch"), job_name="jt-e2e", poll_interval=0.5, pack_time=0))
     try:
         for i in range(3):
             batch.issue(JobSpec(i, 1, [sys.executable, "-c", f"import sys; sys.exit({i % 2})"],

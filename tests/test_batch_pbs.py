@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from jobtree.batch.adapter import SchedulerDialect
-from jobtree.batch.cluster import ClusterSettings
 from jobtree.batch.native import NativeJob, NativeState, Request, Submission
 from jobtree.batch.pbspro import PBSPro
 from jobtree.batch.torque import Torque
@@ -32,28 +31,27 @@ FLAVORS = ["torque", "pbspro"]
 
 def dialect(flavor: str) -> SchedulerDialect:
     """The adapter of a flavour (the one place that constructs them)."""
-    settings = ClusterSettings(job_name="jobtree-3f2a")
-    return Torque(settings) if flavor == "torque" else PBSPro(settings)
+    return Torque() if flavor == "torque" else PBSPro()
 
 
 SUBMISSIONS = {
     "plain": Submission(name="jobtree-3f2a", script="/home/alice/tree/jobs/000001.sh",
-                        log_stem="/home/alice/tree/logs/000001", tasks=1, max_running=None,
+                        log_stem="/home/alice/tree/logs/000001", tasks=1,
                         request=Request(cores=1, memory=2 * GiB, walltime=3600),
                         workdir="/home/alice/tree"),
     "full": Submission(name="jobtree-3f2a", script="/home/alice/tree/jobs/000002.sh",
-                       log_stem="/home/alice/tree/logs/000002", tasks=1, max_running=None,
+                       log_stem="/home/alice/tree/logs/000002", tasks=1,
                        request=Request(cores=4, memory=10 * GiB, walltime=90061.5,
                                        disk=50 * GiB, gpus=2, queue="gpu", account="proj7",
                                        parallel_environment="smp",
                                        extra=("-l pmem=2gb", "-m n")),
                        workdir="/home/alice/tree"),
     "mpi": Submission(name="jobtree-3f2a", script="/home/alice/tree/jobs/000003.sh",
-                      log_stem="/home/alice/tree/logs/000003", tasks=1, max_running=None,
+                      log_stem="/home/alice/tree/logs/000003", tasks=1,
                       request=Request(cores=2, memory=8 * GiB, walltime=600, nodes=3,
                                       processes=4), workdir="/home/alice/tree"),
     "array": Submission(name="jobtree-3f2a", script="/home/alice/tree/jobs/000004.sh",
-                        log_stem="/home/alice/tree/logs/000004", tasks=40, max_running=8,
+                        log_stem="/home/alice/tree/logs/000004", tasks=40,
                         request=Request(cores=1, memory=GiB), workdir="/home/alice/tree"),
 }
 
@@ -78,7 +76,7 @@ def test_submit_and_cancel_commands(flavor: str) -> None:
     assert adapter.submit_command(job) == (["qsub", job.script], None)
     assert adapter.cancel_command(["1.s", "2[3].s"]) == ["qdel", "1.s", "2[3].s"]
     assert adapter.cancel_by_name_command("jobtree-3f2a") is None
-    assert adapter.accounting_command(["1.s"]) is None
+    assert adapter.accounting_command(["1.s"], "jobtree-3f2a") is None
     status = {"torque": ["qstat", "-x", "-t"],
               "pbspro": ["qstat", "-f", "-F", "json", "-x", "-t"]}[flavor]
     assert adapter.status_command("jobtree-3f2a") == status

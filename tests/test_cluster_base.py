@@ -131,7 +131,8 @@ def test_max_jobs_and_the_submit_rate_bound_what_reaches_the_scheduler(
         assert time.monotonic() < deadline, f"only {len(updates)} of 12 finished"
         listed = subprocess.run(["qstat", "-x", "-t"], capture_output=True, text=True,
                                 timeout=30).stdout
-        seen.append(sum(1 for row in batch.parse_status(listed) if row.state.alive))
+        seen.append(sum(1 for row in batch.dialect.parse_status(listed)  # type: ignore[attr-defined]
+                        if row.state.alive))
         update = batch.next_update(0.1)
         if update is not None:
             updates.append(update)

@@ -14,7 +14,7 @@ from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 __all__ = ["BatchJobId", "BatchSystem", "ExitReason", "JobSpec", "Update", "create",
            "known_names", "CLUSTERS"]
 
-#: cluster batch systems: name -> (module, class); imported when used
+#: cluster batch systems: name -> (module, SchedulerDialect class); imported when used
 CLUSTERS = {
     "slurm": ("slurm", "Slurm"),
     "gridEngine": ("gridengine", "GridEngine"),
@@ -77,9 +77,9 @@ def create(name: str, max_threads: int | None = None, max_cpus: float | None = N
     from .settings import cluster_settings
 
     module, cls = CLUSTERS[canonical]
-    adapter = getattr(importlib.import_module(f".{module}", __name__), cls)
+    dialect = getattr(importlib.import_module(f".{module}", __name__), cls)()
     settings = cluster_settings(canonical, options, workdir, tree_id, max_threads, max_cpus,
                                 max_memory)
-    system: ClusterBatchSystem = adapter(settings)
+    system = ClusterBatchSystem(dialect, settings)
     system.check_commands()
     return system

@@ -31,7 +31,7 @@ import shlex
 from typing import Sequence
 
 from ..errors import ResourceError
-from .cluster import ClusterBatchSystem
+from .adapter import SchedulerDialect
 from .native import NativeState, Request, Submission, hms, mebibytes
 
 #: ``PBSE_*`` errors (pbs_error.h, shared by Torque and PBS Pro) worth a retry,
@@ -159,7 +159,7 @@ def extra_directive(prefix: str, extra: str) -> str:
     return f"{prefix} {extra}"
 
 
-class PBSBatchSystem(ClusterBatchSystem):
+class PBSDialect(SchedulerDialect):
     """What the Torque and PBS Pro adapters share: ``#PBS`` directives,
     ``qsub SCRIPT``, ``qdel IDS``, their ids and errors."""
 

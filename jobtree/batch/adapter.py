@@ -1,10 +1,12 @@
 """The pure half of a cluster batch system: what each scheduler adapter defines.
 
-An adapter subclasses :class:`jobtree.batch.cluster.ClusterBatchSystem`
-and overrides the methods of :class:`SchedulerDialect`. None of them runs a
-command or touches a file: they build argv lists and job-script directives
-from records, and parse the scheduler's output into :class:`NativeJob` rows,
-so each is tested against recorded outputs in ``tests/data/<scheduler>/``.
+An adapter subclasses :class:`SchedulerDialect` and fills in its methods;
+one :class:`jobtree.batch.cluster.ClusterBatchSystem` holds the adapter and
+does all the I/O with it. None of the methods runs a command or touches a
+file: they build argv lists and job-script directives from records, and parse
+the scheduler's output into :class:`NativeJob` rows, so each is tested against
+recorded outputs in ``tests/data/<scheduler>/``. An adapter holds no state and
+no settings; it is created without arguments (``Slurm()``).
 """
 
 from __future__ import annotations
@@ -82,10 +84,16 @@ class SchedulerDialect(abc.ABC):
         bjobs exits non-zero with "No job found"); the listing is then empty."""
         return False
 
-    def accounting_command(self, ids: Sequence[str]) -> list[str] | None:
+    def accounting_command(self, ids: Sequence[str], name: str) -> list[str] | None:
         """A command that gives the final state of finished jobs or tasks
         (``sacct``, ``qacct``, ...), or None if the scheduler has none that
-        jobtree uses. Called only for jobs whose exit file is missing."""
+        jobtree uses. Called only for jobs whose exit file is missing.
+
+        Args:
+            ids: the jobs or array tasks, as :meth:`task_id` spells them.
+            name: the name every job of the tree has (for a scheduler that
+                can select by name only).
+        """
         return None
 
     def parse_accounting(self, stdout: str) -> list[NativeJob]:

@@ -28,7 +28,7 @@ gpus                ``#$ -l gpu=<gpus>``: the common convention (a ``gpu`` compl
 disk                :class:`~jobtree.errors.ResourceError`: Grid Engine has no
                     standard disk request (sites name their own complex)
 queue, account      ``#$ -q <queue>``, ``#$ -A <account>``
-array               ``#$ -t 1-<tasks>`` and ``#$ -tc <max_running>``; the task's
+array               ``#$ -t 1-<tasks>``; the task's
                     index is ``$SGE_TASK_ID``
 extra               ``#$ <extra>`` verbatim, last (so a repeated ``-l`` overrides)
 ==================  ===========================================================
@@ -54,7 +54,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Sequence
 
 from ..errors import ResourceError
-from .cluster import ClusterBatchSystem
+from .adapter import SchedulerDialect
 from .native import NativeJob, NativeState, Request, Submission, hms, mebibytes, parse_hms
 
 #: the parallel environment of a multi-slot job on one node when the request names none
@@ -73,7 +73,7 @@ _TRANSIENT = re.compile(
     r"|try again|temporarily|qmaster is (?:not|down)|jobs are allowed per", re.IGNORECASE)
 
 
-class GridEngine(ClusterBatchSystem):
+class GridEngine(SchedulerDialect):
     """Grid Engine (``qsub``, ``qstat -xml``, ``qdel``, ``qacct``)."""
 
     name = "gridEngine"
@@ -110,8 +110,6 @@ class GridEngine(ClusterBatchSystem):
             lines.append(f"-A {request.account}")
         if job.is_array:
             lines.append(f"-t 1-{job.tasks}")
-            if job.max_running:
-                lines.append(f"-tc {job.max_running}")
         lines.extend(_extra(extra) for extra in request.extra)
         return [f"{self.directive_prefix} {line}" for line in lines]
 
@@ -166,10 +164,10 @@ class GridEngine(ClusterBatchSystem):
         return ["qdel", name]
 
     # -------------------------------------------------------- accounting
-    def accounting_command(self, ids: Sequence[str]) -> list[str] | None:
+    def accounting_command(self, ids: Sequence[str], name: str) -> list[str] | None:
         """``qacct -j <job number>`` when the ids are one job's (or one array's
-        tasks); otherwise ``qacct -j <tree name>``, one call for every job of the
-        tree (``settings.job_name``).
+        tasks); otherwise ``qacct -j <name>``, one call for every job of the
+        tree (they all have its name).
 
         qacct takes a single ``-j`` (a second one replaces the first).
         """
@@ -178,7 +176,7 @@ class GridEngine(ClusterBatchSystem):
             return None
         if len(numbers) == 1:
             return ["qacct", "-j", numbers[0]]
-        return ["qacct", "-j", self.settings.job_name]
+        return ["qacct", "-j", name]
 
     def parse_accounting(self, stdout: str) -> list[NativeJob]:
         """The records of ``qacct -j`` (``=====`` lines between them)."""

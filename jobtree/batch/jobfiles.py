@@ -5,6 +5,9 @@ An :class:`Entry` is one issued target; a :class:`Submitted` is one scheduler
 job (plain or array) holding entries. A target's outcome comes from the exit
 file its runner wrote (:func:`update_from_exit`) or, when its task ended
 without one, from what the scheduler says of the task (:func:`update_for_lost`).
+A submission's files are its manifest (:func:`manifest`) and job script
+(:func:`job_script`); :func:`read_submissions` reads back those a previous
+master left.
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ import dataclasses
 import json
 import os
 import shlex
-from typing import Any
+import sys
+from typing import Any, Container
 
+from ..errors import ResourceError
+from ..paths import write_atomic
+from . import runner
+from .adapter import SchedulerDialect
 from .base import EXIT_MEMORY, BatchJobId, ExitReason, Update
-from .native import NativeJob, NativeState, Request
+from .native import NativeJob, NativeState, Request, Submission
+from .settings import ClusterSettings
 
 # variables of the submitting session that must not reach a job
 _SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM")
@@ -188,3 +197,157 @@ def tail(folder: str, stem: str, size: int = 600) -> str:
             return handle.read().decode(errors="replace").strip() or "(empty)"
     except (OSError, IndexError):
         return "(none)"
+
+
+def manifest(sub: Submitted, settings: ClusterSettings, exit_dir: str, index_variable: str,
+             walltime: float | None) -> dict[str, Any]:
+    """What the runners of a submission read (``subs/SUB.json``)."""
+    return {"entries": [e.manifest() for e in sub.entries], "exit_dir": exit_dir,
+            "index_variable": index_variable if sub.tasks > 1 else "",
+            "tasks": sub.tasks, "pack": sub.pack, "pack_time": settings.pack_time,
+            "task_walltime": walltime, "tree_id": settings.tree_id,
+            "local_scratch": settings.local_scratch}
+
+
+def job_script(directives: list[str], sub_id: str, tasks: int, index_variable: str,
+               settings: ClusterSettings, exit_dir: str, env_script: str, manifest_path: str,
+               cwd: str, python: str) -> str:
+    """The text of a submission's job script: the directives, the launch
+    marker (first, before the prologue: see
+    :func:`jobtree.batch.poll.lost_launches`), the master's environment, the
+    prologue, and the runner."""
+    task = f"${{{index_variable}}}" if tasks > 1 else "1"
+    lines = ["#!/bin/sh", *directives,
+             f"# jobtree job {sub_id} of tree {settings.tree_id or '-'}",
+             f": > {shlex.quote(exit_dir)}/\"{sub_id}-{task}.up\" 2>/dev/null",
+             f". {shlex.quote(env_script)}",
+             *settings.prologue,
+             f"cd {shlex.quote(cwd)} 2>/dev/null || cd /",
+             f"exec {shlex.quote(python)} -m jobtree.batch.runner "
+             f"{shlex.quote(manifest_path)}", ""]
+    return "\n".join(lines)
+
+
+def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[Submitted]:
+    """The submissions a previous master left in ``folder`` (``subs/``), with
+    what their start markers say, skipping those in ``known``."""
+    subs: list[Submitted] = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".id"):
+            continue
+        sub_id = name[:-3]
+        data = read_json(os.path.join(folder, sub_id + ".json"))
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                job_id = handle.read().strip()
+            submitted = os.path.getmtime(os.path.join(folder, name))
+        except OSError:
+            continue
+        if data is None or not job_id or sub_id in known:
+            continue
+        entries = []
+        for item in data["entries"]:
+            entry = Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
+                          item.get("walltime"), None, bool(item.get("worker")))
+            record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
+            if record and "started" in record:
+                entry.started, entry.task = float(record["started"]), int(record["task"])
+            entries.append(entry)
+        sub = Submitted(sub_id, entries, tasks_of(data, entries), bool(data.get("pack")),
+                        submitted, job_id)
+        for entry in entries:
+            entry.sub = sub
+        subs.append(sub)
+    return subs
+
+
+class JobFolder:
+    """The files of one cluster batch system (``TREE/batch/ROLE-NAME``):
+    ``subs/`` (job scripts, manifests, scheduler ids), ``out/`` (the
+    scheduler's own output) and ``exit/`` (the runners' start markers, exit
+    files and kill requests, and the job scripts' launch markers).
+
+    Args:
+        workdir: the folder, or None for a batch system that issues nothing.
+    """
+
+    def __init__(self, workdir: str | None) -> None:
+        self.workdir = workdir
+
+    def path(self, *parts: str) -> str:
+        """A path in the folder.
+
+        Raises:
+            ResourceError: there is no folder (no tree).
+        """
+        if not self.workdir:
+            raise ResourceError("this batch system has no working folder (no tree)")
+        return os.path.join(self.workdir, *parts)
+
+    @property
+    def exit_dir(self) -> str:
+        """Where runners leave start markers and exit files."""
+        return self.path("exit")
+
+    def create(self, environ: dict[str, str]) -> None:
+        """Makes the folders and the environment script the jobs source."""
+        for folder in ("exit", "subs", "out"):
+            os.makedirs(self.path(folder), mode=0o700, exist_ok=True)
+        write_atomic(self.path("env.sh"), environment_script(environ).encode(), sync=False)
+
+    def exit_files(self) -> frozenset[str]:
+        """The names of the files in the exit folder now (none if it is missing)."""
+        try:
+            return frozenset(os.listdir(self.exit_dir))
+        except OSError:
+            return frozenset()
+
+    def write_submission(self, sub: Submitted, request: Request, settings: ClusterSettings,
+                         dialect: SchedulerDialect) -> tuple[Submission, str]:
+        """Writes a submission's manifest and its (executable) job script.
+
+        Returns:
+            the job to submit, and the text of its script.
+
+        Raises:
+            ResourceError: the adapter cannot express the request (nothing is written).
+        """
+        script = self.path("subs", f"{sub.sub_id}.sh")
+        job = Submission(settings.job_name, script, self.path("out", sub.sub_id), sub.tasks,
+                         request, self.path())
+        data = manifest(sub, settings, self.exit_dir, dialect.index_variable, request.walltime)
+        manifest_path = self.path("subs", f"{sub.sub_id}.json")
+        text = job_script(dialect.directives(job), sub.sub_id, sub.tasks,
+                          dialect.index_variable, settings, self.exit_dir, self.path("env.sh"),
+                          manifest_path, os.getcwd(), sys.executable)
+        write_atomic(manifest_path, json.dumps(data).encode(), sync=False)
+        write_atomic(script, text.encode(), sync=False)
+        os.chmod(script, 0o700)
+        return job, text
+
+    def read(self, name: str) -> dict[str, Any] | None:
+        """A marker or exit file of the exit folder (None if absent or partial)."""
+        return read_json(os.path.join(self.exit_dir, name))
+
+    def claim_killed(self, key: str) -> bool:
+        """Claims an entry for no one, so that no runner starts it; False if
+        a runner claimed it first."""
+        return runner.claim(self.exit_dir, key, {"killed": True})
+
+    def ask_kill(self, key: str) -> None:
+        """Asks the runner that claimed an entry to stop it."""
+        write_atomic(runner.marker(self.exit_dir, key, "kill"), b"kill", sync=False)
+
+    def write_job_id(self, sub_id: str, job_id: str) -> None:
+        """Records the scheduler's id of a submission (what a restart adopts)."""
+        write_atomic(self.path("subs", f"{sub_id}.id"), job_id.encode(), sync=False)
+
+    def remove_submission(self, sub: Submitted) -> None:
+        """Removes a submission's files and its entries' markers."""
+        for entry in sub.entries:
+            for kind in ("run", "exit", "kill"):
+                remove(os.path.join(self.exit_dir, f"{entry.key}.{kind}"))
+        for index in range(1, sub.tasks + 1):
+            remove(os.path.join(self.exit_dir, f"{sub.sub_id}-{index}.up"))
+        for suffix in (".sh", ".json", ".id"):
+            remove(self.path("subs", sub.sub_id + suffix))

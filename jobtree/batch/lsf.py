@@ -28,7 +28,7 @@ import shlex
 from typing import Sequence
 
 from ..errors import ResourceError
-from .cluster import ClusterBatchSystem
+from .adapter import SchedulerDialect
 from .native import NativeJob, NativeState, Submission, mebibytes
 
 #: the ``bjobs -o`` fields the status command asks for, in order; the name
@@ -70,7 +70,7 @@ _TRANSIENT = ("lsf is down", "please wait", "lim is down", "try later", "still t
               "not responding", "cannot connect", "failed in an lsf library call")
 
 
-class LSF(ClusterBatchSystem):
+class LSF(SchedulerDialect):
     """IBM Spectrum LSF (and OpenLava's compatible commands)."""
 
     name = "lsf"
@@ -135,11 +135,7 @@ class LSF(ClusterBatchSystem):
             raise ResourceError(
                 f"LSF job array names may hold only letters, digits, '.', '-' and '_'; "
                 f"{job.name!r} does not.")
-        if job.max_running is not None and job.max_running < 1:
-            raise ResourceError(f"Job {job.name!r}: at most {job.max_running} tasks running "
-                                "at once cannot be expressed; give at least 1.")
-        limit = f"%{job.max_running}" if job.max_running else ""
-        return f"{job.name}[1-{job.tasks}]{limit}"
+        return f"{job.name}[1-{job.tasks}]"
 
     def submit_command(self, job: Submission) -> tuple[list[str], str | None]:
         """``bsub`` alone: the base gives it the script on standard input

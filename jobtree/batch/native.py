@@ -2,10 +2,10 @@
 and the scheduler's view of its jobs.
 
 An adapter (``slurm.py``, ``gridengine.py``, ``torque.py``, ``pbspro.py``,
-``lsf.py``) is a subclass of :class:`jobtree.batch.cluster.ClusterBatchSystem`
-made of pure methods over these records: build a command line from a
-:class:`Submission`, parse a command's output into :class:`NativeJob` rows.
-The base class does all the I/O.
+``lsf.py``) is a :class:`jobtree.batch.adapter.SchedulerDialect` made of pure
+methods over these records: build a command line from a :class:`Submission`,
+parse a command's output into :class:`NativeJob` rows.
+:class:`jobtree.batch.cluster.ClusterBatchSystem` does all the I/O.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class NativeJob:
     """One row of a scheduler's listing or accounting: a job or one array task.
 
     Attributes:
-        id: the job's id as :meth:`ClusterBatchSystem.task_id` spells it
+        id: the job's id as :meth:`SchedulerDialect.task_id` spells it
             (``"812345"``, ``"812345_3"``, ``"77.3"``, ``"12[3].server"``).
         state: its state.
         exit_code: its exit status, if the scheduler says.
@@ -119,11 +119,10 @@ class Submission:
         name: the job name; every job of one tree has the same name, so one
             listing (or one cancel) by name finds them all.
         script: the path of the job script (already written; it holds the
-            directives from :meth:`ClusterBatchSystem.directives`).
+            directives from :meth:`SchedulerDialect.directives`).
         log_stem: where the scheduler's own output of the job goes: the
             adapter appends its task-index pattern and ``.out``.
         tasks: number of array tasks; 1 means a plain job (not an array).
-        max_running: most tasks of the array running at once, or None.
         request: the resources each task asks for.
         workdir: the folder the job starts in.
     """
@@ -132,7 +131,6 @@ class Submission:
     script: str
     log_stem: str
     tasks: int
-    max_running: int | None
     request: Request
     workdir: str
 

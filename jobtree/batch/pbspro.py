@@ -19,9 +19,8 @@ disk                ``#PBS -l file=<MiB>mb`` (PBS Pro's built-in ``file`` caps
 queue, account      ``#PBS -q <queue>``, ``#PBS -A <account>``
 workdir             not expressible: PBS Pro starts jobs in ``$HOME``; the job
                     script changes folder itself
-array               ``#PBS -J 1-<tasks>`` (at least 2 subjobs) and, with
-                    max_running, ``#PBS -W max_run_subjobs=<max_running>``
-                    (OpenPBS ≥ 20); the index is ``$PBS_ARRAY_INDEX``
+array               ``#PBS -J 1-<tasks>`` (at least 2 subjobs); the index is
+                    ``$PBS_ARRAY_INDEX``
 parallel_env        ignored (Grid Engine only)
 extra               ``#PBS <extra>`` verbatim
 ==================  ===========================================================
@@ -54,7 +53,7 @@ _STATES = {
 _FINISHED = {"F", "X"}
 
 
-class PBSPro(_pbs.PBSBatchSystem):
+class PBSPro(_pbs.PBSDialect):
     """PBS Professional / OpenPBS (``qsub``, ``qstat -F json``, ``qdel``)."""
 
     name = "pbspro"
@@ -80,8 +79,6 @@ class PBSPro(_pbs.PBSBatchSystem):
         lines.extend(self.common_directives(request))
         if job.is_array:
             lines.append(f"{pbs} -J 1-{job.tasks}")
-            if job.max_running:
-                lines.append(f"{pbs} -W max_run_subjobs={job.max_running}")
         lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
         return lines
 

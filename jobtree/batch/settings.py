@@ -18,7 +18,57 @@ from typing import Any, Callable
 
 from ..errors import BadOptionError, ResourceError
 from ..resources import parse_cpu, parse_duration, parse_size
-from .cluster import ClusterSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSettings:
+    """How a cluster batch system behaves (defaults, config file, options).
+
+    Attributes:
+        workdir: the folder for job scripts, manifests, exit files and the
+            schedulers' own output (``TREE/batch``); None until the tree exists.
+        job_name: the name of every job of the tree.
+        tree_id: the tree's id (the runner cleans its stale local temp dirs).
+        queue: default partition or queue.
+        account: default account or project.
+        parallel_environment: Grid Engine's parallel environment for multi-slot jobs.
+        extra: directives added to every job script, verbatim.
+        prologue: shell lines run by every job before the worker (``module load …``).
+        local_scratch: node-local folder for local temp dirs (may use $VARS of the node).
+        max_jobs: most scheduler jobs (array tasks count one each) queued or running.
+        submit_rate: most submit commands per second.
+        poll_interval: seconds between status commands.
+        arrays: whether to submit groups of targets as array jobs.
+        pack_time: seconds a task may keep claiming further targets (0: one target a task).
+        exit_grace: seconds to wait for an exit file after a task ended without one.
+        launch_grace: seconds a task may be listed as running before its job
+            script has started; after that it counts as a launch the scheduler
+            lost, and is cancelled and its targets submitted again.
+        command_timeout: seconds one scheduler command may take.
+        max_cpus: the largest cpu request allowed, if known.
+        max_memory: the largest memory request allowed, if known.
+    """
+
+    workdir: str | None = None
+    job_name: str = "jobtree"
+    tree_id: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    parallel_environment: str | None = None
+    extra: tuple[str, ...] = ()
+    prologue: tuple[str, ...] = ()
+    local_scratch: str | None = None
+    max_jobs: int = 1000
+    submit_rate: float = 2.0
+    poll_interval: float = 10.0
+    arrays: bool = True
+    pack_time: float = 60.0
+    exit_grace: float = 30.0
+    launch_grace: float = 300.0
+    command_timeout: float = 60.0
+    max_cpus: float | None = None
+    max_memory: int | None = None
+
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
 

@@ -11,7 +11,7 @@ disk                    ``--tmp=<MiB>M``
 gpus (per node)         ``--gres=gpu:G``
 queue                   ``--partition=Q``
 account                 ``--account=A``
-array of N tasks        ``--array=1-N[%L]``
+array of N tasks        ``--array=1-N``
 extras                  ``#SBATCH <extra>`` verbatim
 =====================  ===========================================
 
@@ -25,7 +25,7 @@ import getpass
 from typing import Sequence
 
 from ..errors import ResourceError
-from .cluster import ClusterBatchSystem
+from .adapter import SchedulerDialect
 from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
 
 _STATES = {
@@ -52,7 +52,7 @@ def slurm_state(text: str) -> NativeState:
     return _STATES.get(word, NativeState.UNKNOWN)
 
 
-class Slurm(ClusterBatchSystem):
+class Slurm(SchedulerDialect):
     """Submits to Slurm with sbatch; see the module doc for the mapping."""
 
     name = "slurm"
@@ -82,8 +82,7 @@ class Slurm(ClusterBatchSystem):
         if r.account:
             lines.append(f"--account={r.account}")
         if job.is_array:
-            throttle = f"%{job.max_running}" if job.max_running else ""
-            lines.append(f"--array=1-{job.tasks}{throttle}")
+            lines.append(f"--array=1-{job.tasks}")
         for extra in r.extra:
             if not extra.startswith("-"):
                 raise ResourceError(
@@ -126,7 +125,7 @@ class Slurm(ClusterBatchSystem):
     def cancel_by_name_command(self, name: str) -> list[str] | None:
         return ["scancel", f"--name={name}", f"--user={getpass.getuser()}"]
 
-    def accounting_command(self, ids: Sequence[str]) -> list[str] | None:
+    def accounting_command(self, ids: Sequence[str], name: str) -> list[str] | None:
         return ["sacct", "--parsable2", "--allocations", "--noheader",
                 "--format=JobID,State,ExitCode,ElapsedRaw", f"--jobs={','.join(ids)}"]
 

@@ -17,7 +17,7 @@ disk                ``#PBS -l file=<MiB>mb`` (Torque's ``file`` caps the size of
                     any one file the job writes: the nearest standard resource)
 queue, account      ``#PBS -q <queue>``, ``#PBS -A <account>``
 workdir             ``#PBS -d <workdir>`` (the folder the job starts in)
-array               ``#PBS -t 1-<tasks>[%<max_running>]``; the task's index is
+array               ``#PBS -t 1-<tasks>``; the task's index is
                     ``$PBS_ARRAYID``
 parallel_env        ignored (Grid Engine only)
 extra               ``#PBS <extra>`` verbatim
@@ -51,7 +51,7 @@ _STATES = {
 }
 
 
-class Torque(_pbs.PBSBatchSystem):
+class Torque(_pbs.PBSDialect):
     """PBS/Torque (``qsub``, ``qstat -x``, ``qdel``)."""
 
     name = "torque"
@@ -73,8 +73,7 @@ class Torque(_pbs.PBSBatchSystem):
         lines.extend(self.common_directives(request))
         lines.append(f"{pbs} -d {_pbs.check_path('working folder', job.workdir)}")
         if job.is_array:
-            limit = f"%{job.max_running}" if job.max_running else ""
-            lines.append(f"{pbs} -t 1-{job.tasks}{limit}")
+            lines.append(f"{pbs} -t 1-{job.tasks}")
         lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
         return lines
 

@@ -1,0 +1,159 @@
+"""What to submit next to a cluster scheduler: pure planning.
+
+Issued targets wait in a queue. Each time the shell
+(:class:`~jobtree.batch.cluster.ClusterBatchSystem`) may submit, they are
+grouped by what they ask for (:func:`groups`); the oldest targets get the
+scheduler jobs ``max_jobs`` leaves room for, and each group becomes one or
+more submissions (:func:`next_submission`): an array job of several tasks, or
+a plain job, and with packing on, tasks that claim targets one after another.
+A token bucket (:func:`take_token`) holds the submit commands to
+``submit_rate`` a second. Nothing here runs a command or asks the time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import math
+from typing import Sequence
+
+from ..resources import Resources
+from .adapter import SchedulerDialect
+from .jobfiles import Entry
+from .native import Request, Submission
+from .settings import ClusterSettings
+
+#: seconds to gather issued targets before submitting them
+GATHER = 0.1
+#: most entries in one submission
+MAX_ENTRIES = 1000
+#: most targets the master hands over at once per allowed scheduler job when packing
+PER_TASK = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Targets waiting to be submitted that ask for the same.
+
+    Attributes:
+        request: what each of their scheduler jobs asks for.
+        worker: whether they are worker jobs (a runner prepares for those).
+        entries: the targets, oldest first.
+        slots: the scheduler jobs (array tasks) they may have now.
+    """
+
+    request: Request
+    worker: bool
+    entries: tuple[Entry, ...]
+    slots: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """One submission to make: ``tasks`` tasks over ``entries``.
+
+    Attributes:
+        entries: the targets it holds.
+        tasks: its tasks (1: a plain job).
+        pack: whether its tasks claim targets one after another.
+    """
+
+    entries: tuple[Entry, ...]
+    tasks: int
+    pack: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+    """A token bucket for the submit rate.
+
+    Attributes:
+        tokens: submit commands allowed at ``at`` (at most ``max(1, rate)``).
+        at: when it was last filled (``time.monotonic()``).
+    """
+
+    tokens: float
+    at: float
+
+    @classmethod
+    def full(cls, rate: float, now: float) -> Tokens:
+        """A full bucket: a burst of ``max(1, rate)`` commands may go at once."""
+        return cls(max(1.0, rate), now)
+
+
+def take_token(bucket: Tokens, rate: float, now: float) -> tuple[Tokens, bool]:
+    """The bucket after one submit command is asked for at ``now``, and
+    whether it may go (``rate`` commands a second, after the first burst)."""
+    rate = max(rate, 1e-3)
+    tokens = min(max(1.0, rate), bucket.tokens + (now - bucket.at) * rate)
+    if tokens < 1:
+        return Tokens(tokens, now), False
+    return Tokens(tokens - 1, now), True
+
+
+def capacity(settings: ClusterSettings) -> int:
+    """How many targets the master should keep issued at once."""
+    per_task = PER_TASK if settings.pack_time > 0 else 1
+    return max(1, min(settings.max_jobs * per_task, 20000))
+
+
+def groups(pending: Sequence[Entry], budget: int) -> list[Group]:
+    """The waiting targets grouped by request, oldest group first; the oldest
+    ``budget`` targets give their groups the scheduler jobs there is room for."""
+    members: dict[tuple[Request, bool], list[Entry]] = {}
+    for entry in pending:
+        if entry.request is not None:
+            members.setdefault((entry.request, entry.worker), []).append(entry)
+    slots = collections.Counter((e.request, e.worker)
+                                for e in itertools.islice(pending, max(0, budget)))
+    return [Group(request, worker, tuple(entries), slots.get((request, worker), 0))
+            for (request, worker), entries in members.items()]
+
+
+def next_submission(entries: Sequence[Entry], tasks: int, settings: ClusterSettings,
+                    min_array: int) -> Planned:
+    """The next submission of a group: ``tasks`` scheduler jobs (or array
+    tasks) for its oldest ``entries``; packing tasks may claim the rest too.
+
+    Args:
+        entries: the group's targets not yet planned, oldest first.
+        tasks: the scheduler jobs the group may still have (at least 1).
+        settings: ``pack_time`` and ``arrays``.
+        min_array: the fewest tasks an array may have on this scheduler.
+    """
+    pack = settings.pack_time > 0
+    if not settings.arrays:
+        tasks = 1
+    chosen = entries[:MAX_ENTRIES] if pack else entries[:min(tasks, MAX_ENTRIES)]
+    tasks = min(tasks, len(chosen))
+    if 1 < tasks < min_array:
+        tasks = 1
+        chosen = chosen if pack else chosen[:1]
+    return Planned(tuple(chosen), tasks, pack)
+
+
+def task_walltime(request: Request, pack: bool, settings: ClusterSettings) -> float | None:
+    """The wall time a task asks for: a packing task may claim targets for
+    ``pack_time`` more, and gets a minute to spare."""
+    if pack and request.walltime:
+        return request.walltime + settings.pack_time + 60
+    return request.walltime
+
+
+def request_for(resources: Resources, settings: ClusterSettings,
+                dialect: SchedulerDialect) -> Request:
+    """The scheduler request for a target's resources and the settings.
+
+    Raises:
+        ResourceError: it cannot be expressed (the adapter's directives say why).
+    """
+    request = Request(
+        cores=max(1, math.ceil(resources.cpu or 1)), memory=resources.memory,
+        walltime=resources.time, disk=resources.disk, gpus=resources.gpus,
+        nodes=resources.nodes or 1, processes=resources.processes or 1,
+        queue=resources.queue or settings.queue, account=resources.account or settings.account,
+        parallel_environment=settings.parallel_environment,
+        extra=tuple(settings.extra) + tuple(resources.directives or ()))
+    dialect.directives(Submission("check", "check", "check", 1, request, "."))
+    return request
