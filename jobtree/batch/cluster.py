@@ -79,7 +79,6 @@ _PER_TASK = 50
 #: submissions whose tasks all ended without running a single target, before
 #: their targets fail (the job script cannot start: a bad prologue, no Python)
 _MAX_BARREN = 2
-_WORKER = ["-m", "jobtree.worker"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +217,7 @@ class ClusterBatchSystem(SchedulerDialect, BatchSystem):
             self._prepare()
             key = f"{spec.job_id}.{spec.attempt}"
             batch_id = BatchJobId(key)
-            worker = list(spec.argv[1:3]) == _WORKER
+            worker = spec.worker is not None
             try:
                 request: Request | None = self.request_for(spec.resources)
             except ResourceError as err:

@@ -31,13 +31,6 @@ logger = logging.getLogger(__name__)
 KILL_GRACE = forkserver.KILL_GRACE
 #: longest wait in next_update before it looks after kills again
 _SLICE = 0.2
-_WORKER = ["-m", "jobtree.worker"]
-
-
-def _is_worker(spec: JobSpec) -> bool:
-    """Whether the job is a jobtree worker (it goes to the fork server)."""
-    return list(spec.argv[1:3]) == _WORKER
-
 
 def machine_cpus() -> int:
     """Cores this process may use."""
@@ -211,10 +204,10 @@ class SingleMachine(BatchSystem):
                                           self._max_memory]})
         running.server = self._server.generation
         spec = running.spec
-        worker = _is_worker(spec)
+        worker = spec.worker
         self._server.send({
-            "spawn": batch_id, "argv": list(spec.argv[3:] if worker else spec.argv),
-            "log": spec.log_path, "job": spec.job, "worker": worker,
+            "spawn": batch_id, "argv": worker.args() if worker is not None else list(spec.argv),
+            "log": spec.log_path, "job": spec.job, "worker": worker is not None,
             "cpu": float(spec.resources.cpu or 1), "memory": int(spec.resources.memory or 0)})
         logger.debug("handed job %s to the fork server: %s", batch_id, spec.argv)
 
@@ -363,7 +356,7 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.KILLED
         elif code is None:
             reason = ExitReason.LOST
-        elif code == EXIT_MEMORY and _is_worker(running.spec):
+        elif code == EXIT_MEMORY and running.spec.worker is not None:
             reason = ExitReason.MEMLIMIT
         else:
             reason = ExitReason.FAILED

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from ..paths import local_temp_root, write_atomic
+from ..workerjob import worker_args
 
 #: seconds between SIGTERM and SIGKILL when an entry is stopped
 KILL_GRACE = 5.0
@@ -39,7 +40,6 @@ KILL_GRACE = 5.0
 _TICK = 0.1
 #: a local temp dir untouched for this long and not locked is stale
 STALE_AFTER = 60.0
-_WORKER = ["-m", "jobtree.worker"]
 
 
 def marker(exit_dir: str, key: str, kind: str) -> str:
@@ -162,12 +162,12 @@ class Runner:
     def _start(self, entry: dict[str, Any]) -> int | None:
         argv: list[str] = entry["argv"]
         log: str = entry["log"]
-        if entry.get("worker") and list(argv[1:3]) == _WORKER:
+        if entry.get("worker"):
             pid = os.fork()
             if pid == 0:
                 from .forkserver import run_child
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                run_child(argv[3:], log)
+                run_child(worker_args(argv), log)
             return pid
         with open(log, "ab") as out:
             try:
