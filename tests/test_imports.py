@@ -3,10 +3,11 @@ with ``ast`` and each import it makes, at module level or inside a function
 (a lazy import closes a circle just as well), is an edge of a graph that
 must have no cycle.
 
-A submodule's implicit import of its parent package is not an edge (a
-package's ``__init__`` importing its own submodules would otherwise always
-be a circle); ``from a import b`` is an edge to ``a.b`` when ``b`` is a
-submodule, else to ``a``.
+Imports under ``if TYPE_CHECKING:`` count too: a circle of types is still a
+circle to read. A submodule's implicit import of its parent package is not
+an edge (a package's ``__init__`` importing its own submodules would
+otherwise always be a circle); ``from a import b`` is an edge to ``a.b`` when
+``b`` is a submodule, else to ``a``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     assert "jobtree.batch" in graph["jobtree.tree"]  # `from . import batch as ...`
     assert "jobtree.worker" in graph["jobtree.batch.forkserver"]  # lazy, `from .. import`
     assert "jobtree.paths" in graph["jobtree.batch.runner"]  # `from ..paths import ...`
+
+
+def test_the_small_modules_started_processes_import_stay_small() -> None:
+    graph = import_graph()
+    # a worker job's command and exit codes, and the process supervisor, are
+    # imported by the fork server and the node runner: nothing of jobtree
+    assert graph["jobtree.workerjob"] == set()
+    assert graph["jobtree.batch.supervise"] == set()
+    assert not {m for m in graph["jobtree.worker"] if m.startswith("jobtree.batch")}
 
 
 def test_find_cycle_names_the_modules() -> None:
