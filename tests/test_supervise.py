@@ -91,9 +91,10 @@ def test_signal_group_ignores_a_group_that_is_gone() -> None:
 
 def test_a_real_group_is_killed_after_its_grace() -> None:
     # a shell that ignores SIGTERM, in a group of its own
-    process = subprocess.Popen(["/bin/sh", "-c", "trap '' TERM; sleep 30"],
-                               start_new_session=True)
-    time.sleep(0.2)
+    process = subprocess.Popen(["/bin/sh", "-c", "trap '' TERM; echo ready; sleep 30"],
+                               stdout=subprocess.PIPE, start_new_session=True)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"  # TERM is ignored from here on
     stopping = supervise.Stopping(0.3)
     stopping.term(process.pid)
     time.sleep(0.1)
@@ -103,3 +104,4 @@ def test_a_real_group_is_killed_after_its_grace() -> None:
         stopping.escalate()
         time.sleep(0.05)
     assert process.returncode == -signal.SIGKILL
+    process.stdout.close()
