@@ -22,13 +22,14 @@ from .errors import (
                      TreeStopped,
                      UnpicklableTargetError,
 )
-from .promise import Promise, PromiseError, getReturnValue
+from .promise import Promise, PromiseError
 from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
 
 if TYPE_CHECKING:
     from .pool import AsyncResult, Pool, PoolError, TaskFailure
     from .stack import Stack
+    from .tree import getReturnValue
 
 _POOL_NAMES = ("AsyncResult", "Pool", "PoolError", "TaskFailure")
 
@@ -45,6 +46,10 @@ def __getattr__(name: str) -> Any:
         from . import pool
 
         return getattr(pool, name)
+    if name == "getReturnValue":  # reads a tree: as heavy to import as Stack
+        from .tree import getReturnValue
+
+        return getReturnValue
     raise AttributeError(f"module 'jobtree' has no attribute {name!r}")
 
 __all__ = [

@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 import time
 from typing import Any, Callable
 
@@ -27,6 +26,7 @@ from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
 from .results import failure_of, read_result, to_step, value_files
+from .workerjob import WorkerJob
 
 logger = logging.getLogger(__name__)
 
@@ -330,9 +330,8 @@ class Master:
             job["values"] = planned.values
         if not batch.takes_input:
             write_atomic(self.paths.job_input(row.id), pickle.dumps(job, 5), sync=False)
-        spec = JobSpec(job_id=row.id, attempt=attempt,
-                       argv=[sys.executable, "-m", "jobtree.worker", self.paths.root,
-                             str(row.id), str(attempt)],
+        worker = WorkerJob(self.paths.root, row.id, attempt)
+        spec = JobSpec(job_id=row.id, attempt=attempt, argv=worker.argv(), worker=worker,
                        resources=resources, name=f"jt{row.id}.{attempt}",
                        log_path=self.paths.log(row.id, attempt), kind=row.cls,
                        job=job if batch.takes_input else None)

@@ -176,37 +176,3 @@ def value_file(folder: str, job: int, attempt: int, step: int) -> str:
     """Where a worker keeps a large value: one file per (job, attempt, step)."""
     return os.path.join(folder, f"{job}.{attempt}.{step}")
 
-
-def getReturnValue(jobTree: str, target: int = 1) -> Any:
-    """What ``run()`` of a target of a finished (or running) tree returned:
-    by default the root's; ``target`` is a job id as jobTreeStatus lists them.
-
-    Raises:
-        TreeError: the tree cannot be read, has no such target, or the target
-            has not run successfully yet.
-    """
-    from . import tree as trees
-    from .errors import TreeError
-    from .jobstore import JobState, JobStore
-    from .paths import TreePaths
-
-    paths = TreePaths(os.path.abspath(os.path.expanduser(jobTree)))
-    trees.check_owner(paths)
-    store = JobStore.open(paths, readonly=True)
-    try:
-        try:
-            job = store.job(target)
-        except KeyError:
-            raise TreeError(f"The tree {paths.root} has no target {target}; jobTreeStatus "
-                            f"--jobTree {paths.root} --state done lists those that ran.") from None
-        stored = store.returned(target)
-    finally:
-        store.close()
-    if stored is None:
-        if job.state in (JobState.RAN, JobState.DONE):
-            return None  # it returned None
-        raise TreeError(
-            f"Target {target} ({job.description}) of {paths.root} has not run successfully "
-            f"yet (it is {job.state.name.lower()}), so it has no value. Continue the tree "
-            f"with:  jobTreeRun --jobTree {paths.root}")
-    return load_value(stored, job.description)

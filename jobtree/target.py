@@ -6,14 +6,28 @@ import logging
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .errors import JobTreeError, ResourceError, TargetDefinitionError
 from .promise import Promise, new_token
 from .resources import Resources, SizeLike, format_bytes
 
-if TYPE_CHECKING:
-    from .worker import RunContext
+
+class Runtime(Protocol):
+    """What a running target reaches through its worker (which gives it a
+    :class:`jobtree.worker.RunContext`): temp dirs, messages, the limits."""
+
+    defaults: Resources
+    messages: list[tuple[int, str]]
+
+    def local_temp_dir(self) -> str:
+        """The run's local temp dir (made on first use)."""
+
+    def global_temp_dir(self) -> str:
+        """The chain's global temp dir (made on first use)."""
+
+    def check_fits(self, target: Target) -> None:
+        """Raises ResourceError if ``target`` cannot run under the batch system's limits."""
 
 
 class Target:
@@ -51,7 +65,7 @@ class Target:
             processes=processes, queue=queue, account=account, directives=directives)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
-        self._jt_runtime: RunContext | None = None
+        self._jt_runtime: Runtime | None = None
 
     def run(self) -> Any:
         """Does the work; override it. The default does nothing.
@@ -213,8 +227,8 @@ class Target:
         self.__dict__.update(state)
         self._jt_runtime = None
 
-    def _context(self, method: str) -> RunContext:
-        runtime: RunContext | None = getattr(self, "_jt_runtime", None)
+    def _context(self, method: str) -> Runtime:
+        runtime: Runtime | None = getattr(self, "_jt_runtime", None)
         if runtime is None:
             raise TargetDefinitionError(
                 f"{method}() works only while the target runs (inside run()); "

@@ -22,17 +22,15 @@ import traceback
 from typing import Any
 
 from . import promise, serialize
-from .batch.base import EXIT_MEMORY
 from .errors import JobTreeError, ResourceError, TargetDefinitionError, UnpicklableTargetError
 from .paths import TreePaths, local_temp_root, write_atomic
 from .promise import PromiseError
 from .resources import Resources
 from .target import Target, check_fits, class_name
+from .workerjob import EXIT_FAILED, EXIT_MEMORY, EXIT_SETUP
 
 logger = logging.getLogger(__name__)
 
-EXIT_FAILED = 1
-EXIT_SETUP = 2
 _DEFINITION_ERRORS = (ResourceError, TargetDefinitionError, UnpicklableTargetError,
                       PromiseError)
 # variables of the node and the scheduler that the stored environment must not override

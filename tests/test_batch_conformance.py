@@ -38,7 +38,7 @@ from jobtree import batch as batch_systems
 from jobtree import serialize
 from jobtree.batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update, runner
 from jobtree.batch import local as single_machine
-from jobtree.batch.base import EXIT_MEMORY
+from jobtree.batch.base import EXIT_MEMORY, WorkerJob
 from jobtree.paths import TreePaths
 from jobtree.resources import Resources
 from jobtree.target import FunctionWrappingTarget
@@ -191,9 +191,8 @@ class Jobs:
                "resources": resources.to_dict(), "description": f"{fn.__name__}{args!r}",
                "issued_at": time.time()}
         Path(self.paths.job_input(job_id)).write_bytes(pickle.dumps(job, 5))
-        return JobSpec(job_id=job_id, attempt=attempt,
-                       argv=[sys.executable, "-m", "jobtree.worker", self.paths.root,
-                             str(job_id), str(attempt)],
+        worker = WorkerJob(self.paths.root, job_id, attempt)
+        return JobSpec(job_id=job_id, attempt=attempt, argv=worker.argv(), worker=worker,
                        resources=resources, name=f"jt{job_id}.{attempt}",
                        log_path=self.paths.log(job_id, attempt))
 

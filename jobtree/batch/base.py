@@ -8,11 +8,12 @@ import enum
 from typing import Any, NewType, Sequence
 
 from ..resources import Resources
+from ..workerjob import EXIT_MEMORY, WorkerJob
+
+__all__ = ["EXIT_MEMORY", "BatchJobId", "BatchSystem", "ExitReason", "JobSpec", "Update",
+           "WorkerJob"]
 
 BatchJobId = NewType("BatchJobId", str)
-
-#: exit status of a worker whose target ran out of memory
-EXIT_MEMORY = 3
 
 
 class ExitReason(enum.Enum):
@@ -47,6 +48,9 @@ class JobSpec:
         job: the job's input (its pickled target, chain, resources), given
             to batch systems that hand it to the worker themselves
             (``takes_input``); the others' workers read the job input file.
+        worker: the worker job ``argv`` runs, if it runs one (then it may be
+            started from a warm process, and exit status EXIT_MEMORY means
+            out of memory); None for a plain command.
     """
 
     job_id: int
@@ -57,6 +61,7 @@ class JobSpec:
     log_path: str
     kind: str = ""
     job: dict[str, Any] | None = None
+    worker: WorkerJob | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,8 +64,6 @@ from .settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
 
-_WORKER = ["-m", "jobtree.worker"]
-
 
 class ClusterBatchSystem(BatchSystem):
     """A batch system that submits to a cluster scheduler (see the module doc).
@@ -141,7 +139,7 @@ class ClusterBatchSystem(BatchSystem):
             self._prepare()
             key = f"{spec.job_id}.{spec.attempt}"
             batch_id = BatchJobId(key)
-            worker = list(spec.argv[1:3]) == _WORKER
+            worker = spec.worker is not None
             try:
                 request: Request | None = plan.request_for(spec.resources, self.settings,
                                                            self.dialect)

@@ -44,10 +44,10 @@ import sysconfig
 import time
 from typing import Any
 
+from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
+
 #: seconds between SIGTERM and SIGKILL of children when the server stops
 STOP_GRACE = 5.0
-#: seconds between SIGTERM and SIGKILL when the master stops one job
-KILL_GRACE = 5.0
 #: longest wait before the server looks for ended children anyway
 REAP_EVERY = 1.0
 #: seconds between looks at whether the pipeline's files changed
@@ -223,7 +223,7 @@ class Server:
         self.pending: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.children: dict[int, tuple[str, float, int]] = {}  # pid: key, cpu, memory
         self.pids: dict[str, int] = {}
-        self.stopping: dict[int, float] = {}  # pid: when it gets SIGKILL
+        self.stopping = Stopping(KILL_GRACE)  # the children being stopped
         self.threads, self.cpus, self.memory = 1, 1.0, 0
         self.cpu_used, self.memory_used = 0.0, 0
         self.environ = dict(os.environ)  # for plain commands: the master's own
@@ -251,9 +251,8 @@ class Server:
             self.send({"exited": key, "code": None, "maxrss": None})
             return
         pid = self.pids.get(key)
-        if pid is not None and pid not in self.stopping:
-            _signal_group(pid, signal.SIGTERM)
-            self.stopping[pid] = time.monotonic() + KILL_GRACE
+        if pid is not None:
+            self.stopping.term(pid)
 
     def _fits(self, request: dict[str, Any]) -> bool:
         if not self.children:
@@ -323,10 +322,10 @@ class Server:
             key, cpu, memory = child
             ended = True
             del self.pids[key]
-            self.stopping.pop(pid, None)
+            self.stopping.forget(pid)
             self.cpu_used -= cpu
             self.memory_used -= memory
-            _signal_group(pid, signal.SIGKILL)  # whatever the job left behind
+            signal_group(pid, signal.SIGKILL)  # whatever the job left behind
             self.send({"exited": key, "code": os.waitstatus_to_exitcode(status),
                        "maxrss": usage.ru_maxrss * 1024})
         if ended:
@@ -335,22 +334,17 @@ class Server:
     def escalate(self) -> float:
         """SIGKILLs the jobs whose grace after SIGTERM is over; returns the
         seconds until the next one's is."""
-        now = time.monotonic()
-        for pid, deadline in list(self.stopping.items()):
-            if now >= deadline:
-                _signal_group(pid, signal.SIGKILL)
-                del self.stopping[pid]
-        return min((d - now for d in self.stopping.values()), default=REAP_EVERY)
+        wait = self.stopping.escalate()
+        return REAP_EVERY if wait is None else wait
 
     def stop_children(self) -> None:
+        """Stops every child (SIGTERM, then SIGKILL) when the server stops."""
         self.pending.clear()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in list(self.children):
-                _signal_group(pid, sig)
-            deadline = time.time() + STOP_GRACE
-            while self.children and time.time() < deadline:
-                self.reap()
-                time.sleep(0.05)
+        stop_all(lambda: self.children, self._reap_a_moment, STOP_GRACE)
+
+    def _reap_a_moment(self) -> None:
+        self.reap()
+        time.sleep(0.05)
 
     def serve(self) -> None:
         # the signals wake the loop through the pipe, written by the C handler
@@ -383,13 +377,6 @@ class Server:
                     del buffer[:_FRAME.size + size]
                 self.start_what_fits()
         self.stop_children()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_command(argv: list[str], log: str, close: tuple[int, ...],

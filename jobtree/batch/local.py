@@ -24,20 +24,12 @@ from typing import IO, Any, Sequence
 from ..resources import Resources
 from . import forkserver
 from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
 
 logger = logging.getLogger(__name__)
 
-#: seconds between SIGTERM and SIGKILL when a job is killed
-KILL_GRACE = forkserver.KILL_GRACE
 #: longest wait in next_update before it looks after kills again
 _SLICE = 0.2
-_WORKER = ["-m", "jobtree.worker"]
-
-
-def _is_worker(spec: JobSpec) -> bool:
-    """Whether the job is a jobtree worker (it goes to the fork server)."""
-    return list(spec.argv[1:3]) == _WORKER
-
 
 def machine_cpus() -> int:
     """Cores this process may use."""
@@ -176,6 +168,7 @@ class SingleMachine(BatchSystem):
         self._cpu_used = 0.0
         self._memory_used = 0
         self._running: dict[BatchJobId, _Running] = {}
+        self._stopping = Stopping(KILL_GRACE)  # without a fork server: the jobs killed
         self._ended: queue.Queue[tuple[BatchJobId, int | None, int | None]] = queue.Queue()
         self._started: queue.Queue[tuple[BatchJobId, int, float]] = queue.Queue()
         self._server: _ForkServer | None = None
@@ -211,10 +204,10 @@ class SingleMachine(BatchSystem):
                                           self._max_memory]})
         running.server = self._server.generation
         spec = running.spec
-        worker = _is_worker(spec)
+        worker = spec.worker
         self._server.send({
-            "spawn": batch_id, "argv": list(spec.argv[3:] if worker else spec.argv),
-            "log": spec.log_path, "job": spec.job, "worker": worker,
+            "spawn": batch_id, "argv": worker.args() if worker is not None else list(spec.argv),
+            "log": spec.log_path, "job": spec.job, "worker": worker is not None,
             "cpu": float(spec.resources.cpu or 1), "memory": int(spec.resources.memory or 0)})
         logger.debug("handed job %s to the fork server: %s", batch_id, spec.argv)
 
@@ -277,13 +270,6 @@ class SingleMachine(BatchSystem):
         threading.Thread(target=wait, daemon=True, name=f"wait-{batch_id}").start()
         logger.debug("started job %s: %s", batch_id, argv)
 
-    def _escalate_kills(self) -> None:
-        now = time.time()
-        for running in self._running.values():
-            if (running.killed_at is not None and running.pid is not None
-                    and now - running.killed_at > KILL_GRACE):
-                _signal_group(running.pid, signal.SIGKILL)
-
     # ------------------------------------------------------------ both ways
     def kill(self, ids: Sequence[BatchJobId]) -> None:
         now = time.time()
@@ -300,7 +286,7 @@ class SingleMachine(BatchSystem):
                 if self._server is not None and self._server.generation == running.server:
                     self._server.send({"kill": batch_id})  # it escalates to SIGKILL
             elif running.pid is not None:
-                _signal_group(running.pid, signal.SIGTERM)
+                self._stopping.term(running.pid)
 
     def issued(self) -> set[BatchJobId]:
         return (set(self._waiting) | set(self._running)
@@ -328,7 +314,7 @@ class SingleMachine(BatchSystem):
             # kills wait for a grace period: look after them every slice
             self._note_starts()
             if not self._use_server:
-                self._escalate_kills()
+                self._stopping.escalate()
             if self._synthetic:
                 return self._synthetic.popleft()
             try:
@@ -355,7 +341,8 @@ class SingleMachine(BatchSystem):
             self._cpu_used -= float(running.spec.resources.cpu or 1)
             self._memory_used -= int(running.spec.resources.memory or 0)
             if running.pid is not None:
-                _signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
+                self._stopping.forget(running.pid)
+                signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
             self._start_what_fits()
         if code == 0:
             reason = ExitReason.FINISHED
@@ -363,7 +350,7 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.KILLED
         elif code is None:
             reason = ExitReason.LOST
-        elif code == EXIT_MEMORY and _is_worker(running.spec):
+        elif code == EXIT_MEMORY and running.spec.worker is not None:
             reason = ExitReason.MEMLIMIT
         else:
             reason = ExitReason.FAILED
@@ -373,23 +360,17 @@ class SingleMachine(BatchSystem):
         self._closing = True
         self._waiting.clear()
         self._note_starts()
-        for running in self._running.values():
-            if running.pid is not None and running.server is None:
-                _signal_group(running.pid, signal.SIGTERM)
         if self._server is not None:
             self._server.close()  # stops (TERM, then KILL) the jobs it has
             self._server = None
-        deadline = time.time() + KILL_GRACE
-        while self._running and time.time() < deadline:
-            if self.next_update(0.05) is None and self._ended.empty():
-                self._note_starts()
-        for running in self._running.values():
-            if running.pid is not None:
-                _signal_group(running.pid, signal.SIGKILL)
+        # without a fork server: TERM, then KILL, the jobs this object started
+        stop_all(self._pids, self._drain, KILL_GRACE, left=lambda: bool(self._running),
+                 wait_after_kill=False)
 
+    def _pids(self) -> list[int]:
+        return [running.pid for running in self._running.values() if running.pid is not None]
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def _drain(self) -> None:
+        """Takes the updates of jobs that ended, waiting a moment for one (in close)."""
+        if self.next_update(0.05) is None and self._ended.empty():
+            self._note_starts()

@@ -32,14 +32,13 @@ import time
 from typing import Any
 
 from ..paths import local_temp_root, write_atomic
+from ..workerjob import worker_args
+from .supervise import KILL_GRACE, Stopping
 
-#: seconds between SIGTERM and SIGKILL when an entry is stopped
-KILL_GRACE = 5.0
 #: seconds between looks at a running entry (kill requests, wall time)
 _TICK = 0.1
 #: a local temp dir untouched for this long and not locked is stale
 STALE_AFTER = 60.0
-_WORKER = ["-m", "jobtree.worker"]
 
 
 def marker(exit_dir: str, key: str, kind: str) -> str:
@@ -162,12 +161,12 @@ class Runner:
     def _start(self, entry: dict[str, Any]) -> int | None:
         argv: list[str] = entry["argv"]
         log: str = entry["log"]
-        if entry.get("worker") and list(argv[1:3]) == _WORKER:
+        if entry.get("worker"):
             pid = os.fork()
             if pid == 0:
                 from .forkserver import run_child
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                run_child(argv[3:], log)
+                run_child(worker_args(argv), log)
             return pid
         with open(log, "ab") as out:
             try:
@@ -193,7 +192,7 @@ class Runner:
     def _watch(self, entry: dict[str, Any], pid: int, started: float,
                walltime: float | None, kill_file: str, exited: int | None) -> dict[str, Any]:
         reason: str | None = None
-        term_at: float | None = None
+        stopping = Stopping(KILL_GRACE, clock=time.time)
         while True:
             try:
                 done, status, usage = os.wait4(pid, os.WNOHANG)
@@ -205,19 +204,17 @@ class Runner:
                     self._process.returncode = code  # reaped here
                     self._process = None
                 return {"code": code, "reason": reason, "maxrss": usage.ru_maxrss * 1024}
-            now = time.time()
-            if term_at is None:
+            if reason is None:
                 if self.stopping:
                     reason = self._stop_reason()
                 elif os.path.exists(kill_file):
                     reason = "killed"
-                elif walltime and now - started > float(walltime):
+                elif walltime and time.time() - started > float(walltime):
                     reason = "timeout"
                 if reason is not None:
-                    term_at = now
-                    _signal_group(pid, signal.SIGTERM)
-            elif now - term_at > KILL_GRACE:
-                _signal_group(pid, signal.SIGKILL)
+                    stopping.term(pid)
+            else:
+                stopping.escalate()
             if exited is None:
                 time.sleep(_TICK)
             else:  # wakes the moment the entry exits: tiny targets wait for no tick
@@ -240,13 +237,6 @@ def _exit_notifier(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def clean_stale(root: str) -> None:
