@@ -128,3 +128,67 @@ def test_the_small_modules_started_processes_import_stay_small() -> None:
 def test_find_cycle_names_the_modules() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+#: the package's layers, lowest first, and the layers each may import
+#: (besides its own); docs/architecture.md explains them
+LAYERS: dict[str, tuple[str, ...]] = {
+    # import nothing of jobtree
+    "leaves": ("_version", "errors", "metrics", "progress", "tempfiles", "workerjob",
+               "batch.supervise", "batch.wire", "batch.native"),
+    "foundations": ("paths", "resources", "serialize", "options", "janitor"),
+    # the index, and what only reads it
+    "store": ("jobstore*", "report", "graph", "timeline"),
+    # the master's side of every batch system
+    "batch": ("batch", "batch.base", "batch.settings", "batch.commands", "batch.adapter",
+              "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
+              "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
+              "batch.scheduler", "batch.cluster", "batch.local"),
+    "targets": ("promise", "target"),
+    # what runs a target, on the node
+    "job side": ("worker", "batch.forkserver", "batch.runner"),
+    "master side": ("placement", "results", "master", "tree", "start", "stack",
+                    "pooltree", "poolcall", "pool"),
+    "commands": ("cli*", "scriptTree*", ""),
+}
+MAY_IMPORT: dict[str, set[str]] = {
+    "leaves": set(),
+    "foundations": {"leaves"},
+    "store": {"leaves", "foundations"},
+    "batch": {"leaves", "foundations"},
+    "targets": {"leaves", "foundations"},
+    "job side": {"leaves", "foundations", "targets"},
+    "master side": {"leaves", "foundations", "store", "batch", "targets", "job side"},
+    "commands": set(LAYERS),
+}
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a module of the package (None: in no layer)."""
+    name = module.removeprefix("jobtree").removeprefix(".")
+    for layer, members in LAYERS.items():
+        for member in members:
+            if name == member.rstrip("*") or (
+                    member.endswith("*") and name.startswith(member.rstrip("*") + ".")):
+                return layer
+    return None
+
+
+def test_every_module_is_in_a_layer() -> None:
+    assert [m for m in modules() if layer_of(m) is None] == []
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    wrong = [f"{module} ({layer_of(module)}) imports {used} ({layer_of(used)})"
+             for module, used_all in sorted(import_graph().items())
+             for used in sorted(used_all)
+             if layer_of(used) != layer_of(module)
+             and layer_of(used) not in MAY_IMPORT[layer_of(module) or ""]]
+    assert wrong == []
+
+
+def test_no_module_is_too_long_to_read() -> None:
+    lengths = {name: len(path.read_text(encoding="utf-8").splitlines())
+               for name, path in modules().items()}
+    assert {name: n for name, n in lengths.items() if n > 600} == {}
+    assert lengths["jobtree.batch.cluster"] <= 500

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobtree.batch import runner
+from jobtree.batch import runner, wire
 
 
 def _manifest(tmp_path: Path, entries: list[dict[str, Any]], **extra: Any) -> Path:
@@ -60,7 +60,7 @@ def test_packing_tasks_run_every_entry_once(tmp_path: Path) -> None:
 def test_an_entry_claimed_by_a_kill_does_not_run(tmp_path: Path) -> None:
     entries = [_entry(tmp_path, "1.1", f"touch {tmp_path}/ran")]
     manifest = _manifest(tmp_path, entries, pack=False)
-    assert runner.claim(str(tmp_path / "exit"), "1.1", {"killed": True})
+    assert wire.claim(str(tmp_path / "exit"), "1.1", {"killed": True})
     _run_tasks(manifest, tasks=1)
     assert not (tmp_path / "ran").exists()
     assert not (tmp_path / "exit" / "1.1.exit").exists()

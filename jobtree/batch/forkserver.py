@@ -38,13 +38,13 @@ import os
 import pickle
 import select
 import signal
-import struct
 import sys
 import sysconfig
 import time
 from typing import Any
 
 from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
+from .wire import FRAME
 
 #: seconds between SIGTERM and SIGKILL of children when the server stops
 STOP_GRACE = 5.0
@@ -55,9 +55,6 @@ STALE_CHECK_EVERY = 1.0
 #: set to 1 (in the master's environment) to keep the server from importing
 #: the pipeline's script; read when the server starts
 NO_PRELOAD = os.environ.get("JOBTREE_NO_PRELOAD") == "1"
-_FRAME = struct.Struct(">I")
-
-
 def _become_job(log: str, close: tuple[int, ...]) -> None:
     """The start of every forked job: a session of its own, none of the
     parent's descriptors ``close`` or signal handlers, output appended to ``log``."""
@@ -369,12 +366,12 @@ class Server:
                 if not chunk:
                     break
                 buffer += chunk
-                while len(buffer) >= _FRAME.size:
-                    (size,) = _FRAME.unpack_from(buffer)
-                    if len(buffer) < _FRAME.size + size:
+                while len(buffer) >= FRAME.size:
+                    (size,) = FRAME.unpack_from(buffer)
+                    if len(buffer) < FRAME.size + size:
                         break
-                    self.handle(pickle.loads(buffer[_FRAME.size:_FRAME.size + size]))
-                    del buffer[:_FRAME.size + size]
+                    self.handle(pickle.loads(buffer[FRAME.size:FRAME.size + size]))
+                    del buffer[:FRAME.size + size]
                 self.start_what_fits()
         self.stop_children()
 
@@ -391,12 +388,6 @@ def run_command(argv: list[str], log: str, close: tuple[int, ...],
             os.write(2, f"jobtree: cannot start {argv[0]}: {err}\n".encode())
         finally:
             os._exit(127)
-
-
-def frame(request: dict[str, Any]) -> bytes:
-    """A request as the server reads it."""
-    data = pickle.dumps(request, 5)
-    return _FRAME.pack(len(data)) + data
 
 
 def main() -> None:

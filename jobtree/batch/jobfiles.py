@@ -21,7 +21,7 @@ from typing import Any, Container
 
 from ..errors import ResourceError
 from ..paths import write_atomic
-from . import runner
+from . import wire
 from .adapter import SchedulerDialect
 from .base import EXIT_MEMORY, BatchJobId, ExitReason, Update
 from .native import NativeJob, NativeState, Request, Submission
@@ -332,11 +332,11 @@ class JobFolder:
     def claim_killed(self, key: str) -> bool:
         """Claims an entry for no one, so that no runner starts it; False if
         a runner claimed it first."""
-        return runner.claim(self.exit_dir, key, {"killed": True})
+        return wire.claim(self.exit_dir, key, {"killed": True})
 
     def ask_kill(self, key: str) -> None:
         """Asks the runner that claimed an entry to stop it."""
-        write_atomic(runner.marker(self.exit_dir, key, "kill"), b"kill", sync=False)
+        write_atomic(wire.marker(self.exit_dir, key, "kill"), b"kill", sync=False)
 
     def write_job_id(self, sub_id: str, job_id: str) -> None:
         """Records the scheduler's id of a submission (what a restart adopts)."""

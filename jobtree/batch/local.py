@@ -22,7 +22,7 @@ import time
 from typing import IO, Any, Sequence
 
 from ..resources import Resources
-from . import forkserver
+from . import wire
 from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
 
@@ -108,7 +108,7 @@ class _ForkServer:
         """Hands a request to the server (see :mod:`.forkserver`)."""
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(forkserver.frame(request))
+            self.process.stdin.write(wire.frame(request))
             self.process.stdin.flush()
         except OSError:
             pass  # the server is gone: the reader thread reports it

@@ -34,33 +34,12 @@ from typing import Any
 from ..paths import local_temp_root, write_atomic
 from ..workerjob import worker_args
 from .supervise import KILL_GRACE, Stopping
+from .wire import claim, marker
 
 #: seconds between looks at a running entry (kill requests, wall time)
 _TICK = 0.1
 #: a local temp dir untouched for this long and not locked is stale
 STALE_AFTER = 60.0
-
-
-def marker(exit_dir: str, key: str, kind: str) -> str:
-    """``exit/KEY.run`` (claimed), ``.exit`` (ended) or ``.kill`` (kill requested)."""
-    return os.path.join(exit_dir, f"{key}.{kind}")
-
-
-def launch_marker(exit_dir: str, sub_id: str, task: int) -> str:
-    """``exit/SUB-TASK.up``: the job script of that task started (so the
-    scheduler did launch it); the script's first command writes it."""
-    return os.path.join(exit_dir, f"{sub_id}-{task}.up")
-
-
-def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
-    """Claims an entry by creating its start marker; False if already claimed."""
-    try:
-        fd = os.open(marker(exit_dir, key, "run"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
-    return True
 
 
 class Runner:

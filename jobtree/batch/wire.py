@@ -1,0 +1,42 @@
+"""What the master's side of a batch system and the job's side agree on: the
+fork server's request frames, and the marker files of a cluster's exit folder.
+
+The job's side (the fork server, the cluster node runner) runs workers, so it
+imports :mod:`jobtree.worker`; the master's side (singleMachine, the cluster
+base) must not. Both import this module instead, which imports nothing of
+jobtree: the fork server and the node runner start as processes of their own,
+and their start-up time matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from typing import Any
+
+#: the length prefix of every request sent to the fork server
+FRAME = struct.Struct(">I")
+
+
+def frame(request: dict[str, Any]) -> bytes:
+    """A request to the fork server, as the server reads it."""
+    data = pickle.dumps(request, 5)
+    return FRAME.pack(len(data)) + data
+
+
+def marker(exit_dir: str, key: str, kind: str) -> str:
+    """``exit/KEY.run`` (claimed), ``.exit`` (ended) or ``.kill`` (kill requested)."""
+    return os.path.join(exit_dir, f"{key}.{kind}")
+
+
+def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
+    """Claims an entry by creating its start marker; False if already claimed."""
+    try:
+        fd = os.open(marker(exit_dir, key, "run"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    return True
