@@ -67,8 +67,9 @@ class Issued:
 
 
 @dataclasses.dataclass(frozen=True)
-class Listed:
-    """One target of a listing, as the index holds it."""
+class ListingRow:
+    """One target of a listing, as the index holds it (the commands make their
+    rows from it)."""
 
     id: int
     cls: str
@@ -262,7 +263,7 @@ class TreeIndex:
 
     # ----------------------------------------------------------- listings
     def listing(self, state: str | None = None, cls: str | None = None,
-                condition: str | None = None, limit: int | None = None) -> list[Listed]:
+                condition: str | None = None, limit: int | None = None) -> list[ListingRow]:
         """The targets that match every filter given, by id.
 
         Args:
@@ -297,7 +298,7 @@ class TreeIndex:
                 raise
             raise ConditionError(str(err)) from None
         walls = self._walls([row[0] for row in rows])
-        return [Listed(*row, wall=walls.get(row[0])) for row in rows]
+        return [ListingRow(*row, wall=walls.get(row[0])) for row in rows]
 
     def _walls(self, jobs: list[int]) -> dict[int, float]:
         """The recorded run time of each of ``jobs`` (trees run with --stats)."""
