@@ -18,7 +18,7 @@ from conftest import run_command, run_script
 
 from jobtree import timeline
 from jobtree.cli import fit
-from jobtree.jobstore import ClassUse
+from jobtree.jobstore import ClassUse, FailedTries
 
 MIB = 1024 ** 2
 GIB = 1024 ** 3
@@ -155,6 +155,26 @@ def test_html_table_escapes_every_cell() -> None:
     assert "&lt;script&gt;x&lt;/script&gt;" in made and 'class="group"' in made
 
 
+def test_a_class_that_always_ran_out_of_memory_is_shown(tmp_path: Path) -> None:
+    tree = tmp_path / "jobTree"
+    done = run_script("asking.py", "--jobTree", str(tree), "--stats", "--maxThreads", "2",
+                      "--starve", "--retryCount", "1", "--logLevel", "CRITICAL", timeout=180)
+    assert done.returncode == 1, done.stderr  # Starved failed for good
+    made = run_command("stats", "--jobTree", str(tree), "--json")
+    assert made.returncode == 0, made.stderr
+    data = json.loads(made.stdout)
+    assert "Starved" not in data["classes"]  # no run of it was recorded
+    starved = data["failed_classes"]["Starved"]["request"]
+    assert starved["memory"]["asked_max"] == 100 * MIB
+    assert starved["memory"]["out_of_memory"] == 2  # both tries
+    assert starved["memory"]["suggested"] >= 200 * MIB  # twice what they asked, at least
+    assert starved["memory"]["verdict"] == "more"
+    shown = run_command("stats", "--jobTree", str(tree)).stdout
+    assert re.search(r"^Starved\s+0\s+memory\s+100\.0 MiB\s+no run recorded\s.*ask more$",
+                     shown, re.M)
+    assert "Starved: 2 tries ran out of memory" in shown
+
+
 # ------------------------------------------------------ the rule, on made-up numbers
 def _use(**values: Any) -> ClassUse:
     base: dict[str, Any] = dict(
@@ -188,8 +208,8 @@ def test_the_rule_uses_the_peak_busy_cores_and_a_high_percentile() -> None:
 
 
 def test_tries_out_of_memory_or_over_time_raise_the_suggestion() -> None:
-    found = fit.request(_use(), {"out of memory": (4, 2 * GIB, 60.0),
-                                 "timeout": (1, GIB, 600.0)})
+    found = fit.request(_use(), {"out of memory": FailedTries(4, 2 * GIB, 1, 60.0),
+                                 "timeout": FailedTries(1, GIB, 1, 600.0)})
     assert found["memory"]["out_of_memory"] == 4
     assert found["memory"]["suggested"] >= 4 * GIB and found["memory"]["verdict"] == "more"
     assert found["time"]["over_time"] == 1 and found["time"]["suggested"] >= 1200
@@ -203,6 +223,15 @@ def test_tiny_runs_get_the_least_memory_and_one_core() -> None:
     assert found["suggested"]["memory"] == "64M"  # never below what a worker needs
     assert found["cpu"]["busy"] == 4.0 and found["suggested"]["cpu"] == 1  # too short to tell
     assert found["cpu"]["verdict"] == "less"
+
+
+def test_a_class_with_no_run_recorded_asks_twice_what_its_tries_asked() -> None:
+    assert fit.unrecorded("C", {"failed": FailedTries(3, GIB, 1, None)}) is None
+    use = fit.unrecorded("C", {"out of memory": FailedTries(3, GIB, 2, 600.0)})
+    assert use is not None and use.runs == 0 and use.memory_asked == (GIB, GIB)
+    found = fit.request(use, {"out of memory": FailedTries(3, GIB, 2, 600.0)})
+    assert found["suggested"] == {"memory": "2G"}  # twice what the tries asked
+    assert found["cpu"]["verdict"] is None and found["time"]["verdict"] is None
 
 
 def test_a_class_without_measures_gets_no_suggestion() -> None:

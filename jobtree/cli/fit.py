@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 from ..batch.base import ExitReason
-from ..jobstore import ClassUse
+from ..jobstore import ClassUse, FailedTries
 from ..resources import format_bytes, format_seconds
 from ..timeline import Table
 
@@ -96,21 +96,45 @@ def _verdict(suggested: float | None, asked: tuple[Any, Any], less: float) -> st
     return "less" if low is not None and suggested < low * less else "ok"
 
 
-def request(use: ClassUse, failed: dict[str, tuple[int, Any, Any]]) -> dict[str, Any]:
+_NONE = FailedTries(0, None, None, None)
+#: the reasons for a failed try that a bigger request may cure
+RESOURCE_REASONS = (ExitReason.MEMLIMIT.value, ExitReason.TIMEOUT.value)
+
+
+def unrecorded(cls: str, failed: dict[str, FailedTries]) -> ClassUse | None:
+    """A class none of whose runs was recorded but whose tries ran out of
+    memory or over time (the class most in need of a suggestion), as a
+    ClassUse of no runs with what those tries asked; None for any other."""
+    tries = [failed[r] for r in RESOURCE_REASONS if r in failed]
+    if not tries:
+        return None
+
+    def most(values: list[Any]) -> Any:
+        known = [v for v in values if v is not None]
+        return max(known) if known else None
+
+    memory, cpu = most([t.memory for t in tries]), most([t.cpu for t in tries])
+    estimate = most([t.time for t in tries])
+    return ClassUse(cls=cls, runs=0, memory_asked=(memory, memory), memory_peak=None,
+                    memory_over=0, cpu_asked=(cpu, cpu), cpu_time=None, cpu_wall=None,
+                    cpu_reserved=None, time_asked=(estimate, estimate),
+                    estimated=0, wall_high=None, wall_over=0)
+
+
+def request(use: ClassUse, failed: dict[str, FailedTries]) -> dict[str, Any]:
     """The requested-against-used record of one class, with the suggestion.
 
     Args:
         use: what its recorded runs were granted and used.
-        failed: its failed tries by reason: (count, most memory asked,
-            longest estimate), as TreeIndex.failed_tries gives them.
+        failed: its failed tries by reason, as TreeIndex.failed_tries gives them.
     """
-    oom = failed.get(ExitReason.MEMLIMIT.value, (0, None, None))
-    late = failed.get(ExitReason.TIMEOUT.value, (0, None, None))
+    oom = failed.get(ExitReason.MEMLIMIT.value, _NONE)
+    late = failed.get(ExitReason.TIMEOUT.value, _NONE)
     memory_ranks, wall_ranks = use.ranks.get("memory", {}), use.ranks.get("wall", {})
 
     need = use.memory_peak
-    if oom[0] and oom[1]:
-        need = max(need or 0, ESCALATION * oom[1] / MEMORY_MARGIN)
+    if oom.count and oom.memory:
+        need = max(need or 0, ESCALATION * oom.memory / MEMORY_MARGIN)
     memory_suggested = (max(friendly_size(need * MEMORY_MARGIN), MIN_MEMORY) if need
                         else None)
 
@@ -121,8 +145,8 @@ def request(use: ClassUse, failed: dict[str, tuple[int, Any, Any]]) -> dict[str,
                          if (use.cpu_wall or 0) >= MIN_BUSY_WALL else 1)
 
     wall = wall_ranks.get(TIME_PERCENT)
-    if late[0] and late[2]:
-        wall = max(wall or 0.0, ESCALATION * late[2])
+    if late.count and late.time:
+        wall = max(wall or 0.0, ESCALATION * late.time)
     time_suggested = friendly_duration(wall) if wall is not None else None
 
     suggested: dict[str, Any] = {}
@@ -136,7 +160,7 @@ def request(use: ClassUse, failed: dict[str, tuple[int, Any, Any]]) -> dict[str,
         "memory": {"asked_min": use.memory_asked[0], "asked_max": use.memory_asked[1],
                    "peak": use.memory_peak, "median": memory_ranks.get(50),
                    "p95": memory_ranks.get(95), "over_asked": use.memory_over,
-                   "out_of_memory": oom[0], "suggested": memory_suggested,
+                   "out_of_memory": oom.count, "suggested": memory_suggested,
                    "verdict": _verdict(memory_suggested, use.memory_asked, 0.5)},
         "cpu": {"asked_min": use.cpu_asked[0], "asked_max": use.cpu_asked[1],
                 "cpu_time": use.cpu_time, "reserved": use.cpu_reserved, "busy": busy,
@@ -147,7 +171,7 @@ def request(use: ClassUse, failed: dict[str, tuple[int, Any, Any]]) -> dict[str,
         "time": {"asked_min": use.time_asked[0], "asked_max": use.time_asked[1],
                  "estimated": use.estimated, "median": wall_ranks.get(50),
                  "p95": wall_ranks.get(95), "max": use.wall_high,
-                 "over_estimate": use.wall_over, "over_time": late[0],
+                 "over_estimate": use.wall_over, "over_time": late.count,
                  "suggested": time_suggested,
                  "verdict": _verdict(time_suggested, use.time_asked, 0.5)},
         "suggested": suggested,
@@ -183,6 +207,8 @@ def _rows(cls: str, runs: int, fit: dict[str, Any]) -> list[tuple[str, ...]]:
                    else ""))
     used_time = (f"max {format_seconds(wall['max'])}, p95 {format_seconds(wall['p95'])}, "
                  f"median {format_seconds(wall['median'])}")
+    if not runs:
+        used_memory = used_cpu = used_time = "no run recorded"
     suggested = fit["suggested"]
     return [
         (cls, str(runs), "memory",
@@ -216,6 +242,9 @@ def fit_table(data: dict[str, Any]) -> Table:
             notes.append(f"{cls}: {fit['time']['over_time']} tries ran over time (not counted "
                          f"above); the suggestion is at least {ESCALATION:g} times their "
                          f"estimate.")
+        if not summary["count"]:
+            notes.append(f"{cls}: no run finished with --stats; asked is what its failed "
+                         f"tries asked.")
         if fit["paste"]:
             paste.append(f"{cls}: {fit['paste']}")
     return Table(

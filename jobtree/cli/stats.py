@@ -23,7 +23,7 @@ from ..paths import TreePaths
 from ..placement import default_resources
 from ..resources import Resources, format_bytes, format_seconds
 from .common import entry_point, one_tree, open_tree, tree_argument, tree_paths
-from .fit import fit_table, request
+from .fit import fit_table, request, unrecorded
 
 #: the measures of a run: (its name in the index's records, title, is a duration)
 MEASURES: tuple[tuple[str, str, bool], ...] = (
@@ -80,6 +80,10 @@ def collect(paths: TreePaths) -> dict[str, Any]:
         for use in index.class_use(defaults):
             if use.cls in data["classes"]:
                 data["classes"][use.cls]["request"] = request(use, failed.get(use.cls, {}))
+        data["failed_classes"] = {
+            cls: {"count": 0, "request": request(use, tries)}
+            for cls, tries in sorted(failed.items()) if cls not in data["classes"]
+            and (use := unrecorded(cls, tries)) is not None}
         return data
     finally:
         index.close()
@@ -122,9 +126,10 @@ def summary_table(data: dict[str, Any]) -> timeline.Table:
 def tables(data: dict[str, Any]) -> list[timeline.Table]:
     """Every table jobTreeStats shows, in order."""
     found = [summary_table(data)]
-    if any("request" in summary for summary in data["classes"].values()):
-        found.append(fit_table({"classes": {cls: summary for cls, summary
-                                            in data["classes"].items() if "request" in summary}}))
+    fits = {cls: summary for cls, summary in data["classes"].items() if "request" in summary}
+    fits.update(data.get("failed_classes", {}))
+    if fits:
+        found.append(fit_table({"classes": fits}))
     return found
 
 

@@ -131,6 +131,18 @@ class ClassUse:
 
 
 @dataclasses.dataclass(frozen=True)
+class FailedTries:
+    """The failed tries of one class for one reason, and the most they asked
+    (as granted: defaults applied)."""
+
+    count: int
+    memory: int | None
+    cpu: float | None
+    time: float | None
+    """The longest estimate."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Peek:
     """What a tree is, read without trusting its index to be whole."""
 
@@ -435,15 +447,16 @@ class TreeIndex:
                     found.setdefault(cls, {})[percent] = value
         return found
 
-    def failed_tries(self, defaults: Resources) -> dict[str, dict[str, tuple[int, Any, Any]]]:
-        """{class: {reason: (failed tries, most memory asked, longest estimate)}}
-        of every failed attempt, the request as granted (defaults applied)."""
-        found: dict[str, dict[str, tuple[int, Any, Any]]] = {}
-        for cls, reason, count, memory, estimate in self._db.execute(
+    def failed_tries(self, defaults: Resources) -> dict[str, dict[str, FailedTries]]:
+        """{class: {reason: its failed tries}} of every failed attempt, with the
+        request as granted (defaults applied)."""
+        found: dict[str, dict[str, FailedTries]] = {}
+        for cls, reason, count, memory, cpu, estimate in self._db.execute(
                 "SELECT j.cls, f.reason, COUNT(*), MAX(COALESCE(j.memory, ?)), "
-                "MAX(COALESCE(j.time, ?)) FROM failures f JOIN jobs j ON j.id = f.job "
-                "GROUP BY j.cls, f.reason", (defaults.memory, defaults.time)):
-            found.setdefault(cls, {})[reason] = (count, memory, estimate)
+                "MAX(COALESCE(j.cpu, ?, 1)), MAX(COALESCE(j.time, ?)) FROM failures f "
+                "JOIN jobs j ON j.id = f.job GROUP BY j.cls, f.reason",
+                (defaults.memory, defaults.cpu, defaults.time)):
+            found.setdefault(cls, {})[reason] = FailedTries(count, memory, cpu, estimate)
         return found
 
     def run_times(self) -> list[tuple[int, int, str, str, float, float | None]]:

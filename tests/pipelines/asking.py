@@ -7,6 +7,9 @@ requested-against-used table.
   Tail asks 10M but is chained into Idle's job, so it had what Idle was given.
 - Plain asks nothing (the tree's defaults). It is made in a function, and
   named ``Plain<b>&"`` there, a name that HTML must escape.
+
+With ``--starve``, the root also adds Starved, which asks 100M and raises
+MemoryError on every try, so no run of its class is ever recorded.
 """
 
 import argparse
@@ -54,8 +57,22 @@ def plain():
     return Plain()
 
 
-class Root(Target):
+class Starved(Target):
+    def __init__(self):
+        Target.__init__(self, memory="100M")
+
     def run(self):
+        raise MemoryError("wanted far more than 100M")
+
+
+class Root(Target):
+    def __init__(self, starve):
+        Target.__init__(self)
+        self.starve = starve
+
+    def run(self):
+        if self.starve:
+            self.addChildTarget(Starved())
         self.addChildTarget(Hungry())
         self.addChildTarget(Hungry())
         self.addChildTarget(Idle())
@@ -64,5 +81,7 @@ class Root(Target):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
+    parser.add_argument("--starve", action="store_true")
     Stack.addJobTreeOptions(parser)
-    sys.exit(Stack(Root()).startJobTree(parser.parse_args()))
+    options = parser.parse_args()
+    sys.exit(Stack(Root(options.starve)).startJobTree(options))
