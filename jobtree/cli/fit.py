@@ -121,6 +121,29 @@ def unrecorded(cls: str, failed: dict[str, FailedTries]) -> ClassUse | None:
                     estimated=0, wall_high=None, wall_over=0)
 
 
+def suggest_memory(use: ClassUse, oom: FailedTries) -> int | None:
+    """The memory to ask (bytes), or None if no run measured it."""
+    need = use.memory_peak
+    if oom.count and oom.memory:
+        need = max(need or 0, ESCALATION * oom.memory / MEMORY_MARGIN)
+    return max(friendly_size(need * MEMORY_MARGIN), MIN_MEMORY) if need else None
+
+
+def suggest_cores(use: ClassUse, busy: float | None) -> int | None:
+    """The cores to ask, from the cores kept ``busy``, or None if unknown."""
+    if busy is None:
+        return None
+    return max(1, math.ceil(busy - CORE_SLACK)) if (use.cpu_wall or 0) >= MIN_BUSY_WALL else 1
+
+
+def suggest_time(use: ClassUse, late: FailedTries) -> float | None:
+    """The estimate to give (seconds), or None if no run measured its wall time."""
+    wall = use.ranks.get("wall", {}).get(TIME_PERCENT)
+    if late.count and late.time:
+        wall = max(wall or 0.0, ESCALATION * late.time)
+    return friendly_duration(wall) if wall is not None else None
+
+
 def request(use: ClassUse, failed: dict[str, FailedTries]) -> dict[str, Any]:
     """The requested-against-used record of one class, with the suggestion.
 
@@ -132,22 +155,10 @@ def request(use: ClassUse, failed: dict[str, FailedTries]) -> dict[str, Any]:
     late = failed.get(ExitReason.TIMEOUT.value, _NONE)
     memory_ranks, wall_ranks = use.ranks.get("memory", {}), use.ranks.get("wall", {})
 
-    need = use.memory_peak
-    if oom.count and oom.memory:
-        need = max(need or 0, ESCALATION * oom.memory / MEMORY_MARGIN)
-    memory_suggested = (max(friendly_size(need * MEMORY_MARGIN), MIN_MEMORY) if need
-                        else None)
-
+    memory_suggested = suggest_memory(use, oom)
     busy = use.cpu_time / use.cpu_wall if use.cpu_time is not None and use.cpu_wall else None
-    cpu_suggested = None
-    if busy is not None:
-        cpu_suggested = (max(1, math.ceil(busy - CORE_SLACK))
-                         if (use.cpu_wall or 0) >= MIN_BUSY_WALL else 1)
-
-    wall = wall_ranks.get(TIME_PERCENT)
-    if late.count and late.time:
-        wall = max(wall or 0.0, ESCALATION * late.time)
-    time_suggested = friendly_duration(wall) if wall is not None else None
+    cpu_suggested = suggest_cores(use, busy)
+    time_suggested = suggest_time(use, late)
 
     suggested: dict[str, Any] = {}
     if memory_suggested is not None:
