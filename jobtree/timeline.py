@@ -17,7 +17,7 @@ import heapq
 import html
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from .jobstore import TreeIndex
@@ -45,6 +45,61 @@ class Attempt:
     row: int = 0
     merged: int = 1  # attempts this bar stands for
     mix: dict[str, float] = dataclasses.field(default_factory=dict)  # merged: time per class
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A table of jobTreeStats, shown as text and, on the page, as an HTML table.
+
+    Attributes:
+        title: what it shows.
+        head: the column titles.
+        rows: the cells of each row; None between two groups of rows.
+        left: the columns aligned left (the others hold numbers: right).
+        intro: a paragraph before it.
+        notes: lines after it.
+        paste: lines to copy into a script, after the notes.
+    """
+
+    title: str
+    head: tuple[str, ...]
+    rows: tuple[tuple[str, ...] | None, ...]
+    left: frozenset[int] = frozenset({0})
+    intro: str = ""
+    notes: tuple[str, ...] = ()
+    paste: tuple[str, ...] = ()
+
+
+_NUMBER, _GROUP = ' class="num"', ' class="group"'
+
+
+def html_table(table: Table) -> str:
+    """``table`` as an HTML section: its title, a real <table> (every cell
+    escaped), its notes and the lines to paste."""
+    def cells(row: tuple[str, ...], tag: str) -> str:
+        return "".join(f"<{tag}{'' if i in table.left else _NUMBER}>{html.escape(cell)}</{tag}>"
+                       for i, cell in enumerate(row))
+
+    body: list[str] = []
+    rule = False
+    for row in table.rows:
+        if row is None:
+            rule = True
+            continue
+        body.append(f"<tr{_GROUP if rule else ''}>{cells(row, 'td')}</tr>")
+        rule = False
+    parts = [f"<h2>{html.escape(table.title)}</h2>"]
+    if table.intro:
+        parts.append(f"<p>{html.escape(table.intro)}</p>")
+    parts.append(f'<table class="stats"><thead><tr>{cells(table.head, "th")}</tr></thead>'
+                 f"<tbody>{''.join(body)}</tbody></table>")
+    if table.notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+                     + "</ul>")
+    if table.paste:
+        parts.append("<p>To paste into each class's script:</p><pre>"
+                     + html.escape("\n".join(table.paste)) + "</pre>")
+    return "\n".join(parts)
 
 
 def attempts(index: TreeIndex) -> list[Attempt]:
@@ -115,8 +170,9 @@ def _label(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def page(tree: str, bars: list[Attempt], table: str, now: float | None = None) -> str:
-    """The HTML page: the chart of ``bars``, a legend, and the per-class ``table``."""
+def page(tree: str, bars: list[Attempt], tables: Sequence[Table],
+         now: float | None = None) -> str:
+    """The HTML page: the chart of ``bars``, a legend, and jobTreeStats's ``tables``."""
     rows = assign_rows(bars)
     t0 = min((b.start for b in bars), default=0.0)
     span = max((b.end for b in bars), default=1.0) - t0 or 1.0
@@ -166,6 +222,7 @@ def page(tree: str, bars: list[Attempt], table: str, now: float | None = None) -
     merged_note = (f" Drawn as {len(drawn):,} bars: attempts that follow each other on a row "
                    f"closer than a pixel are merged, coloured by the class with most of their "
                    f"time." if drawn is not bars else "")
+    sections = "".join(html_table(t) + "\n" for t in tables)
     made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now or time.time()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -180,6 +237,11 @@ ul.legend {{ list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 
           vertical-align: -2px; }}
 .chart {{ overflow-x: auto; border: 1px solid #ddd; }}
 pre {{ background: #f7f7f7; padding: 8px; overflow-x: auto; }}
+table.stats {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+table.stats th, table.stats td {{ padding: 2px 8px; text-align: left; white-space: nowrap; }}
+table.stats .num {{ text-align: right; }}
+table.stats thead th {{ border-bottom: 2px solid #999; }}
+table.stats tr.group td {{ border-top: 1px solid #ccc; }}
 </style></head>
 <body>
 <h1>Timeline of {html.escape(tree)}</h1>
@@ -190,7 +252,5 @@ target.{merged_note} Written {made}.</p>
 <div class="chart">
 {"".join(svg)}
 </div>
-<h2>Per class</h2>
-<pre>{html.escape(table)}</pre>
-</body></html>
+{sections}</body></html>
 """

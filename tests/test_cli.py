@@ -204,7 +204,8 @@ def test_stats_table_and_json(finished_tree: Path) -> None:
     assert re.search(r"^Root\s+1\s+wall time\s", out, re.M)
     assert re.search(r"^all targets\s+5\s+wall time\s", out, re.M)
     assert re.search(r"^\s+peak memory\s+[\d.]+ MiB", out, re.M)
-    widths = {len(line) for line in out.splitlines()[1:] if line.startswith("-")}
+    summaries = out.split("\n\n")[0]  # the requested-against-used table follows
+    widths = {len(line) for line in summaries.splitlines()[1:] if line.startswith("-")}
     assert len(widths) == 1  # the rules line up with the table
 
     data = json.loads(run_command("stats", "--jobTree", str(finished_tree), "--json").stdout)

@@ -92,7 +92,7 @@ def test_rows_are_the_slots_as_they_were_used() -> None:
 @pytest.mark.parametrize("count", [100, 30_000])
 def test_many_attempts_are_merged_into_fewer_bars(count: int) -> None:
     parsed = Bars()
-    parsed.feed(timeline.page("/tree", _attempts(count, 4), "table"))
+    parsed.feed(timeline.page("/tree", _attempts(count, 4), []))
     if count <= timeline.MAX_BARS:
         assert len(parsed.bars) == count
     else:

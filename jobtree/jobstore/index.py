@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 from .. import metrics
 from ..paths import TreePaths
+from ..resources import Resources
 from . import schema
 from .records import JobRow, JobState, job_row
 
@@ -91,6 +92,55 @@ class Spread:
     mean: float | None
     high: float | None
     total: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassUse:
+    """What the runs of one class recorded with --stats were granted and used.
+
+    "Asked" is the request as the master granted it: the target's own, the
+    tree's defaults filling what it did not say; a follow-on chained into
+    its predecessor's job had what that job was granted. Peaks, CPU and wall
+    times are the recorded ones (seconds, bytes); None where no run
+    recorded that measure.
+    """
+
+    cls: str
+    runs: int
+    memory_asked: tuple[int | None, int | None]
+    """The least and the most memory asked."""
+    memory_peak: int | None
+    """The highest peak."""
+    memory_over: int
+    """Runs whose peak was over what they asked."""
+    cpu_asked: tuple[float | None, float | None]
+    cpu_time: float | None
+    """CPU time of the runs that recorded both CPU and wall time."""
+    cpu_wall: float | None
+    """Wall time of those runs."""
+    cpu_reserved: float | None
+    """Cores asked times wall time, over those runs."""
+    time_asked: tuple[float | None, float | None]
+    """The shortest and longest estimate (``time``) given."""
+    estimated: int
+    """Runs that had an estimate."""
+    wall_high: float | None
+    wall_over: int
+    """Runs that took longer than their estimate."""
+    ranks: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
+    """Percentiles (nearest rank) of "memory" and "wall": {measure: {percent: value}}."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedTries:
+    """The failed tries of one class for one reason, and the most they asked
+    (as granted: defaults applied)."""
+
+    count: int
+    memory: int | None
+    cpu: float | None
+    time: float | None
+    """The longest estimate."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,6 +409,57 @@ class TreeIndex:
             median = float(sum(r[0] for r in rows)) / len(rows)
         return Spread(low, median, mean, high, total)
 
+    def class_use(self, defaults: Resources, percents: Sequence[int] = (50, 95)
+                  ) -> list[ClassUse]:
+        """Per class of the runs recorded with --stats (most wall time first),
+        what they were granted and what they used, in a few passes over the
+        index whatever its size.
+
+        Args:
+            defaults: the tree's default resources (--defaultMemory, ...).
+            percents: the percentiles of peak memory and wall time to find.
+        """
+        ranks = {measure: self._percentiles(measure, percents) for measure in ("memory", "wall")}
+        rows = self._db.execute(_CLASS_USE, {"cpu": defaults.cpu, "memory": defaults.memory,
+                                             "time": defaults.time}).fetchall()
+        return [ClassUse(cls=row[0], runs=row[1], memory_asked=(row[2], row[3]),
+                         memory_peak=row[4], memory_over=int(row[5]),
+                         cpu_asked=(row[6], row[7]), cpu_time=row[8], cpu_wall=row[9],
+                         cpu_reserved=row[10], time_asked=(row[11], row[12]),
+                         estimated=row[13], wall_high=row[14], wall_over=int(row[15]),
+                         ranks={m: found.get(row[0], {}) for m, found in ranks.items()})
+                for row in rows]
+
+    def _percentiles(self, measure: str, percents: Sequence[int]
+                     ) -> dict[str, dict[int, float]]:
+        """{class: {percent: value}} of one of RUN_MEASURES: the nearest rank,
+        the smallest value at least ``percent`` % of the runs reach."""
+        if measure not in RUN_MEASURES:
+            raise ValueError(f"{measure!r} is not one of {RUN_MEASURES}")
+        wanted = {int(p) for p in percents}
+        ranks = ", ".join(f"({p} * n + 99) / 100" for p in sorted(wanted))
+        found: dict[str, dict[int, float]] = {}
+        for cls, n, rank, value in self._db.execute(
+                f"SELECT cls, n, k, x FROM (SELECT cls, {measure} AS x, ROW_NUMBER() OVER "
+                f"(PARTITION BY cls ORDER BY {measure}) AS k, COUNT(*) OVER (PARTITION BY cls) "
+                f"AS n FROM stats WHERE {measure} IS NOT NULL) WHERE k IN ({ranks})"):
+            for percent in wanted:
+                if (percent * n + 99) // 100 == rank:
+                    found.setdefault(cls, {})[percent] = value
+        return found
+
+    def failed_tries(self, defaults: Resources) -> dict[str, dict[str, FailedTries]]:
+        """{class: {reason: its failed tries}} of every failed attempt, with the
+        request as granted (defaults applied)."""
+        found: dict[str, dict[str, FailedTries]] = {}
+        for cls, reason, count, memory, cpu, estimate in self._db.execute(
+                "SELECT j.cls, f.reason, COUNT(*), MAX(COALESCE(j.memory, ?)), "
+                "MAX(COALESCE(j.cpu, ?, 1)), MAX(COALESCE(j.time, ?)) FROM failures f "
+                "JOIN jobs j ON j.id = f.job GROUP BY j.cls, f.reason",
+                (defaults.memory, defaults.cpu, defaults.time)):
+            found.setdefault(cls, {})[reason] = FailedTries(count, memory, cpu, estimate)
+        return found
+
     def run_times(self) -> list[tuple[int, int, str, str, float, float | None]]:
         """(job, attempt, class, description, started, wall) of every run recorded
         with --stats whose start is known."""
@@ -375,6 +476,35 @@ class TreeIndex:
             "SELECT f.job, f.attempt, j.cls, j.description, f.started, f.at, "
             "f.reason FROM failures f JOIN jobs j ON j.id = f.job "
             "WHERE f.started IS NOT NULL").fetchall()
+
+
+#: per class, the request each recorded run was granted against what it used.
+#: A step is chained when its predecessor ran in the same worker run (same
+#: run_id); ``up`` walks each chained step back to the job that ran it.
+_CLASS_USE = """
+WITH RECURSIVE up(job, at) AS (
+    SELECT j.id, p.id FROM stats s JOIN jobs j ON j.id = s.job
+        JOIN jobs p ON p.id = j.predecessor AND p.run_id = j.run_id
+    UNION ALL
+    SELECT up.job, p.id FROM up JOIN jobs c ON c.id = up.at
+        JOIN jobs p ON p.id = c.predecessor AND p.run_id = c.run_id
+),
+ran_in(job, at) AS (SELECT job, MIN(at) FROM up GROUP BY job),
+runs AS (
+    SELECT s.cls AS cls, s.wall AS wall, s.memory AS memory,
+        CASE WHEN s.wall IS NOT NULL THEN s.cpu END AS cpu,
+        COALESCE(g.cpu, :cpu, 1) AS want_cpu, COALESCE(g.memory, :memory) AS want_memory,
+        COALESCE(g.time, :time) AS want_time
+    FROM stats s LEFT JOIN ran_in r ON r.job = s.job
+        LEFT JOIN jobs g ON g.id = COALESCE(r.at, s.job)
+)
+SELECT cls, COUNT(*), MIN(want_memory), MAX(want_memory), MAX(memory),
+    TOTAL(memory > want_memory), MIN(want_cpu), MAX(want_cpu), SUM(cpu),
+    SUM(CASE WHEN cpu IS NOT NULL THEN wall END),
+    SUM(CASE WHEN cpu IS NOT NULL THEN want_cpu * wall END),
+    MIN(want_time), MAX(want_time), COUNT(want_time), MAX(wall), TOTAL(wall > want_time)
+FROM runs GROUP BY cls ORDER BY SUM(wall) DESC, cls
+"""
 
 
 def _of_class(cls: str | None) -> tuple[str, tuple[Any, ...]]:
