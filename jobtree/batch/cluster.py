@@ -493,4 +493,5 @@ class ClusterBatchSystem(BatchSystem):
                 # the accounting's word, else the listing's (qstat -x, bjobs -a and
                 # squeue -t all keep finished jobs for a while)
                 row = accounting.get(task or "") or self._last_rows.get(task or "")
-                self._report(entry, update_for_lost(self.name, entry, row, task))
+                said = self.files.output_says(self.dialect, entry)
+                self._report(entry, update_for_lost(self.name, entry, row, task, said))
