@@ -78,21 +78,37 @@ def test_slurm_output_says_why(name: str, state: NativeState) -> None:
 
 
 def test_slurm_memory_kill_is_out_of_memory_not_lost() -> None:
-    """The memory kill of ``jobacct_gather`` (OverMemoryKill): sacct says only
-    FAILED 0:9, like any SIGKILL; the job's output says why."""
+    """The memory kill of ``jobacct_gather`` (OverMemoryKill), recorded on
+    the real Slurm: sacct says only FAILED 0:9, like any SIGKILL; the job's
+    output says why."""
     slurm = Slurm()
-    (row,) = slurm.parse_accounting("101|FAILED|0:9|4\n")
+    (row,) = slurm.parse_accounting((DATA / "slurm" / "sacct_over_memory.txt").read_text())
+    assert (row.state, row.exit_code) == (NativeState.FAILED, -9)
     said = slurm.output_state((DATA / "slurm" / "over_memory.out").read_text())
-    update = update_for_lost("slurm", entry(), row, "101", said)
+    update = update_for_lost("slurm", entry(), row, row.id, said)
     assert update.reason is ExitReason.MEMLIMIT
     assert update.message is not None
     assert "more memory than the 150 MiB it asked for" in update.message
     assert "FAILED 0:9" in update.message and "Exceeded job memory limit" in update.message
     assert "without a word" not in update.message
     # without the output, a SIGKILL is all that is known
-    plain = update_for_lost("slurm", entry(), row, "101")
+    plain = update_for_lost("slurm", entry(), row, row.id)
     assert plain.reason is ExitReason.FAILED
     assert plain.message is not None and "SIGKILL" in plain.message
+
+
+def test_slurm_requeue_and_cancel_recorded() -> None:
+    """``scontrol requeue`` and ``scancel`` of running jobs on the real Slurm:
+    ``sacct --duplicates`` keeps the requeued run as REQUEUED, and the
+    output of each says how slurmstepd stopped it."""
+    slurm = Slurm()
+    rows = slurm.parse_accounting((DATA / "slurm" / "sacct_requeue_cancel.txt").read_text())
+    assert [(r.id, r.state) for r in rows] == [
+        ("1171", NativeState.CANCELLED), ("1172", NativeState.PREEMPTED),
+        ("1172", NativeState.CANCELLED)]
+    said = slurm.output_state((DATA / "slurm" / "requeue.out").read_text())
+    assert said is not None and said[0] is NativeState.PREEMPTED
+    assert slurm.output_state((DATA / "slurm" / "cancel.out").read_text()) is None
 
 
 @pytest.mark.parametrize(("line", "reason"), [
