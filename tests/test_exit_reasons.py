@@ -127,10 +127,12 @@ def test_slurm_record_becomes_the_reason(line: str, reason: ExitReason) -> None:
 
 
 def test_definite_record_wins_over_the_output() -> None:
-    """A specific record (TIMEOUT) is not overruled by a memory warning in the output."""
-    (row,) = Slurm().parse_accounting("103|TIMEOUT|0:0|60\n")
+    """A specific record (TIMEOUT, recorded on the real Slurm) is not overruled
+    by a memory warning in the output."""
+    (row,) = Slurm().parse_accounting((DATA / "slurm" / "sacct_timeout.txt").read_text())
+    assert row.state is NativeState.TIMEOUT
     said = (NativeState.OUT_OF_MEMORY, "slurmstepd: error: Exceeded job memory limit")
-    assert update_for_lost("slurm", entry(), row, "103", said).reason is ExitReason.TIMEOUT
+    assert update_for_lost("slurm", entry(), row, row.id, said).reason is ExitReason.TIMEOUT
 
 
 def test_no_record_the_output_decides_and_a_kill_asked_for_stays_a_kill() -> None:
