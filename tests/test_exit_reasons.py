@@ -257,3 +257,38 @@ def test_memory_error_on_single_machine_is_out_of_memory(tmp_path: Path) -> None
     assert failed["reason"] == "out of memory", failed
     assert failed["exit_code"] == EXIT_MEMORY, failed
     assert "MemoryError: the target ran out of memory" in failed["message"], failed
+
+
+# ------------------------------------- a runner stopped by the scheduler's signal
+@pytest.mark.parametrize(("output", "reason"), [
+    ("preemption.out", ExitReason.PREEMPTED), ("time_limit.out", ExitReason.TIMEOUT),
+    ("requeue.out", ExitReason.PREEMPTED), ("cancel.out", ExitReason.KILLED)])
+def test_runner_stopped_by_slurm_says_why(tmp_path: Path, output: str,
+                                          reason: ExitReason) -> None:
+    """slurmstepd writes why into the job's output before it sends SIGTERM, so
+    an exit file that says only "killed" (the runner caught the SIGTERM) is
+    refined by it; a plain ``scancel`` stays a kill."""
+    folder = JobFolder(str(tmp_path))
+    folder.create({})
+    (tmp_path / "out" / "s1.out").write_text((DATA / "slurm" / output).read_text())
+    target = entry()
+    target.sub = Submitted("s1", [target], 1, False, 0.0, "1172")
+    record = {"code": -15, "reason": "killed", "wall": 3.0}
+    update = folder.exit_update(Slurm(), target, record, "1172")
+    assert update.reason is reason, update
+    if reason is not ExitReason.KILLED:
+        assert update.message is not None and "DUE TO" in update.message
+    target.killed = True  # jobtree asked for the kill: the output does not matter
+    assert folder.exit_update(Slurm(), target, record, "1172").reason is ExitReason.KILLED
+
+
+def test_settle_reads_the_exit_file_first(tmp_path: Path) -> None:
+    folder = JobFolder(str(tmp_path))
+    folder.create({})
+    (tmp_path / "out" / "s1.out").write_text((DATA / "slurm" / "over_memory.out").read_text())
+    target = entry()
+    target.sub = Submitted("s1", [target], 1, False, 0.0, "1169")
+    (row,) = Slurm().parse_accounting((DATA / "slurm" / "sacct_over_memory.txt").read_text())
+    assert folder.settle(Slurm(), target, row, "1169").reason is ExitReason.MEMLIMIT
+    (tmp_path / "exit" / "7.1.exit").write_text('{"code": 0, "wall": 1.0}')
+    assert folder.settle(Slurm(), target, row, "1169").reason is ExitReason.FINISHED

@@ -387,6 +387,32 @@ class JobFolder:
             return None
         return dialect.output_state(text)
 
+    def exit_update(self, dialect: SchedulerDialect, entry: Entry, record: dict[str, Any],
+                    native_id: str | None) -> Update:
+        """:func:`update_from_exit`, and when the runner was stopped by a signal
+        jobtree did not send, what the task's output says of who sent it:
+        slurmstepd writes ``... DUE TO PREEMPTION ***`` (``TIME LIMIT``, ``NODE
+        FAILURE``) into it before it signals the job."""
+        update = update_from_exit(entry, record, native_id)
+        if update.reason is not ExitReason.KILLED or entry.killed:
+            return update
+        said = self.output_says(dialect, entry)
+        if said is None or said[0] not in _DEFINITE:
+            return update
+        return dataclasses.replace(update, reason=_REASONS[said[0]],
+                                   message=f"{dialect.name} stopped job {native_id}: {said[1]!r}")
+
+    def settle(self, dialect: SchedulerDialect, entry: Entry, row: NativeJob | None,
+               native_id: str | None) -> Update:
+        """The update of an entry whose task ended: from its exit file if the
+        runner wrote one, else from the scheduler's ``row`` and the task's output
+        (:func:`update_for_lost`)."""
+        record = self.read(f"{entry.key}.exit")
+        if record is not None:
+            return self.exit_update(dialect, entry, record, native_id)
+        return update_for_lost(dialect.name, entry, row, native_id,
+                               self.output_says(dialect, entry))
+
     def read(self, name: str) -> dict[str, Any] | None:
         """A marker or exit file of the exit folder (None if absent or partial)."""
         return read_json(os.path.join(self.exit_dir, name))
