@@ -4,7 +4,8 @@ become updates for the master (the pure half of :mod:`jobtree.batch.cluster`).
 An :class:`Entry` is one issued target; a :class:`Submitted` is one scheduler
 job (plain or array) holding entries. A target's outcome comes from the exit
 file its runner wrote (:func:`update_from_exit`) or, when its task ended
-without one, from what the scheduler says of the task (:func:`update_for_lost`).
+without one, from what the scheduler's record and the task's own output say
+(:func:`update_for_lost`); :meth:`JobFolder.settle` picks one.
 A submission's files are its manifest (:func:`manifest`) and job script
 (:func:`job_script`); :func:`read_submissions` reads back those a previous
 master left.
