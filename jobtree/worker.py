@@ -372,9 +372,11 @@ def main(argv: list[str] | None = None, config: dict[str, Any] | None = None,
     except Terminated:
         print("jobtree: the worker was stopped (SIGTERM); no result written", file=sys.stderr)
         return 128 + int(signal.SIGTERM)
-    except MemoryError:
+    except MemoryError as err:
         traceback.print_exc()
-        _write_failure(worker, "MemoryError: the target ran out of memory")
+        detail = f" ({err})" if str(err) else ""
+        _write_failure(worker, f"MemoryError: the target ran out of memory{detail}; give it "
+                               f"more memory (its memory= request) if it needs more")
         return EXIT_MEMORY
     except JobTreeError as err:
         traceback.print_exc()

@@ -181,12 +181,12 @@ class Jobs:
         return self.command([sys.executable, JOB, *args], cpu=cpu, memory=memory, time=time)
 
     def worker(self, fn: Callable[..., Any], *args: Any, cpu: float = 1,
-               attempt: int = 1) -> JobSpec:
+               attempt: int = 1, memory: int | None = None) -> JobSpec:
         """A real worker running ``fn(*args)`` as its target."""
         self._make_tree()
         job_id = next(self._ids)
-        resources = Resources(cpu=cpu)
-        target = FunctionWrappingTarget(fn, args, cpu=cpu)
+        resources = Resources(cpu=cpu, memory=memory)
+        target = FunctionWrappingTarget(fn, args, cpu=cpu, memory=memory)
         job = {"pickle": serialize.dump_target(target), "chain": job_id,
                "resources": resources.to_dict(), "description": f"{fn.__name__}{args!r}",
                "issued_at": time.time()}
@@ -322,6 +322,23 @@ def assert_gone(batch: BatchSystem, pids: Sequence[int], pgids: Sequence[int] = 
             break
         time.sleep(0.05)
     assert not left, f"processes left behind: {left}"
+
+
+def test_over_memory_is_out_of_memory(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
+    """A target that touches twice the memory it asked for is reported out of
+    memory, however the scheduler stops it: Slurm's OverMemoryKill (``FAILED
+    0:9`` and ``Exceeded job memory limit`` in the job's output), Grid Engine's
+    h_vmem (a MemoryError), the PBS MOM's kill (-10 / -27), LSF's TERM_MEMLIMIT."""
+    if case.name == "singleMachine":
+        pytest.skip("singleMachine does not enforce memory")
+    hungry = jobs.worker(targets.touch_memory, 300, 60.0, memory=150 * 1024 ** 2)
+    update = only(collect(batch, [batch.issue(hungry)], 60 + case.latency))
+    assert update.reason is ExitReason.MEMLIMIT, (update, log_of(hungry))
+    # a scheduler's kill is explained (Slurm here: "... for using more memory than the
+    # 150 MiB it asked for (FAILED 0:9; its output: '... Exceeded job memory limit')");
+    # a MemoryError (Grid Engine's h_vmem) comes from the worker's exit status
+    assert update.message is None or "more memory than" in update.message, update
+    assert_quiet(batch)
 
 
 # ------------------------------------------------------------------- limits
@@ -605,6 +622,23 @@ def test_failing_workers_report_why(batch: BatchSystem, jobs: Jobs, case: BatchC
     for spec in (failing, hungry):
         result = jobs.result(spec)
         assert result is not None and result["ok"] is False, log_of(spec)
+    assert_quiet(batch)
+
+
+def test_over_memory_is_out_of_memory(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
+    """A target that touches twice the memory it asked for is reported out of
+    memory, however the scheduler stops it: Slurm's OverMemoryKill (``FAILED
+    0:9`` and ``Exceeded job memory limit`` in the job's output), Grid Engine's
+    h_vmem (a MemoryError), the PBS MOM's kill (-10 / -27), LSF's TERM_MEMLIMIT."""
+    if case.name == "singleMachine":
+        pytest.skip("singleMachine does not enforce memory")
+    hungry = jobs.worker(targets.touch_memory, 300, 60.0, memory=150 * 1024 ** 2)
+    update = only(collect(batch, [batch.issue(hungry)], 60 + case.latency))
+    assert update.reason is ExitReason.MEMLIMIT, (update, log_of(hungry))
+    # a scheduler's kill is explained (Slurm here: "... for using more memory than the
+    # 150 MiB it asked for (FAILED 0:9; its output: '... Exceeded job memory limit')");
+    # a MemoryError (Grid Engine's h_vmem) comes from the worker's exit status
+    assert update.message is None or "more memory than" in update.message, update
     assert_quiet(batch)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -274,6 +275,21 @@ def test_fake_bkill_kills_the_process_group(fake: FakeLSF, lsf: LSF, tmp_path: P
     wait_for(lambda: fake.status(lsf, "jt-3f2a")[job_id].state is NativeState.CANCELLED)
     assert fake.status(lsf, "jt-3f2a")[job_id].exit_code in (130, 143, 137)
     wait_for(lambda: all(group_gone(pgid) for pgid in fake.pgids()), timeout=5)
+
+
+def test_fake_memory_limit_is_term_memlimit(fake: FakeLSF, lsf: LSF, tmp_path: Path) -> None:
+    """Over its ``-M``, a job is killed at once (as with cgroup enforcement):
+    exit code 137, ``TERM_MEMLIMIT``, and LSF's job report in its output says so."""
+    body = (f"{sys.executable} -c 'import time; data = b\"x\" * (200 * 1024 ** 2); "
+            f"time.sleep(30)'")
+    job_id = fake.submit(lsf, job(tmp_path, memory=60 * MiB), body)
+    wait_for(lambda: fake.status(lsf, "jt-3f2a")[job_id].state is NativeState.OUT_OF_MEMORY)
+    row = fake.status(lsf, "jt-3f2a")[job_id]
+    assert row.exit_code == 137 and row.said is not None and "TERM_MEMLIMIT" in row.said
+    text = (tmp_path / "jt-3f2a.out").read_text()
+    assert "Exited with exit code 137." in text, text
+    said = lsf.output_state(text)
+    assert said is not None and said[0] is NativeState.OUT_OF_MEMORY
 
 
 def test_fake_run_limit_is_a_timeout(fake: FakeLSF, lsf: LSF, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -252,6 +253,34 @@ def test_fake_enforces_walltime(fake: Fake) -> None:
     assert row.state is NativeState.TIMEOUT
     assert row.exit_code == (-11 if fake.flavor == "torque" else -29)
     assert "walltime" in (fake.root / "wall.out").read_text()
+
+
+def test_fake_walltime_as_older_sites_report_it(fake: Fake) -> None:
+    """Older sites report a wall-time kill as 271, like qdel: the MOM's line in
+    the job's output is what tells them apart."""
+    fake.env["FAKE_PBS_WALLTIME_EXIT"] = "271"
+    job = fake.submit("sleep 30\n", "-N jobtree-t", "-l walltime=00:00:01", "-j oe",
+                      f"-o {fake.root}/wall.out")
+    row = fake.wait(lambda rows: _gone(rows, job))[job]
+    assert (row.state, row.exit_code) == (NativeState.CANCELLED, 271)
+    said = dialect(fake.flavor).output_state((fake.root / "wall.out").read_text())
+    assert said is not None and said[0] is NativeState.TIMEOUT, said
+
+
+def test_fake_enforces_memory(fake: Fake) -> None:
+    """Over its ``mem``, a job is killed (all its processes) with the MOM's
+    line in its output and the flavour's exit status (-10, -27)."""
+    memory = "-l mem=60mb" if fake.flavor == "torque" else "-l select=1:ncpus=1:mem=60mb"
+    body = (f"{sys.executable} -c 'import time; data = b\"x\" * (200 * 1024 ** 2); "
+            f"time.sleep(30)'\n")
+    job = fake.submit(body, "-N jobtree-t", memory, "-j oe", f"-o {fake.root}/mem.out")
+    row = fake.wait(lambda rows: _gone(rows, job))[job]
+    assert (row.state, row.exit_code) == (
+        NativeState.OUT_OF_MEMORY, -10 if fake.flavor == "torque" else -27)
+    text = (fake.root / "mem.out").read_text()
+    assert "PBS: job killed: mem" in text, text
+    said = dialect(fake.flavor).output_state(text)
+    assert said is not None and said[0] is NativeState.OUT_OF_MEMORY
 
 
 def test_fake_runs_an_array_with_its_index_and_log_names(fake: Fake) -> None:

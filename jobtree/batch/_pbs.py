@@ -59,6 +59,16 @@ _UNSAFE = re.compile(r"[\s:'\"\\]")
 #: ``SIGTERM`` as PBS reports a job killed by it (256 + 15): qdel's first signal.
 KILLED_BY_SIGTERM = 256 + 15
 
+#: what the MOM writes into the job's output (standard error) when it kills the
+#: job over a limit: Torque ``PBS: job killed: walltime 65 exceeded limit 60``,
+#: PBS Pro ``=>> PBS: job killed: mem 314572kb exceeded limit 153600kb``
+#: (``mem``, ``vmem``, ``pmem``, ``pvmem``). It tells a wall-time kill from a
+#: ``qdel`` where the exit status cannot (older sites report both as 271).
+OUTPUT_SIGNS = (
+    (re.compile(r"PBS: job killed: walltime"), NativeState.TIMEOUT),
+    (re.compile(r"PBS: job killed: p?v?mem"), NativeState.OUT_OF_MEMORY),
+)
+
 
 def parse_submit(stdout: str) -> str:
     """The job id ``qsub`` printed (its last non-blank line), as ``qstat`` spells it.
@@ -165,6 +175,7 @@ class PBSDialect(SchedulerDialect):
 
     directive_prefix = "#PBS"
     min_array = 2
+    output_signs = OUTPUT_SIGNS
 
     def common_directives(self, request: Request) -> list[str]:
         """The directives both flavours write alike: wall time, disk, queue, account."""

@@ -12,9 +12,18 @@ no settings; it is created without arguments (``Slurm()``).
 from __future__ import annotations
 
 import abc
+import re
 from typing import Sequence
 
-from .native import NativeJob, Submission
+from .native import NativeJob, NativeState, Submission
+
+#: what any job's output says of running out of memory: Python's own error
+#: (Grid Engine's ``h_vmem`` is a ``ulimit -v``, so the runner itself may fail
+#: so), and the C library's words for ``ENOMEM``
+MEMORY_SIGNS: tuple[tuple[re.Pattern[str], NativeState], ...] = (
+    (re.compile(r"\bMemoryError\b|Cannot allocate memory|std::bad_alloc"),
+     NativeState.OUT_OF_MEMORY),
+)
 
 
 class SchedulerDialect(abc.ABC):
@@ -31,6 +40,10 @@ class SchedulerDialect(abc.ABC):
     #: whether the submit command reads the job script on standard input
     #: (LSF's ``bsub < script``); the base then feeds it the script's text
     script_on_stdin: bool = False
+    #: what the scheduler writes into a job's own output when it ends the job
+    #: (a pattern and the state it means; the first that matches wins), on
+    #: top of :data:`MEMORY_SIGNS`: see :meth:`output_state`
+    output_signs: tuple[tuple[re.Pattern[str], NativeState], ...] = ()
 
     @abc.abstractmethod
     def directives(self, job: Submission) -> list[str]:
@@ -99,6 +112,27 @@ class SchedulerDialect(abc.ABC):
     def parse_accounting(self, stdout: str) -> list[NativeJob]:
         """The rows of the accounting command's output."""
         return []
+
+    def output_name(self, stem: str, index: int | None) -> str:
+        """The name of the file the scheduler writes a task's output to, for
+        the ``log_stem`` whose file name is ``stem`` (as :meth:`directives`
+        asks for it): ``stem.out``, or ``stem.INDEX.out`` for array task ``index``."""
+        return f"{stem}.out" if index is None else f"{stem}.{index}.out"
+
+    def output_state(self, text: str) -> tuple[NativeState, str] | None:
+        """What the end of a job's own output says of why the job ended: the
+        state and the line that says so, or None if it says nothing.
+
+        The scheduler's records sometimes cannot tell (Slurm's
+        ``jobacct_gather`` memory kill is ``FAILED 0:9`` like any SIGKILL;
+        older PBS sites report a wall-time kill as 271, like ``qdel``), but
+        the scheduler writes why into the job's output.
+        """
+        for pattern, state in (*self.output_signs, *MEMORY_SIGNS):
+            for line in reversed(text.splitlines()):
+                if pattern.search(line):
+                    return state, line.strip()
+        return None
 
     def transient(self, returncode: int | None, stderr: str) -> bool:
         """Whether a failed command is worth trying again (the scheduler is

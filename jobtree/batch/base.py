@@ -31,6 +31,11 @@ class ExitReason(enum.Enum):
     """The job ran out of memory or over its memory limit."""
     TIMEOUT = "timeout"
     """The job ran over its wall time (or --maxJobDuration)."""
+    PREEMPTED = "preempted"
+    """The scheduler stopped the job to make room for another (preemption), or
+    requeued it: the job itself did nothing wrong."""
+    NODE_FAILURE = "node failure"
+    """The node the job ran on failed (or failed to boot) under it."""
 
 
 @dataclasses.dataclass(frozen=True)

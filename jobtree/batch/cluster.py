@@ -55,8 +55,6 @@ from .jobfiles import (
     append,
     read_submissions,
     tail,
-    update_for_lost,
-    update_from_exit,
 )
 from .native import NativeJob, Request
 from .scheduler import Scheduler
@@ -385,7 +383,8 @@ class ClusterBatchSystem(BatchSystem):
             elif kind == "exit":
                 record = self.files.read(name)
                 if record is not None:
-                    self._report(entry, update_from_exit(entry, record, self._native_id(entry)))
+                    self._report(entry, self.files.exit_update(self.dialect, entry, record,
+                                                               self._native_id(entry)))
 
     def _scan(self) -> None:
         """Reads what runners left; cancels tasks that came too late to claim."""
@@ -485,12 +484,8 @@ class ClusterBatchSystem(BatchSystem):
             for entry in entries:
                 if entry.reported:
                     continue
-                record = self.files.read(f"{entry.key}.exit")
-                if record is not None:
-                    self._report(entry, update_from_exit(entry, record, self._native_id(entry)))
-                    continue
                 task = self._native_id(entry)
                 # the accounting's word, else the listing's (qstat -x, bjobs -a and
                 # squeue -t all keep finished jobs for a while)
                 row = accounting.get(task or "") or self._last_rows.get(task or "")
-                self._report(entry, update_for_lost(self.name, entry, row, task))
+                self._report(entry, self.files.settle(self.dialect, entry, row, task))

@@ -190,7 +190,9 @@ class GridEngine(SchedulerDialect):
             state, code = finished(record)
             rows.append(NativeJob(self.task_id(number, index), state, exit_code=code,
                                   elapsed=_seconds(record.get("ru_wallclock", "")),
-                                  name=record.get("jobname") or None))
+                                  name=record.get("jobname") or None,
+                                  said=f"failed {record.get('failed', '?')}, exit_status "
+                                       f"{record.get('exit_status', '?')}"))
         return rows
 
     def transient(self, returncode: int | None, stderr: str) -> bool:

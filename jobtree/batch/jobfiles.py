@@ -4,7 +4,8 @@ become updates for the master (the pure half of :mod:`jobtree.batch.cluster`).
 An :class:`Entry` is one issued target; a :class:`Submitted` is one scheduler
 job (plain or array) holding entries. A target's outcome comes from the exit
 file its runner wrote (:func:`update_from_exit`) or, when its task ended
-without one, from what the scheduler says of the task (:func:`update_for_lost`).
+without one, from what the scheduler's record and the task's own output say
+(:func:`update_for_lost`); :meth:`JobFolder.settle` picks one.
 A submission's files are its manifest (:func:`manifest`) and job script
 (:func:`job_script`); :func:`read_submissions` reads back those a previous
 master left.
@@ -29,6 +30,8 @@ from .settings import ClusterSettings
 
 # variables of the submitting session that must not reach a job
 _SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM")
+#: how much of the end of a task's output is read for the scheduler's word on its end
+OUTPUT_TAIL = 8192
 _SKIP_PREFIXES = ("SLURM_", "SGE_TASK", "PBS_", "LSB_", "JOBTREE_MASTER", "BASH_FUNC")
 
 
@@ -120,27 +123,68 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
 
 _REASONS = {NativeState.TIMEOUT: ExitReason.TIMEOUT,
             NativeState.OUT_OF_MEMORY: ExitReason.MEMLIMIT,
+            NativeState.PREEMPTED: ExitReason.PREEMPTED,
+            NativeState.NODE_FAILURE: ExitReason.NODE_FAILURE,
             NativeState.CANCELLED: ExitReason.KILLED,
             NativeState.FAILED: ExitReason.FAILED}
+#: what the scheduler's record says precisely enough that the job's output
+#: cannot change it; any other state (FAILED 0:9, a SIGTERM, no record) gives
+#: way to what the output says
+_DEFINITE = frozenset({NativeState.TIMEOUT, NativeState.OUT_OF_MEMORY, NativeState.PREEMPTED,
+                       NativeState.NODE_FAILURE})
 
 
-def update_for_lost(scheduler: str, entry: Entry, row: NativeJob | None,
-                    task: str | None) -> Update:
-    """The update for an entry whose task ended without an exit file, from
-    the scheduler's ``row`` for the task (accounting or listing), if any."""
-    reason = _REASONS.get(row.state, ExitReason.LOST) if row is not None else ExitReason.LOST
+def update_for_lost(scheduler: str, entry: Entry, row: NativeJob | None, task: str | None,
+                    output: tuple[NativeState, str] | None = None) -> Update:
+    """The update for an entry whose task ended without an exit file.
+
+    Args:
+        scheduler: the scheduler's name, for the message.
+        entry: the target.
+        row: the scheduler's record of the task (accounting, else listing), if any.
+        task: the task's scheduler id.
+        output: what the task's own output says of its end (the state and the
+            line that says it; :meth:`SchedulerDialect.output_state`), if anything:
+            it decides when the record is not one of the definite ends (out of
+            memory, over time, preempted, node failure).
+    """
+    state = row.state if row is not None else None
+    said = [row.said] if row is not None and row.said else []
+    if output is not None and state not in _DEFINITE:
+        state = output[0]
+        said.append(f"its output: {output[1]!r}")
+    reason = _REASONS.get(state, ExitReason.LOST) if state is not None else ExitReason.LOST
     if entry.killed:
         reason = ExitReason.KILLED
+    asked = "it"
+    if entry.request is not None and entry.request.memory:
+        asked = f"the {-(-entry.request.memory // 1024 ** 2)} MiB it"
     message = {
         ExitReason.TIMEOUT: f"{scheduler} stopped job {task} at its wall time",
-        ExitReason.MEMLIMIT: f"{scheduler} stopped job {task} for using more memory "
-                             f"than it asked for",
+        ExitReason.MEMLIMIT: f"{scheduler} stopped job {task} for using more memory than "
+                             f"{asked} asked for",
+        ExitReason.PREEMPTED: f"{scheduler} preempted job {task} (stopped or requeued it to "
+                              f"run another job first)",
+        ExitReason.NODE_FAILURE: f"the node running {scheduler} job {task} failed",
         ExitReason.KILLED: f"{scheduler} job {task} was cancelled",
     }.get(reason, f"{scheduler} job {task} ended without a word from jobtree's runner "
                   f"(node failure, or killed with SIGKILL); state "
                   f"{row.state.value if row else 'unknown'}")
+    if said:
+        message += f" ({'; '.join(said)})"
     return Update(entry.batch_id, row.exit_code if row else None, reason,
                   row.elapsed if row else None, native_id=task, message=message)
+
+
+def output_index(entry: Entry) -> int | None:
+    """The array index of the task that ran (or runs) ``entry``, or None for
+    a plain job (or a packing task not known)."""
+    sub = entry.sub
+    if sub is None or sub.tasks == 1:
+        return None
+    if entry.task is not None:
+        return entry.task
+    return None if sub.pack else sub.entries.index(entry) + 1
 
 
 def tasks_of(manifest: dict[str, Any], entries: list[Entry]) -> int:
@@ -324,6 +368,51 @@ class JobFolder:
         write_atomic(script, text.encode(), sync=False)
         os.chmod(script, 0o700)
         return job, text
+
+    def output_says(self, dialect: SchedulerDialect,
+                    entry: Entry) -> tuple[NativeState, str] | None:
+        """What the end of the scheduler's output of the task that ran
+        ``entry`` says of how it ended (:meth:`SchedulerDialect.output_state`)."""
+        if entry.sub is None:
+            return None
+        index = output_index(entry)
+        if index is None and entry.sub.tasks > 1:
+            return None
+        name = dialect.output_name(entry.sub.sub_id, index)
+        try:
+            with open(self.path("out", name), "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - OUTPUT_TAIL))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return None
+        return dialect.output_state(text)
+
+    def exit_update(self, dialect: SchedulerDialect, entry: Entry, record: dict[str, Any],
+                    native_id: str | None) -> Update:
+        """:func:`update_from_exit`, and when the runner was stopped by a signal
+        jobtree did not send, what the task's output says of who sent it:
+        slurmstepd writes ``... DUE TO PREEMPTION ***`` (``TIME LIMIT``, ``NODE
+        FAILURE``) into it before it signals the job."""
+        update = update_from_exit(entry, record, native_id)
+        if update.reason is not ExitReason.KILLED or entry.killed:
+            return update
+        said = self.output_says(dialect, entry)
+        if said is None or said[0] not in _DEFINITE:
+            return update
+        return dataclasses.replace(update, reason=_REASONS[said[0]],
+                                   message=f"{dialect.name} stopped job {native_id}: {said[1]!r}")
+
+    def settle(self, dialect: SchedulerDialect, entry: Entry, row: NativeJob | None,
+               native_id: str | None) -> Update:
+        """The update of an entry whose task ended: from its exit file if the
+        runner wrote one, else from the scheduler's ``row`` and the task's output
+        (:func:`update_for_lost`)."""
+        record = self.read(f"{entry.key}.exit")
+        if record is not None:
+            return self.exit_update(dialect, entry, record, native_id)
+        return update_for_lost(dialect.name, entry, row, native_id,
+                               self.output_says(dialect, entry))
 
     def read(self, name: str) -> dict[str, Any] | None:
         """A marker or exit file of the exit folder (None if absent or partial)."""

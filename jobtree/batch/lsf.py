@@ -53,11 +53,19 @@ _EXIT_REASONS = (
     ("TERM_OWNER", NativeState.CANCELLED), ("TERM_ADMIN", NativeState.CANCELLED),
     ("TERM_FORCE_OWNER", NativeState.CANCELLED), ("TERM_FORCE_ADMIN", NativeState.CANCELLED),
     ("TERM_REMOVE_HUNG_JOB", NativeState.LOST), ("TERM_ZOMBIE", NativeState.LOST),
+    ("TERM_CPULIMIT", NativeState.TIMEOUT), ("TERM_PREEMPT", NativeState.PREEMPTED),
+    ("TERM_REQUEUE_OWNER", NativeState.PREEMPTED), ("TERM_REQUEUE_ADMIN", NativeState.PREEMPTED),
 )
+#: the job report LSF appends to the job's output (``TERM_MEMLIMIT: job killed
+#: after reaching LSF memory usage limit.``): it names the exit reason too
+_OUTPUT_SIGNS = tuple((re.compile(rf"^{term}\b"), state) for term, state in _EXIT_REASONS
+                      if state is not NativeState.CANCELLED)
 #: the words some LSF versions print instead of the keyword
 _REASON_WORDS = (
     ("run time limit", NativeState.TIMEOUT), ("memory usage limit", NativeState.OUT_OF_MEMORY),
     ("killed by owner", NativeState.CANCELLED), ("killed by root", NativeState.CANCELLED),
+    ("cpu usage limit", NativeState.TIMEOUT), ("after preemption", NativeState.PREEMPTED),
+    ("requeued", NativeState.PREEMPTED),
 )
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted to (?:default )?queue")
 _SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*second")
@@ -76,6 +84,7 @@ class LSF(SchedulerDialect):
     name = "lsf"
     directive_prefix = "#BSUB"
     index_variable = "LSB_JOBINDEX"
+    output_signs = _OUTPUT_SIGNS
     #: LSF reads ``#BSUB`` lines only from a script that comes on standard
     #: input, so the base feeds the script file to ``bsub`` there
     script_on_stdin = True
@@ -181,7 +190,8 @@ class LSF(SchedulerDialect):
                 id=self.task_id(job_id, int(index) if index.isdigit() and index != "0" else None),
                 state=state, exit_code=exit_code,
                 elapsed=float(seconds.group(1)) if seconds else None,
-                name=re.sub(r"\[\d+\]$", "", job_name) or None))
+                name=re.sub(r"\[\d+\]$", "", job_name) or None,
+                said=reason if stat == "EXIT" and reason not in ("", "-") else None))
         return rows
 
     @staticmethod

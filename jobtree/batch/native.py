@@ -32,8 +32,13 @@ class NativeState(enum.Enum):
     """Killed for running over its wall time."""
     OUT_OF_MEMORY = "out of memory"
     """Killed for using more memory than it asked for."""
+    PREEMPTED = "preempted"
+    """Stopped to make room for another job (preempted), or requeued: it did
+    nothing wrong."""
+    NODE_FAILURE = "node failure"
+    """Its node failed (or failed to boot) under it."""
     LOST = "lost"
-    """Its node failed, or the scheduler lost it."""
+    """The scheduler lost it, and says no more."""
     UNKNOWN = "unknown"
     """A state the adapter does not know (treated as still alive)."""
 
@@ -54,6 +59,9 @@ class NativeJob:
         exit_code: its exit status, if the scheduler says.
         elapsed: seconds it has run (so far, or in all), if the scheduler says.
         name: its job name, if listed.
+        said: the scheduler's own words for how it ended (``FAILED 0:9``,
+            ``TERM_MEMLIMIT``, ``failed 37 : qmaster enforced h_rt ...``), for
+            the failure report; None while it runs or if the scheduler says nothing.
     """
 
     id: str
@@ -61,6 +69,7 @@ class NativeJob:
     exit_code: int | None = None
     elapsed: float | None = None
     name: str | None = None
+    said: str | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -115,4 +115,5 @@ class PBSPro(_pbs.PBSDialect):
         walltime = (attrs.get("resources_used") or {}).get("walltime")
         return NativeJob(id=job_id, state=state, exit_code=exit_code,
                          elapsed=parse_hms(str(walltime)) if walltime else None,
-                         name=attrs.get("Job_Name"))
+                         name=attrs.get("Job_Name"),
+                         said=f"Exit_status {exit_code}" if exit_code is not None else None)

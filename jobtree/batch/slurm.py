@@ -22,6 +22,7 @@ Status is one ``squeue`` for every job of the tree (they share a name, and
 from __future__ import annotations
 
 import getpass
+import re
 from typing import Sequence
 
 from ..errors import ResourceError
@@ -37,11 +38,27 @@ _STATES = {
     "SUSPENDED": NativeState.RUNNING, "STOPPED": NativeState.RUNNING,
     "SIGNALING": NativeState.RUNNING, "STAGE_OUT": NativeState.RUNNING,
     "COMPLETED": NativeState.COMPLETED, "FAILED": NativeState.FAILED,
-    "BOOT_FAIL": NativeState.LOST, "NODE_FAIL": NativeState.LOST,
+    "BOOT_FAIL": NativeState.NODE_FAILURE, "NODE_FAIL": NativeState.NODE_FAILURE,
     "DEADLINE": NativeState.TIMEOUT, "TIMEOUT": NativeState.TIMEOUT,
     "CANCELLED": NativeState.CANCELLED, "REVOKED": NativeState.CANCELLED,
-    "PREEMPTED": NativeState.LOST, "OUT_OF_MEMORY": NativeState.OUT_OF_MEMORY,
+    "PREEMPTED": NativeState.PREEMPTED, "OUT_OF_MEMORY": NativeState.OUT_OF_MEMORY,
 }
+#: sacct's record of a run that ended and was queued again: in the accounting
+#: (not the listing, where the job waits again) it is an ended, preempted run
+_ACCOUNTING_STATES = {"REQUEUED": NativeState.PREEMPTED, "REQUEUE_HOLD": NativeState.PREEMPTED,
+                      "REQUEUE_FED": NativeState.PREEMPTED}
+#: what slurmstepd writes into the job's output when it ends the job
+#: (``slurmstepd: error: *** JOB 123 ON node CANCELLED AT ... DUE TO TIME LIMIT ***``),
+#: and the memory kills: jobacct_gather's ``OverMemoryKill`` (``Exceeded job
+#: memory limit``, ``Step 12.batch exceeded memory limit (...), being killed``)
+#: and the cgroup OOM killer (``Detected 1 oom-kill event(s) in StepId=...``)
+_OUTPUT_SIGNS = (
+    (re.compile(r"exceeded (?:job |step )?memory limit|oom[-_]kill event", re.IGNORECASE),
+     NativeState.OUT_OF_MEMORY),
+    (re.compile(r"DUE TO TIME LIMIT"), NativeState.TIMEOUT),
+    (re.compile(r"DUE TO (?:PREEMPTION|JOB REQUEUE)"), NativeState.PREEMPTED),
+    (re.compile(r"DUE TO NODE FAILURE"), NativeState.NODE_FAILURE),
+)
 #: squeue's fields: id (123 or 123_4), job name, long state, time used, array job id, task
 _SQUEUE_FORMAT = "%i|%j|%T|%M"
 
@@ -58,6 +75,7 @@ class Slurm(SchedulerDialect):
     name = "slurm"
     directive_prefix = "#SBATCH"
     index_variable = "SLURM_ARRAY_TASK_ID"
+    output_signs = _OUTPUT_SIGNS
 
     def directives(self, job: Submission) -> list[str]:
         r = job.request
@@ -140,7 +158,10 @@ class Slurm(SchedulerDialect):
             if signal.isdigit() and int(signal):
                 exit_code = -int(signal)
             elapsed = float(parts[3]) if parts[3].isdigit() else None
-            rows.append(NativeJob(parts[0], slurm_state(parts[1]), exit_code, elapsed))
+            word = parts[1].strip().split(" ")[0].rstrip("+")
+            state = _ACCOUNTING_STATES.get(word) or slurm_state(parts[1])
+            rows.append(NativeJob(parts[0], state, exit_code, elapsed,
+                                  said=f"{parts[1].strip()} {parts[2].strip()}".strip()))
         return rows
 
     def transient(self, returncode: int | None, stderr: str) -> bool:

@@ -77,6 +77,10 @@ class Torque(_pbs.PBSDialect):
         lines.extend(_pbs.extra_directive(pbs, extra) for extra in request.extra)
         return lines
 
+    def output_name(self, stem: str, index: int | None) -> str:
+        """``stem.out``; Torque appends ``-<index>`` for an array task."""
+        return f"{stem}.out" if index is None else f"{stem}.out-{index}"
+
     def status_command(self, name: str) -> list[str]:
         return ["qstat", "-x", "-t"]
 
@@ -113,4 +117,5 @@ class Torque(_pbs.PBSDialect):
         if name is not None and index is not None and name.endswith(f"-{index}"):
             name = name[: -len(f"-{index}")]
         return NativeJob(id=job_id, state=state, exit_code=exit_code,
-                         elapsed=parse_hms(walltime) if walltime else None, name=name)
+                         elapsed=parse_hms(walltime) if walltime else None, name=name,
+                         said=f"exit_status {exit_code}" if exit_code is not None else None)

@@ -40,3 +40,14 @@ def fail() -> None:
 def run_out_of_memory() -> None:
     """Raises MemoryError, so the worker exits with EXIT_MEMORY."""
     raise MemoryError("conformance: pretend the target ran out of memory")
+
+
+def touch_memory(megabytes: int, hold: float) -> None:
+    """Fills ``megabytes`` MiB (so they are resident, not only reserved), then
+    holds them up to ``hold`` seconds, for a scheduler that samples memory to
+    see it and kill the job; returns if none does."""
+    data = b"x" * (megabytes * 1024 ** 2)
+    deadline = time.monotonic() + hold
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"held {len(data)} bytes for {hold}s and was not stopped", flush=True)

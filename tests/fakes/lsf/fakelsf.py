@@ -13,7 +13,12 @@ element; ``FAKE_LSF_MAX_SLOTS`` (8) largest ``-n`` accepted; ``FAKE_LSF_KEEP``
 (600) seconds finished jobs stay listed by ``bjobs -a``; ``FAKE_LSF_MINUTE``
 (60) seconds in one minute of ``-W``; ``FAKE_LSF_TERMINATE_INTERVAL`` (10)
 seconds between SIGINT, SIGTERM and SIGKILL; ``FAKE_LSF_RUNLIMIT_GRACE`` (600)
-seconds from the run limit's SIGUSR2 to the kill. ``$FAKE_LSF_DIR/down``
+seconds from the run limit's SIGUSR2 to the kill. ``-M`` (MB, as with
+``LSF_UNIT_FOR_LIMITS=MB``) is enforced as with ``LSB_RESOURCE_ENFORCE="memory"``
+(cgroups): a job whose processes' resident memory passes it is killed at once
+(SIGKILL to all of them), exit code 137, ``TERM_MEMLIMIT``. A job that exits
+non-zero gets LSF's job report appended to its output (``TERM_...: job killed
+after ...`` and ``Exited with exit code N.``). ``$FAKE_LSF_DIR/down``
 existing makes every command fail as when the cluster's daemons are down.
 """
 
@@ -34,6 +39,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import jobprocs  # noqa: E402
 
 Job = dict[str, Any]
 State = dict[str, Any]
@@ -186,6 +194,7 @@ def bsub(argv: list[str]) -> int:
                 "user": getpass.getuser(), "script": str(path),
                 "cwd": os.path.abspath(options.get("-cwd", ".")), "out": options.get("-o"),
                 "err": options.get("-e"), "runlimit": runlimit, "submit_time": time.time(),
+                "memlimit": jobprocs.size(str(options.get("-M", "")), "mb"),
                 "start_time": None, "end_time": None, "exit_code": None, "exit_reason": None,
                 "pgid": None, "runner": None, "kill_time": None}
         for index in indices:
@@ -270,7 +279,7 @@ def run(key: str) -> int:
                                  start_new_session=True)
     with locked() as state:
         state["jobs"][key]["pgid"] = child.pid
-    reason = _watch(key, child, job["start_time"], job["runlimit"])
+    reason = _watch(key, child, job["start_time"], job["runlimit"], job.get("memlimit"))
     code = child.returncode if child.returncode >= 0 else 128 - child.returncode
     _signal(child.pid, signal.SIGKILL)                      # leave nothing behind
     with locked() as state:
@@ -280,17 +289,36 @@ def run(key: str) -> int:
                 reason = "TERM_OWNER"
             job.update(stat="DONE" if code == 0 else "EXIT", exit_code=code,
                        end_time=time.time(), exit_reason=reason if code else None)
+    if code and out != os.devnull:
+        _job_report(out, job or {}, reason, code)
     return 0
 
 
+def _job_report(path: str, job: Job, reason: str | None, code: int) -> None:
+    """The report LSF appends to the output of a job that exited non-zero."""
+    lines = ["", "-" * 60, f"Sender: LSF System <lsfadmin@{HOST}>",
+             f"Subject: Job {job.get('id')}: <{_display_name(job) if job else '?'}> in cluster "
+             f"<fake> Exited", "", "-" * 60, ""]
+    if reason in _EXIT_REASONS:
+        lines.append(_EXIT_REASONS[reason] + ".")
+    lines.append(f"Exited with exit code {code}.")
+    with contextlib.suppress(OSError), open(path, "a") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
 def _watch(key: str, child: subprocess.Popen[bytes], start: float,
-           runlimit: float | None) -> str | None:
-    """Waits for the job, sending the run limit's and bkill's signals when due."""
+           runlimit: float | None, memlimit: int | None = None) -> str | None:
+    """Waits for the job, sending the run limit's and bkill's signals when due,
+    and killing all its processes over its memory limit."""
     reason: str | None = None
     pending: list[tuple[float, int]] | None = None
     checked = 0.0
+    memory = jobprocs.MemoryWatch(child.pid, memlimit)
     while child.poll() is None:
         now = time.time()
+        if reason is None and memory.over() is not None:
+            reason = "TERM_MEMLIMIT"
+            continue
         if pending is None and now - checked > 0.2:
             checked = now
             with locked(write=False) as state:
@@ -319,6 +347,8 @@ FIELDS = {"jobid": lambda j: str(j["id"]), "jobindex": lambda j: str(j["index"])
           "run_time": lambda j: _run_time(j), "from_host": lambda j: HOST,
           "exec_host": lambda j: "-" if j["start_time"] is None else HOST}
 _EXIT_REASONS = {"TERM_RUNLIMIT": "TERM_RUNLIMIT: job killed after reaching LSF run time limit",
+                 "TERM_MEMLIMIT": "TERM_MEMLIMIT: job killed after reaching LSF memory usage "
+                                  "limit",
                  "TERM_OWNER": "TERM_OWNER: job killed by owner"}
 
 

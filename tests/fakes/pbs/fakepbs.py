@@ -6,7 +6,13 @@ on ``queue.lock``. ``qsub`` records the job and starts one detached runner
 for one of ``$FAKE_PBS_SLOTS`` slots (FIFO), really runs the script with
 ``/bin/sh`` in its own process group, enforces the wall time and ``qdel``
 (SIGTERM, SIGKILL 2 s later), and records the exit status the real server
-would. Finished jobs stay listed ``$FAKE_PBS_KEEP`` seconds. While the file
+would. Memory is enforced as a MOM does: a job whose processes' resident memory
+passes its ``mem`` (Torque ``-l mem=``, PBS Pro ``select=...:mem=``) is killed
+(SIGKILL to all of them) with ``=>> PBS: job killed: mem <N>kb exceeded limit
+<M>kb`` in its output and exit status -10 (Torque) or -27 (PBS Pro); a wall-time
+kill says ``walltime`` there and exits -11 or -29, or
+``$FAKE_PBS_WALLTIME_EXIT`` (older sites report 271, as for ``qdel``).
+Finished jobs stay listed ``$FAKE_PBS_KEEP`` seconds. While the file
 ``$FAKE_PBS_DIR/down`` exists every command fails as against a dead server;
 runners carry on. A task that starts while ``$FAKE_PBS_DIR/lose`` exists is
 a lost launch: listed as running, its script never runs, until ``qdel``.
@@ -29,6 +35,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 from xml.sax.saxutils import escape
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jobprocs  # noqa: E402
 
 SERVER = "fakeserver"
 Job = dict[str, Any]
@@ -332,12 +341,34 @@ def _ppn(job: Job) -> int:
     return 1
 
 
+def _memory_limit(job: Job) -> int | None:
+    """The job's ``mem`` in bytes (PBS Pro: the chunk's, times the chunks), or None."""
+    if job["flavor"] == "torque":
+        return jobprocs.size(job["resources"].get("mem", ""), "b")
+    chunks, _, rest = job["resources"].get("select", "").partition(":")
+    for prop in rest.split(":"):
+        key, _, value = prop.partition("=")
+        if key == "mem":
+            one = jobprocs.size(value, "b")
+            return one * int(chunks or 1) if one is not None and chunks.isdigit() else one
+    return None
+
+
 def _watch(proc: subprocess.Popen[bytes], job: Job, seq: str, index: str, err: Any) -> int:
-    """Waits for the script, killing its group at the wall time or on qdel; its exit status."""
+    """Waits for the script, killing its group at the wall time or on qdel, and all
+    its processes over its memory; its exit status."""
     started, killed_at, reason = time.monotonic(), None, None
+    memory = jobprocs.MemoryWatch(proc.pid, _memory_limit(job))
     while proc.poll() is None:
         time.sleep(0.05)
         if reason is None:
+            used = memory.over()
+            if used is not None:
+                reason = "mem"
+                err.write(f"=>> PBS: job killed: mem {used // 1024}kb exceeded limit "
+                          f"{(memory.limit or 0) // 1024}kb\n")
+                err.flush()
+                continue
             with locked_queue() as queue:
                 deleted = queue["jobs"][seq]["tasks"][index]["kill"]
             over = job["walltime"] is not None and time.monotonic() - started > job["walltime"]
@@ -355,7 +386,9 @@ def _watch(proc: subprocess.Popen[bytes], job: Job, seq: str, index: str, err: A
             killed_at = None
     _signal(proc.pid, signal.SIGKILL)  # whatever the script left behind in its group
     if reason == "walltime":
-        return -11 if job["flavor"] == "torque" else -29
+        return _env_int("FAKE_PBS_WALLTIME_EXIT", -11 if job["flavor"] == "torque" else -29)
+    if reason == "mem":
+        return -10 if job["flavor"] == "torque" else -27
     code = proc.returncode
     return 256 - code if code < 0 else code
 
