@@ -243,13 +243,18 @@ class ClusterBatchSystem(BatchSystem):
         with self._lock:
             self._closed = True
             self._pending.clear()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.command_timeout + 5)
+        with self._lock:
             # whatever is still queued or running: targets being stopped, or tasks
             # of a packing submission left with nothing to do
             live = [s for s in self._subs.values()
                     if s.job_id and len(s.cancelled | s.ended_tasks) < s.tasks]
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.settings.command_timeout + 5)
+            # a task whose target ends as the cancel reaches it must not start
+            # another: its entries not yet started are claimed for no one first
+            for entry in (e for s in live for e in s.entries if not e.reported):
+                self.files.claim_killed(entry.key)
         ids = [self.dialect.task_id(s.job_id or "", None) for s in live]
         if ids:
             self.scheduler.cancel(ids)  # a failure is logged
