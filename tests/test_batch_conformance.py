@@ -93,6 +93,7 @@ CASES = [
               directives=("#SBATCH --cpus-per-task=2", "#SBATCH --mem=512M",
                           "#SBATCH --time=")),
     BatchCase("gridEngine", _created("gridEngine"), runner.KILL_GRACE + 2, latency=10,
+              # per slot: (512 MiB + the 512 MiB vmem_allowance) / 2 slots
               directives=("#$ -pe smp 2", "h_vmem=512M", "h_rt=")),
     BatchCase("torque", _created("torque"), runner.KILL_GRACE + 2, latency=5,
               path=str(FAKES / "torque"), directives=("ppn=2", "mem=512mb", "walltime=")),

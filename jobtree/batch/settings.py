@@ -21,11 +21,13 @@ from ..errors import BadOptionError, ResourceError
 from ..resources import parse_cpu, parse_duration, parse_size
 
 
-#: the least memory asked of a scheduler for one job: a worker (the runner,
-#: the worker it forks and the pipeline's imports) stays under it
+#: the least memory asked of a scheduler for one job: a job's runner and the
+#: worker it forks take 48 MB resident (61 MB virtual) before the pipeline's
+#: imports and data (docs/resources.md has the measurements)
 MEMORY_FLOOR = 256 * 1024 ** 2
-#: what Grid Engine's h_vmem adds to the memory asked for: a worker's
-#: virtual size beyond its resident memory
+#: what Grid Engine's h_vmem adds to the memory asked for: address space a
+#: process maps beyond what it uses (each thread reserves an 8 MiB stack and
+#: a 64 MiB malloc arena)
 VMEM_ALLOWANCE = 512 * 1024 ** 2
 #: a resource name the config may give for disk (letters, digits, _ . -)
 _RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
