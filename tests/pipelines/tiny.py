@@ -59,4 +59,5 @@ if __name__ == "__main__":
     Stack.addJobTreeOptions(parser)
     options = parser.parse_args()
     os.makedirs(options.out, exist_ok=True)
-    raise SystemExit(1 if Stack(Root(options.out, options.width, options.sleep)).startJobTree(options) else 0)
+    root = Root(options.out, options.width, options.sleep)
+    raise SystemExit(1 if Stack(root).startJobTree(options) else 0)
