@@ -93,7 +93,8 @@ CASES = [
               directives=("#SBATCH --cpus-per-task=2", "#SBATCH --mem=512M",
                           "#SBATCH --time=")),
     BatchCase("gridEngine", _created("gridEngine"), runner.KILL_GRACE + 2, latency=10,
-              directives=("#$ -pe smp 2", "h_vmem=256M", "h_rt=")),
+              # per slot: (512 MiB + the 512 MiB vmem_allowance) / 2 slots
+              directives=("#$ -pe smp 2", "h_vmem=512M", "h_rt=")),
     BatchCase("torque", _created("torque"), runner.KILL_GRACE + 2, latency=5,
               path=str(FAKES / "torque"), directives=("ppn=2", "mem=512mb", "walltime=")),
     BatchCase("pbspro", _created("pbspro"), runner.KILL_GRACE + 2, latency=5,

@@ -92,7 +92,6 @@ def test_directive_details(sge: GridEngine) -> None:
 
 @pytest.mark.parametrize("request_, words", [
     (Request(nodes=2), "parallel environment"),
-    (Request(disk=10 * GiB), "no standard disk request"),
     (Request(cores=0), "at least 1"),
     (Request(extra=("-l 'oops",)), "badly quoted"),
     (Request(extra=("",)), "non-empty"),

@@ -45,7 +45,8 @@ GOLDEN = {
     "plain": submission(),
     "array": submission(tasks=8, memory=2 * GiB, walltime=5400),
     "mpi": submission(nodes=2, processes=4, cores=2, memory=16 * GiB, walltime=59),
-    "full": submission(cores=4, memory=10 * GiB, walltime=7200, disk=20 * GiB, gpus=2,
+    "full": submission(cores=4, memory=10 * GiB, walltime=7200, disk=20 * GiB,
+                       disk_resource="tmp", gpus=2,
                        queue="gpu", account="proj42", parallel_environment="smp",
                        extra=("-x", '-R "select[avx2]"')),
 }

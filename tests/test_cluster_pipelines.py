@@ -174,3 +174,25 @@ def test_a_launch_the_scheduler_lost_is_cancelled_and_submitted_again(tmp_path: 
     with sqlite3.connect(tmp_path / "tree" / "tree.db") as db:
         (attempt,) = db.execute("SELECT attempt FROM jobs WHERE id = 1").fetchone()
     assert attempt == 1
+
+
+@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+def test_tiny_memory_requests_still_run(tmp_path: Path, system: str) -> None:
+    """A classic script whose targets ask ``memory=1000000`` (bytes) and less
+    finishes, not one try lost: the scheduler is asked at least the memory
+    floor (on Grid Engine, h_vmem with the virtual-memory allowance; on
+    Slurm, --mem with memory enforced). The index keeps what the targets asked."""
+    import sqlite3
+
+    require_scheduler(system)
+    out, tree = tmp_path / "out", tmp_path / "tree"
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / "tiny.py"), "--out", str(out), "--width", "20",
+         "--jobTree", str(tree), "--batchSystem", system, "--retryCount", "0",
+         "--clusterConfig", str(quick_cluster_config(tmp_path))],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "total").read_text() == str(sum(range(20)))
+    with sqlite3.connect(tree / "tree.db") as db:
+        asked = sorted(m for (m,) in db.execute("SELECT memory FROM jobs"))
+    assert asked[-1] == 1000000 and asked[0] == 1, asked

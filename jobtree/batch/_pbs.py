@@ -136,6 +136,14 @@ def transient(returncode: int | None, stderr: str) -> bool:
     return returncode in _TRANSIENT_PBSE and not stderr.strip()
 
 
+def disk_size(request: Request) -> str | None:
+    """``<MiB>mb`` for the request's disk, or None when it asks none or the
+    site names no resource for it (``disk_resource``)."""
+    if request.disk is None or not request.disk_resource:
+        return None
+    return f"{mebibytes(request.disk)}mb"
+
+
 def check_path(what: str, path: str) -> str:
     """A path for a ``#PBS`` directive, which qsub splits at blanks and reads
     ``host:path`` from a colon.
@@ -178,13 +186,11 @@ class PBSDialect(SchedulerDialect):
     output_signs = OUTPUT_SIGNS
 
     def common_directives(self, request: Request) -> list[str]:
-        """The directives both flavours write alike: wall time, disk, queue, account."""
+        """The directives both flavours write alike: wall time, queue, account."""
         pbs = self.directive_prefix
         lines = []
         if request.walltime is not None:
             lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
-        if request.disk is not None:
-            lines.append(f"{pbs} -l file={mebibytes(request.disk)}mb")
         if request.queue:
             lines.append(f"{pbs} -q {request.queue}")
         if request.account:

@@ -18,15 +18,17 @@ slots > 1           ``#$ -pe <pe> <nodes × processes × cores>``; the parallel
                     environment is ``request.parallel_environment``, else ``smp``
                     for one node; more than one node without one is a
                     :class:`~jobtree.errors.ResourceError`
-memory              ``#$ -l h_vmem=<MiB>M``, *per slot*: the node's memory divided
-                    by its slots (processes × cores), rounded up. ``h_vmem`` is a
-                    virtual-memory limit (``ulimit -v``) and the execd kills the
-                    job when the sum over its processes passes it
+memory              ``#$ -l h_vmem=<MiB>M``, *per slot*: the node's memory (at
+                    least ``memory_floor``) plus ``vmem_allowance``, divided by
+                    its slots (processes × cores), rounded up. ``h_vmem`` is a
+                    virtual-memory limit (``ulimit -v``, which Grid Engine
+                    multiplies by the job's slots on the host), and the execd
+                    kills the job when the sum over its processes passes it
 walltime            ``#$ -l h_rt=HH:MM:SS``
 gpus                ``#$ -l gpu=<gpus>``: the common convention (a ``gpu`` complex,
                     per job); sites differ, and an extra ``-l`` given later wins
-disk                :class:`~jobtree.errors.ResourceError`: Grid Engine has no
-                    standard disk request (sites name their own complex)
+disk                only with ``disk_resource`` (the site's complex, e.g.
+                    ``tmp_free``): ``#$ -l <complex>=<MiB>M``, for the job
 queue, account      ``#$ -q <queue>``, ``#$ -A <account>``
 array               ``#$ -t 1-<tasks>``; the task's
                     index is ``$SGE_TASK_ID``
@@ -84,10 +86,6 @@ class GridEngine(SchedulerDialect):
     def directives(self, job: Submission) -> list[str]:
         request = job.request
         _check_name(job.name)
-        if request.disk is not None:
-            raise ResourceError(
-                "Grid Engine has no standard disk request; remove disk= or add an extra "
-                "directive such as '-l tmp_free=10G' (your site's complex) in the cluster config.")
         for what, value in (("cores", request.cores), ("processes per node", request.processes),
                             ("nodes", request.nodes)):
             if value < 1:
@@ -97,13 +95,15 @@ class GridEngine(SchedulerDialect):
                  "-j y", f"-wd {_path('working directory', job.workdir)}", "-w e"]
         if request.slots > 1:
             lines.append(f"-pe {_parallel_environment(request)} {request.slots}")
-        if request.memory is not None:
-            per_slot = math.ceil(request.memory / (request.processes * request.cores))
+        per_slot = h_vmem(request)
+        if per_slot is not None:
             lines.append(f"-l h_vmem={mebibytes(per_slot)}M")
         if request.walltime is not None:
             lines.append(f"-l h_rt={hms(request.walltime)}")
         if request.gpus:
             lines.append(f"-l gpu={request.gpus}")
+        if request.disk is not None and request.disk_resource:
+            lines.append(f"-l {request.disk_resource}={mebibytes(request.disk)}M")
         if request.queue:
             lines.append(f"-q {request.queue}")
         if request.account:
@@ -204,6 +204,16 @@ class GridEngine(SchedulerDialect):
 
 
 # ---------------------------------------------------------------- helpers
+def h_vmem(request: Request) -> int | None:
+    """Bytes of ``h_vmem`` for one slot: the node's memory plus the virtual-memory
+    allowance, divided by the node's slots (Grid Engine multiplies a per-slot
+    limit by the slots a job has on a host), rounded up; None without memory."""
+    if request.memory is None:
+        return None
+    return math.ceil((request.memory + request.vmem_allowance)
+                     / (request.processes * request.cores))
+
+
 def state_of(code: str) -> NativeState:
     """A qstat state (``qw``, ``hqw``, ``hRwq``, ``t``, ``r``, ``Rr``, ``s``, ``S``,
     ``T``, ``Eqw``, ``dr``, ...) as a :class:`NativeState`, letter by letter:

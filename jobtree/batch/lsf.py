@@ -11,8 +11,11 @@ Assumptions about the cluster's configuration:
 
 * ``LSF_UNIT_FOR_LIMITS=MB`` (LSF's default): memory and disk numbers are
   written in MB without a unit, which every LSF version reads.
-* ``rusage[mem=...]`` and ``rusage[tmp=...]`` are per slot (per task), LSF's
-  default; the memory of one node is divided over the slots on that node.
+* ``rusage[mem=...]`` and ``rusage[<disk_resource>=...]`` (``tmp``, LSF's
+  built-in, or the site's own; disk is asked only when the cluster config
+  names ``disk_resource``) are per slot (per task), LSF's default; the
+  memory of one node (at least ``memory_floor``) is divided over the slots
+  on that node.
   ``-M`` is given the memory of one node, the job's limit on a node when
   ``LSB_JOB_MEMLIMIT=Y`` (per process otherwise).
 * A run-limit kill is reported as ``TERM_RUNLIMIT`` (exit code 140, after the
@@ -110,8 +113,9 @@ class LSF(SchedulerDialect):
         usage = []
         if request.memory is not None:
             usage.append(f"mem={math.ceil(mebibytes(request.memory) / per_host)}")
-        if request.disk is not None:
-            usage.append(f"tmp={math.ceil(mebibytes(request.disk) / per_host)}")
+        if request.disk is not None and request.disk_resource:
+            usage.append(f"{request.disk_resource}="
+                         f"{math.ceil(mebibytes(request.disk) / per_host)}")
         if usage:
             requirement.append(f"rusage[{','.join(usage)}]")
         lines.append(self._line("-R", " ".join(requirement)))

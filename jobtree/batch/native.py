@@ -94,6 +94,10 @@ class Request:
             more than one slot (``smp``, ``mpi``, ...).
         extra: directives passed through verbatim (without the prefix, e.g.
             ``"--constraint=avx2"`` for Slurm, ``"-l scratch=10G"`` for Grid Engine).
+        disk_resource: the site's resource that ``disk`` is asked as (the
+            cluster config's ``disk_resource``); without one, disk is not asked.
+        vmem_allowance: Grid Engine only: bytes added to ``memory`` for its
+            virtual-memory limit ``h_vmem``.
     """
 
     cores: int = 1
@@ -107,6 +111,8 @@ class Request:
     account: str | None = None
     parallel_environment: str | None = None
     extra: tuple[str, ...] = ()
+    disk_resource: str | None = None
+    vmem_allowance: int = 0
 
     @property
     def slots(self) -> int:

@@ -10,12 +10,13 @@ log                 ``#PBS -o <log_stem>.out``, for an array
                     ``<log_stem>.^array_index^.out``; and ``#PBS -j oe``
 nodes × processes   one chunk per node: ``#PBS -l select=<nodes>:ncpus=<processes
 × cores, memory,    × cores>:mpiprocs=<processes>:ompthreads=<cores>
-gpus                [:mem=<MiB>mb][:ngpus=<gpus>]`` (chunk memory is per node),
-                    and ``#PBS -l place=scatter`` for more than one node
+gpus, disk          [:mem=<MiB>mb][:ngpus=<gpus>][:<disk_resource>=<MiB>mb]``
+                    (chunk memory, at least ``memory_floor``, and disk are per
+                    node), and ``#PBS -l place=scatter`` for more than one node
 walltime            ``#PBS -l walltime=HH:MM:SS``
-disk                ``#PBS -l file=<MiB>mb`` (PBS Pro's built-in ``file`` caps
-                    the size of any one file; scratch space is site-defined:
-                    pass it through ``extra``)
+disk                only with ``disk_resource`` (a host-level resource of the
+                    site, in the chunk); never ``file``, which caps the size of
+                    any one file
 queue, account      ``#PBS -q <queue>``, ``#PBS -A <account>``
 workdir             not expressible: PBS Pro starts jobs in ``$HOME``; the job
                     script changes folder itself
@@ -69,6 +70,9 @@ class PBSPro(_pbs.PBSDialect):
             chunk += f":mem={mebibytes(request.memory)}mb"
         if request.gpus:
             chunk += f":ngpus={request.gpus}"
+        disk = _pbs.disk_size(request)
+        if disk is not None:
+            chunk += f":{request.disk_resource}={disk}"
         log = job.log_stem + (".^array_index^.out" if job.is_array else ".out")
         lines = [f"{pbs} -N {job.name}",
                  f"{pbs} -o {_pbs.check_path('log path', log)}",

@@ -149,11 +149,27 @@ def request_for(resources: Resources, settings: ClusterSettings,
         ResourceError: it cannot be expressed (the adapter's directives say why).
     """
     request = Request(
-        cores=max(1, math.ceil(resources.cpu or 1)), memory=resources.memory,
-        walltime=resources.time, disk=resources.disk, gpus=resources.gpus,
+        cores=max(1, math.ceil(resources.cpu or 1)),
+        memory=scheduler_memory(resources.memory, settings),
+        walltime=resources.time,
+        disk=resources.disk if settings.disk_resource else None, gpus=resources.gpus,
         nodes=resources.nodes or 1, processes=resources.processes or 1,
         queue=resources.queue or settings.queue, account=resources.account or settings.account,
         parallel_environment=settings.parallel_environment,
-        extra=tuple(settings.extra) + tuple(resources.directives or ()))
+        extra=tuple(settings.extra) + tuple(resources.directives or ()),
+        disk_resource=settings.disk_resource, vmem_allowance=settings.vmem_allowance)
     dialect.directives(Submission("check", "check", "check", 1, request, "."))
     return request
+
+
+def scheduler_memory(memory: int | None, settings: ClusterSettings) -> int | None:
+    """The memory asked of a scheduler for a target that asks ``memory``:
+    at least ``memory_floor`` (what a worker needs to start), which
+    ``max_memory`` caps, and never less than the target asked. None (the
+    scheduler's default) stays None."""
+    if memory is None:
+        return None
+    floor = settings.memory_floor
+    if settings.max_memory is not None:
+        floor = min(floor, settings.max_memory)
+    return max(memory, floor)

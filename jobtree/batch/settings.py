@@ -14,10 +14,23 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 from typing import Any, Callable
 
 from ..errors import BadOptionError, ResourceError
 from ..resources import parse_cpu, parse_duration, parse_size
+
+
+#: the least memory asked of a scheduler for one job: a job's runner and the
+#: worker it forks take 48 MB resident (61 MB virtual) before the pipeline's
+#: imports and data (docs/resources.md has the measurements)
+MEMORY_FLOOR = 256 * 1024 ** 2
+#: what Grid Engine's h_vmem adds to the memory asked for: address space a
+#: process maps beyond what it uses (each thread reserves an 8 MiB stack and
+#: a 64 MiB malloc arena)
+VMEM_ALLOWANCE = 512 * 1024 ** 2
+#: a resource name the config may give for disk (letters, digits, _ . -)
+_RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +60,14 @@ class ClusterSettings:
         command_timeout: seconds one scheduler command may take.
         max_cpus: the largest cpu request allowed, if known.
         max_memory: the largest memory request allowed, if known.
+        memory_floor: the least memory asked of the scheduler for one job
+            (what a worker needs to start); a target asking less is given this.
+        vmem_allowance: Grid Engine only: virtual memory added to the memory
+            asked for, since ``h_vmem`` limits virtual memory, and Python maps
+            far more than it uses.
+        disk_resource: the site's resource for node-local disk (``tmp`` on
+            Slurm and LSF, a complex such as ``tmp_free`` on Grid Engine);
+            None sends no disk request.
     """
 
     workdir: str | None = None
@@ -68,6 +89,10 @@ class ClusterSettings:
     command_timeout: float = 60.0
     max_cpus: float | None = None
     max_memory: int | None = None
+    # memory, cores and disk: guarantees, and their floors (docs/resources.md)
+    memory_floor: int = MEMORY_FLOOR
+    vmem_allowance: int = VMEM_ALLOWANCE
+    disk_resource: str | None = None
 
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
@@ -111,6 +136,13 @@ def _text(text: str) -> str | None:
     return text.strip() or None
 
 
+def _resource(text: str) -> str | None:
+    name = text.strip()
+    if name and not _RESOURCE_NAME.match(name):
+        raise ValueError("is not a resource name (letters, digits, _ . -)")
+    return name or None
+
+
 #: every key of the file: the ClusterSettings field it sets, and its parser
 KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "queue": ("queue", _text), "partition": ("queue", _text),
@@ -125,6 +157,9 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "command_timeout": ("command_timeout", _seconds),
     "max_cpus": ("max_cpus", lambda t: parse_cpu(t, "max_cpus")),
     "max_memory": ("max_memory", lambda t: parse_size(t, "max_memory")),
+    "memory_floor": ("memory_floor", lambda t: parse_size(t, "memory_floor")),
+    "vmem_allowance": ("vmem_allowance", lambda t: parse_size(t, "vmem_allowance")),
+    "disk_resource": ("disk_resource", _resource),
 }
 
 

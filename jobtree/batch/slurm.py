@@ -5,9 +5,10 @@ jobtree request         ``#SBATCH`` directive
 =====================  ===========================================
 cores (per process)     ``--cpus-per-task=C``
 nodes × processes       ``--nodes=N --ntasks-per-node=P`` (else ``--ntasks=1``)
-memory (per node)       ``--mem=<MiB>M``
+memory (per node)       ``--mem=<MiB>M``, at least ``memory_floor``
 walltime                ``--time=HH:MM:SS``
-disk                    ``--tmp=<MiB>M``
+disk                    only with ``disk_resource``: ``tmp`` gives
+                        ``--tmp=<MiB>M``, any other name ``--gres=<name>:<MiB>M``
 gpus (per node)         ``--gres=gpu:G``
 queue                   ``--partition=Q``
 account                 ``--account=A``
@@ -91,8 +92,9 @@ class Slurm(SchedulerDialect):
             lines.append(f"--mem={mebibytes(r.memory)}M")
         if r.walltime is not None:
             lines.append(f"--time={hms(r.walltime)}")
-        if r.disk is not None:
-            lines.append(f"--tmp={mebibytes(r.disk)}M")
+        if r.disk is not None and r.disk_resource:
+            lines.append(f"--tmp={mebibytes(r.disk)}M" if r.disk_resource == "tmp"
+                         else f"--gres={r.disk_resource}:{mebibytes(r.disk)}M")
         if r.gpus:
             lines.append(f"--gres=gpu:{r.gpus}")
         if r.queue:

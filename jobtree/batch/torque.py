@@ -11,10 +11,11 @@ log                 ``#PBS -o <log_stem>.out`` and ``#PBS -j oe``; for an array
 nodes × processes   ``#PBS -l nodes=<nodes>:ppn=<processes × cores>``
 × cores, gpus       ``[:gpus=<gpus>]`` (gpus per node)
 memory              ``#PBS -l mem=<memory × nodes in MiB>mb`` (``mem`` is the
-                    whole job's; the request's is per node)
+                    whole job's; the request's is per node, at least
+                    ``memory_floor``)
 walltime            ``#PBS -l walltime=HH:MM:SS``
-disk                ``#PBS -l file=<MiB>mb`` (Torque's ``file`` caps the size of
-                    any one file the job writes: the nearest standard resource)
+disk                only with ``disk_resource``: ``#PBS -l <resource>=<MiB>mb``
+                    (never ``file``, which caps the size of any one file)
 queue, account      ``#PBS -q <queue>``, ``#PBS -A <account>``
 workdir             ``#PBS -d <workdir>`` (the folder the job starts in)
 array               ``#PBS -t 1-<tasks>``; the task's index is
@@ -70,6 +71,9 @@ class Torque(_pbs.PBSDialect):
                  f"{pbs} -l {nodes}"]
         if request.memory is not None:
             lines.append(f"{pbs} -l mem={mebibytes(request.memory) * request.nodes}mb")
+        disk = _pbs.disk_size(request)
+        if disk is not None:
+            lines.append(f"{pbs} -l {request.disk_resource}={disk}")
         lines.extend(self.common_directives(request))
         lines.append(f"{pbs} -d {_pbs.check_path('working folder', job.workdir)}")
         if job.is_array:
