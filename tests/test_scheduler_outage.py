@@ -31,10 +31,21 @@ def _slurm_cpus() -> str:
     return out[0] if out else "2"
 
 
+def _slurm_options() -> dict[str, str]:
+    """The options Slurm was started with, for starting it again the same way
+    (the tests after this one rely on its memory being enforced as in CI)."""
+    try:
+        config = Path("/etc/slurm/slurm.conf").read_text()
+    except OSError:
+        config = ""
+    return {"SLURM_CPUS": _slurm_cpus(),
+            "SLURM_ENFORCE_MEMORY": "1" if "OverMemoryKill" in config else "0"}
+
+
 def test_tree_survives_the_slurm_controller_being_down(tmp_path: Path) -> None:
     require_scheduler("slurm")
     assert (CLUSTER / "stop-slurm.sh").exists(), f"no cluster scripts in {CLUSTER}"
-    cpus = _slurm_cpus()
+    started_with = _slurm_options()
     out, log = tmp_path / "out", tmp_path / "master.log"
     waves, width = 4, 4
     master = subprocess.Popen(
@@ -61,14 +72,14 @@ def test_tree_survives_the_slurm_controller_being_down(tmp_path: Path) -> None:
         time.sleep(OUTAGE)
         assert master.poll() is None, f"the master gave up while Slurm was down:\n{log.read_text()}"
         subprocess.run(["bash", str(CLUSTER / "start-slurm.sh")], check=True, timeout=180,
-                       env=dict(os.environ, SLURM_CPUS=cpus), capture_output=True)
+                       env=dict(os.environ, **started_with), capture_output=True)
         assert time.monotonic() - down_at >= OUTAGE
         assert master.wait(timeout=600) == 0, log.read_text()
     finally:
         if master.poll() is None:
             master.kill()
         subprocess.run(["bash", str(CLUSTER / "start-slurm.sh")], timeout=180,
-                       env=dict(os.environ, SLURM_CPUS=cpus), capture_output=True)
+                       env=dict(os.environ, **started_with), capture_output=True)
     text = log.read_text()
     assert "cannot reach slurm" in text, text
     assert "answers again" in text, text
