@@ -266,7 +266,8 @@ class Resources:
 
     def with_defaults(self, defaults: Resources) -> Resources:
         """Returns these resources with unset values taken from ``defaults``."""
-        mine = self.__dict__
+        # getattr: a target pickled before a field existed lacks it in __dict__
+        mine = {name: getattr(self, name) for name in _FIELDS}
         return Resources(**{name: mine[name] if mine[name] not in (None, ())
                             else getattr(defaults, name) for name in _FIELDS})
 

@@ -288,3 +288,15 @@ def test_max_job_duration_stops_a_target_the_same_everywhere(tmp_path: Path,
     assert not (tmp_path / "out" / "long").exists()
     report = done.stderr[done.stderr.index("1 target failed"):]
     assert "(timeout): it ran over --maxJobDuration (6.0s)" in report, report
+
+
+def test_a_target_pickled_before_time_limit_existed_still_runs() -> None:
+    """Its pickled Resources have no ``time_limit``: it reads as None."""
+    import pickle
+
+    old = Resources(cpu=2)
+    del old.__dict__["time_limit"]  # as a pickle from before the field
+    revived = pickle.loads(pickle.dumps(old))
+    assert revived.time_limit is None
+    assert revived.with_defaults(Resources(memory=5)) == Resources(cpu=2, memory=5)
+    assert revived.cluster_only() == {}

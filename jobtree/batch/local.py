@@ -176,7 +176,7 @@ class SingleMachine(BatchSystem):
         self._server: _ForkServer | None = None
         self._generation = 0
         self._synthetic: collections.deque[Update] = collections.deque()
-        self._limited: dict[BatchJobId, float] = {}  # the jobs with a timeLimit: it
+        self._limited: dict[BatchJobId, float] = {}  # issued jobs with a timeLimit: seconds
         self._counter = 0
         self._closing = False
 
