@@ -30,16 +30,13 @@ class ExitReason(enum.Enum):
     MEMLIMIT = "out of memory"
     """The job ran out of memory or over its memory limit."""
     TIMEOUT = "timeout"
-<<<<<<< HEAD
-    """The job ran over its wall time (or --maxJobDuration)."""
+    """The job ran over its timeLimit, --maxJobDuration, or the wall time its
+    scheduler job asked for."""
     PREEMPTED = "preempted"
     """The scheduler stopped the job to make room for another (preemption), or
     requeued it: the job itself did nothing wrong."""
     NODE_FAILURE = "node failure"
     """The node the job ran on failed (or failed to boot) under it."""
-=======
-    """The job ran over its timeLimit, --maxJobDuration, or the wall time its
-    scheduler job asked for."""
 
 
 def over_time_limit(limit: float | None) -> str:
@@ -47,7 +44,6 @@ def over_time_limit(limit: float | None) -> str:
     shown = format_duration(limit) if limit is not None else "?"
     return (f"it ran over its time limit (timeLimit={shown}) and was stopped; raise "
             f"timeLimit, or leave it out to let the target run on")
->>>>>>> i13-time
 
 
 @dataclasses.dataclass(frozen=True)

@@ -194,15 +194,10 @@ def request_for(resources: Resources, settings: ClusterSettings,
         ResourceError: it cannot be expressed (the adapter's directives say why).
     """
     request = Request(
-<<<<<<< HEAD
         cores=max(1, math.ceil(resources.cpu or 1)),
         memory=scheduler_memory(resources.memory, settings),
-        walltime=resources.time,
+        walltime=walltime_request(resources, settings),
         disk=resources.disk if settings.disk_resource else None, gpus=resources.gpus,
-=======
-        cores=max(1, math.ceil(resources.cpu or 1)), memory=resources.memory,
-        walltime=walltime_request(resources, settings), disk=resources.disk, gpus=resources.gpus,
->>>>>>> i13-time
         nodes=resources.nodes or 1, processes=resources.processes or 1,
         queue=resources.queue or settings.queue, account=resources.account or settings.account,
         parallel_environment=settings.parallel_environment,

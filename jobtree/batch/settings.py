@@ -60,7 +60,6 @@ class ClusterSettings:
         command_timeout: seconds one scheduler command may take.
         max_cpus: the largest cpu request allowed, if known.
         max_memory: the largest memory request allowed, if known.
-<<<<<<< HEAD
         memory_floor: the least memory asked of the scheduler for one job
             (what a worker needs to start); a target asking less is given this.
         vmem_allowance: Grid Engine only: virtual memory added to the memory
@@ -69,14 +68,12 @@ class ClusterSettings:
         disk_resource: the site's resource for node-local disk (``tmp`` on
             Slurm and LSF, a complex such as ``tmp_free`` on Grid Engine);
             None sends no disk request.
-=======
         walltime_floor: the least wall time asked for a target with a ``time``
             estimate (see :func:`jobtree.batch.plan.walltime_request`).
         walltime_factor: the estimate is multiplied by this for the request.
         walltime_max: the longest wall time the queue allows, if known: no
             request goes over it, and a longer ``timeLimit`` fails at once.
         max_job_duration: ``--maxJobDuration``: no request need go far past it.
->>>>>>> i13-time
     """
 
     workdir: str | None = None
@@ -98,18 +95,15 @@ class ClusterSettings:
     command_timeout: float = 60.0
     max_cpus: float | None = None
     max_memory: int | None = None
-<<<<<<< HEAD
     # memory, cores and disk: guarantees, and their floors (docs/resources.md)
     memory_floor: int = MEMORY_FLOOR
     vmem_allowance: int = VMEM_ALLOWANCE
     disk_resource: str | None = None
-=======
     # time: the wall time asked for an estimate (docs/resources.md)
     walltime_floor: float = 3600.0
     walltime_factor: float = 3.0
     walltime_max: float | None = None
     max_job_duration: float | None = None
->>>>>>> i13-time
 
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
@@ -189,15 +183,12 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "command_timeout": ("command_timeout", _seconds),
     "max_cpus": ("max_cpus", lambda t: parse_cpu(t, "max_cpus")),
     "max_memory": ("max_memory", lambda t: parse_size(t, "max_memory")),
-<<<<<<< HEAD
     "memory_floor": ("memory_floor", lambda t: parse_size(t, "memory_floor")),
     "vmem_allowance": ("vmem_allowance", lambda t: parse_size(t, "vmem_allowance")),
     "disk_resource": ("disk_resource", _resource),
-=======
     # time: the wall time asked for an estimate
     "walltime_floor": ("walltime_floor", _seconds),
     "walltime_factor": ("walltime_factor", _factor), "walltime_max": ("walltime_max", _positive_seconds),
->>>>>>> i13-time
 }
 
 

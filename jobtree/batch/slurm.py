@@ -5,16 +5,10 @@ jobtree request         ``#SBATCH`` directive
 =====================  ===========================================
 cores (per process)     ``--cpus-per-task=C``
 nodes × processes       ``--nodes=N --ntasks-per-node=P`` (else ``--ntasks=1``)
-<<<<<<< HEAD
 memory (per node)       ``--mem=<MiB>M``, at least ``memory_floor``
-walltime                ``--time=HH:MM:SS``
+walltime                ``--time=HH:MM:00`` (whole minutes, rounded up)
 disk                    only with ``disk_resource``: ``tmp`` gives
                         ``--tmp=<MiB>M``, any other name ``--gres=<name>:<MiB>M``
-=======
-memory (per node)       ``--mem=<MiB>M``
-walltime                ``--time=HH:MM:00`` (whole minutes, rounded up)
-disk                    ``--tmp=<MiB>M``
->>>>>>> i13-time
 gpus (per node)         ``--gres=gpu:G``
 queue                   ``--partition=Q``
 account                 ``--account=A``
@@ -98,16 +92,10 @@ class Slurm(SchedulerDialect):
         if r.memory is not None:
             lines.append(f"--mem={mebibytes(r.memory)}M")
         if r.walltime is not None:
-<<<<<<< HEAD
-            lines.append(f"--time={hms(r.walltime)}")
+            lines.append(f"--time={hms(whole_minutes(r.walltime) * 60)}")
         if r.disk is not None and r.disk_resource:
             lines.append(f"--tmp={mebibytes(r.disk)}M" if r.disk_resource == "tmp"
                          else f"--gres={r.disk_resource}:{mebibytes(r.disk)}M")
-=======
-            lines.append(f"--time={hms(whole_minutes(r.walltime) * 60)}")
-        if r.disk is not None:
-            lines.append(f"--tmp={mebibytes(r.disk)}M")
->>>>>>> i13-time
         if r.gpus:
             lines.append(f"--gres=gpu:{r.gpus}")
         if r.queue:
