@@ -414,7 +414,7 @@ class Master:
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
                         result: dict[str, Any] | None, timed_out: bool) -> None:
-        reason, message = failure_of(update, result, timed_out)
+        reason, message = failure_of(update, result, timed_out, self.config.maxJobDuration)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
         permanent = self.store.record_failure(

@@ -138,14 +138,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("defaultDisk", _SIZE, None,
            "Local scratch of targets that do not say (default: no request).", metavar="SIZE"),
     Option("defaultTime", _DURATION, None,
-           "Wall time of targets that do not say, e.g. 4:00:00 (default: no limit asked).",
+           "Estimated wall time of targets that do not say, e.g. 4:00:00; an estimate "
+           "never stops a target (default: none, and no wall time is asked of a cluster).",
            metavar="TIME"),
     Option("retryCount", _int_at_least(0), 2,
            "Times a failed target is tried again before it counts as failed "
            "(default: 2, so 3 tries).", metavar="N"),
     Option("maxJobDuration", _DURATION, None,
-           "Kill (and retry) a target running longer than this, e.g. 12:00:00 "
-           "(default: never).", metavar="TIME"),
+           "Kill (and retry) a target running longer than this, e.g. 12:00:00, on every "
+           "batch system (default: never).", metavar="TIME"),
     Option("rescueJobsFrequency", _DURATION, 300.0,
            "Seconds between checks for targets the batch system lost (default: 300).",
            metavar="TIME"),

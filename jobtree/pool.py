@@ -170,29 +170,32 @@ class Pool:
     # ------------------------------------------------------- the calls
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: int | None = None, *, memory: SizeLike = None, cpu: SizeLike = None,
-            time: SizeLike = None, disk: SizeLike = None) -> list[Any]:
+            time: SizeLike = None, disk: SizeLike = None,
+            timeLimit: SizeLike = None) -> list[Any]:
         """``[func(x) for x in iterable]``, computed in parallel, in input order.
 
         Args:
             chunksize: inputs per target (default: about four targets per slot).
             memory, cpu, disk: what each target asks for.
-            time: expected wall time of one input; a target asks for it
-                times its number of inputs.
+            time: expected wall time of one input (an estimate); a target asks
+                for it times its number of inputs.
+            timeLimit: a hard wall-time limit of one input, scaled the same way:
+                a target that runs past it is stopped (see docs/resources.md).
 
         Raises:
             PoolError: an input failed on every try; the call's tree is kept.
         """
         call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk))
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
         return list(self._wait(call))
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
                 chunksize: int | None = None, *, memory: SizeLike = None,
                 cpu: SizeLike = None, time: SizeLike = None,
-                disk: SizeLike = None) -> list[Any]:
+                disk: SizeLike = None, timeLimit: SizeLike = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, like :meth:`map`."""
         call = self._submit("starmap", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk))
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
         return list(self._wait(call))
 
     def apply(self, func: Callable[..., Any], args: Sequence[Any] = (),
@@ -205,10 +208,11 @@ class Pool:
                   callback: Callable[[Any], Any] | None = None,
                   error_callback: Callable[[BaseException], Any] | None = None, *,
                   memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                  disk: SizeLike = None) -> AsyncResult:
+                  disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
         """:meth:`map` without waiting: ``get()`` the list from the result."""
         call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
+            callback, error_callback)
         return AsyncResult(call, self)
 
     def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
@@ -216,10 +220,11 @@ class Pool:
                       callback: Callable[[Any], Any] | None = None,
                       error_callback: Callable[[BaseException], Any] | None = None, *,
                       memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                      disk: SizeLike = None) -> AsyncResult:
+                      disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
         """:meth:`starmap` without waiting."""
         call = self._submit("starmap", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
+            callback, error_callback)
         return AsyncResult(call, self)
 
     def apply_async(self, func: Callable[..., Any], args: Sequence[Any] = (),
@@ -227,31 +232,32 @@ class Pool:
                     callback: Callable[[Any], Any] | None = None,
                     error_callback: Callable[[BaseException], Any] | None = None, *,
                     memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                    disk: SizeLike = None) -> AsyncResult:
+                    disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
         """``func(*args, **kwds)`` as one target, without waiting."""
         call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk), callback, error_callback)
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
+            callback, error_callback)
         call.single = True
         return AsyncResult(call, self)
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: int | None = None, *, memory: SizeLike = None,
              cpu: SizeLike = None, time: SizeLike = None,
-             disk: SizeLike = None) -> Iterator[Any]:
+             disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
         """Like :meth:`map`, but yields each result, in input order, as soon as
         it and those before it are done. Unlike multiprocessing, the default
         chunksize is that of :meth:`map`."""
         call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk))
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
         return stream(call, ordered=True)
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int | None = None, *, memory: SizeLike = None,
                        cpu: SizeLike = None, time: SizeLike = None,
-                       disk: SizeLike = None) -> Iterator[Any]:
+                       disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
         """Like :meth:`imap`, but yields results in the order they finish."""
         call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk))
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
         return stream(call, ordered=False)
 
     # ---------------------------------------------------- the lifecycle

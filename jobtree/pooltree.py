@@ -217,16 +217,16 @@ def write_function(path: str, data: bytes) -> None:
 def make_chunks(function_file: str, name: str, mode: str, items: list[Any], size: int,
                 resources: dict[str, Any]) -> list[Chunk]:
     """The chunk targets of a call: ``size`` consecutive inputs each, asking
-    for ``resources`` (whose ``time`` is per input)."""
+    for ``resources`` (whose ``time`` and ``timeLimit`` are per input)."""
     resources = dict(resources)
-    per_input = resources.pop("time", None)
+    per_input = {key: resources.pop(key) for key in ("time", "timeLimit") if key in resources}
     chunks = []
     for number, first in enumerate(range(0, len(items), size)):
         part = items[first:first + size]
         wanted = dict(resources)
-        if per_input is not None:
-            seconds = parse_duration(per_input, "time")
-            wanted["time"] = None if seconds is None else seconds * len(part)
+        for key, value in per_input.items():
+            seconds = parse_duration(value, key)
+            wanted[key] = None if seconds is None else seconds * len(part)
         chunks.append(Chunk(function_file, name, mode, number, first, part, **wanted))
     return chunks
 

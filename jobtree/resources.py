@@ -1,4 +1,5 @@
-"""Resource requests (cpu, memory, time, disk) and the parsing of their values."""
+"""Resource requests (cpu, memory, time, disk, the hard time limit) and the
+parsing of their values."""
 
 from __future__ import annotations
 
@@ -204,7 +205,8 @@ class Resources:
     Attributes:
         cpu: cores (of each process, for an MPI target).
         memory: bytes (of each node, for a multi-node target).
-        time: expected wall time in seconds (the walltime asked of a scheduler).
+        time: expected wall time in seconds: an estimate, which guides packing,
+            chaining and the wall time asked of a scheduler, and never stops a target.
         disk: bytes of local scratch.
         gpus: GPUs (of each node).
         nodes: nodes, for an MPI target (cluster batch systems only).
@@ -213,6 +215,8 @@ class Resources:
         account: the account or project to charge (default: the cluster config's).
         directives: scheduler directives added verbatim to this target's job,
             without the prefix (e.g. ``["--constraint=avx2"]`` on Slurm).
+        time_limit: a hard wall-time limit in seconds (the target's ``timeLimit``):
+            a run over it is stopped and fails, on every batch system.
     """
 
     cpu: float | None = None
@@ -225,12 +229,14 @@ class Resources:
     queue: str | None = None
     account: str | None = None
     directives: tuple[str, ...] = ()
+    time_limit: float | None = None
 
     @classmethod
     def parse(cls, time: SizeLike = None, memory: SizeLike = None,
               cpu: SizeLike = None, disk: SizeLike = None, gpus: object = None,
               nodes: object = None, processes: object = None, queue: object = None,
-              account: object = None, directives: object = None) -> Resources:
+              account: object = None, directives: object = None,
+              time_limit: SizeLike = None) -> Resources:
         """Builds Resources from user values, checking each.
 
         Raises:
@@ -239,11 +245,15 @@ class Resources:
         nodes_n, processes_n = _count(nodes, "nodes"), _count(processes, "processes")
         if nodes_n == 0 or processes_n == 0:
             raise ResourceError("nodes and processes must be at least 1.")
+        limit = parse_duration(time_limit, "timeLimit")
+        if limit == 0:
+            raise ResourceError("timeLimit must be more than 0 seconds; leave it out (None) "
+                                "for no limit.")
         return cls(cpu=parse_cpu(cpu), memory=parse_size(memory, "memory"),
                    time=parse_duration(time), disk=parse_size(disk, "disk"),
                    gpus=_count(gpus, "gpus") or None, nodes=nodes_n, processes=processes_n,
                    queue=_name(queue, "queue"), account=_name(account, "account"),
-                   directives=_directives(directives))
+                   directives=_directives(directives), time_limit=limit)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Resources:
@@ -256,7 +266,8 @@ class Resources:
 
     def with_defaults(self, defaults: Resources) -> Resources:
         """Returns these resources with unset values taken from ``defaults``."""
-        mine = self.__dict__
+        # getattr: a target pickled before a field existed lacks it in __dict__
+        mine = {name: getattr(self, name) for name in _FIELDS}
         return Resources(**{name: mine[name] if mine[name] not in (None, ())
                             else getattr(defaults, name) for name in _FIELDS})
 
@@ -268,7 +279,8 @@ class Resources:
 
     def cluster_only(self) -> dict[str, Any]:
         """The values beyond cpu, memory, time and disk that are set (stored as
-        the job's ``extra`` resources), or an empty dict."""
+        the job's ``extra`` resources: the cluster-only ones, and ``time_limit``),
+        or an empty dict."""
         return {k: v for k, v in self.to_dict().items()
                 if k not in ("cpu", "memory", "time", "disk") and v not in (None, [], ())}
 
@@ -281,6 +293,8 @@ class Resources:
             parts.append(format_bytes(self.memory))
         if self.time is not None:
             parts.append(format_duration(self.time))
+        if self.time_limit is not None:
+            parts.append(f"timeLimit {format_duration(self.time_limit)}")
         if self.disk is not None:
             parts.append(f"{format_bytes(self.disk)} disk")
         if self.gpus:

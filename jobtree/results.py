@@ -9,7 +9,7 @@ from typing import Any
 
 from .batch import ExitReason, Update
 from .jobstore import NewJob, Step
-from .resources import Resources
+from .resources import Resources, format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def value_files(folder: str, result: dict[str, Any] | None) -> list[str]:
 
 
 def failure_of(update: Update | None, result: dict[str, Any] | None,
-               timed_out: bool) -> tuple[ExitReason, str | None]:
+               timed_out: bool, max_duration: float | None = None
+               ) -> tuple[ExitReason, str | None]:
     """Why an attempt that did not succeed failed, and what to tell the user.
 
     Args:
@@ -69,15 +70,18 @@ def failure_of(update: Update | None, result: dict[str, Any] | None,
             or its result was found at a restart).
         result: its result file, if it left one.
         timed_out: the master killed it for --maxJobDuration.
+        max_duration: --maxJobDuration, for the message.
     """
+    if timed_out:
+        shown = format_duration(max_duration) if max_duration is not None else "?"
+        return ExitReason.TIMEOUT, (f"it ran over --maxJobDuration ({shown}) and was "
+                                    f"stopped; raise --maxJobDuration to let it run on")
     if update is not None:
         reason = update.reason
     else:
         reason = ExitReason.FAILED if result is not None else ExitReason.LOST
     if reason is ExitReason.FINISHED:
         reason = ExitReason.LOST  # it exited 0, but its result never came
-    if timed_out:
-        reason = ExitReason.TIMEOUT
     message = result.get("error") if result else None
     if message is None and update is not None:
         message = update.message

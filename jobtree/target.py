@@ -40,7 +40,9 @@ class Target:
     way that is safe to repeat.
 
     Args:
-        time: expected wall time: seconds, ``"HH:MM:SS"`` or ``"90m"``.
+        time: expected wall time: seconds, ``"HH:MM:SS"`` or ``"90m"``. An
+            estimate: it guides packing, chaining and the wall time asked of a
+            scheduler (with a margin), and never stops the target.
         memory: bytes or a size such as ``"2G"``.
         cpu: cores.
         disk: bytes of local scratch, or a size such as ``"10G"``.
@@ -52,6 +54,9 @@ class Target:
         account: the account or project to charge (default: the cluster config's).
         directives: scheduler directives for this target's job, verbatim and
             without the prefix (``["--constraint=avx2"]`` on Slurm).
+        timeLimit: a hard wall-time limit, a duration like ``time``: a run
+            longer than this is stopped and fails ("over its time limit"), on
+            every batch system; a cluster job asks for it instead of ``time``.
         Unset values take the tree's defaults (``--defaultMemory``, ...).
     """
 
@@ -59,10 +64,12 @@ class Target:
                  cpu: SizeLike = None, disk: SizeLike = None, *, gpus: int | None = None,
                  nodes: int | None = None, processes: int | None = None,
                  queue: str | None = None, account: str | None = None,
-                 directives: Sequence[str] | str | None = None) -> None:
+                 directives: Sequence[str] | str | None = None,
+                 timeLimit: SizeLike = None) -> None:
         self._jt_resources = Resources.parse(
             time=time, memory=memory, cpu=cpu, disk=disk, gpus=gpus, nodes=nodes,
-            processes=processes, queue=queue, account=account, directives=directives)
+            processes=processes, queue=queue, account=account, directives=directives,
+            time_limit=timeLimit)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
         self._jt_runtime: Runtime | None = None
@@ -102,10 +109,10 @@ class Target:
             fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     def addChildCommand(self, childCommand: str, time: SizeLike = None,
-                        runTime: SizeLike = None) -> Target:
+                        runTime: SizeLike = None, *, timeLimit: SizeLike = None) -> Target:
         """Adds a child that runs a shell command; a non-zero exit fails it."""
         return self.addChildTarget(CommandTarget(
-            childCommand, time=time if time is not None else runTime))
+            childCommand, time=time if time is not None else runTime, timeLimit=timeLimit))
 
     def setFollowOnTarget(self, followOnTarget: Target) -> Target:
         """Sets the follow-on: it runs after every child of this target and all
@@ -203,6 +210,10 @@ class Target:
         return self._effective().time
 
     getTime = getRunTime
+
+    def getTimeLimit(self) -> float | None:
+        """The hard wall-time limit in seconds (None if not given)."""
+        return self._jt_resources.time_limit
 
     def getFollowOn(self) -> Target | None:
         """The follow-on set so far, or None."""

@@ -201,9 +201,12 @@ class Worker:
 
     def _may_chain(self, wanted: Resources, granted: Resources, elapsed: float) -> bool:
         """Whether a follow-on may run in this job: the --jobTime budget is not
-        spent and it fits what this job was given (cores, memory, wall time)."""
+        spent and it fits what this job was given (cores, memory, and the time
+        estimate). Neither of them may have a hard timeLimit: the job's limit
+        is not the follow-on's."""
         wanted = wanted.with_defaults(self.defaults)
         return (elapsed < float(self.config["job_time"])
+                and wanted.time_limit is None and granted.time_limit is None
                 and (wanted.cpu or 1) <= (granted.cpu or 1)
                 and (wanted.memory or 0) <= (granted.memory or 0)
                 and (granted.time is None or elapsed + (wanted.time or 0) <= granted.time))

@@ -179,3 +179,7 @@ def test_chaining_respects_budget_and_what_the_job_was_given(tmp_path: object) -
     assert worker._may_chain(Resources(time=90), granted, elapsed=5)
     assert not worker._may_chain(Resources(time=90), granted, elapsed=20)  # past the wall time
     assert worker._may_chain(Resources(time=10 ** 6), Resources(cpu=1, memory=1024), 0)
+    # a hard timeLimit is the job's own: no chaining into or out of it
+    assert not worker._may_chain(Resources(time_limit=60), granted, elapsed=0)
+    limited = Resources(cpu=2, memory=4096, time=100, time_limit=100)
+    assert not worker._may_chain(Resources(), limited, elapsed=0)

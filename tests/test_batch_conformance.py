@@ -167,19 +167,22 @@ class Jobs:
         return str(self.root / name)
 
     def command(self, argv: Sequence[str], cpu: float = 1, name: str = "conformance",
-                memory: int | None = None, time: float | None = None) -> JobSpec:
+                memory: int | None = None, time: float | None = None,
+                time_limit: float | None = None) -> JobSpec:
         """A plain command."""
         job_id = next(self._ids)
         log = self.root / "logs" / f"{job_id}.log"
         log.parent.mkdir(exist_ok=True)
         return JobSpec(job_id=job_id, attempt=1, argv=list(argv),
-                       resources=Resources(cpu=cpu, memory=memory, time=time),
+                       resources=Resources(cpu=cpu, memory=memory, time=time,
+                                           time_limit=time_limit),
                        name=f"{name}{job_id}", log_path=str(log))
 
     def script(self, *args: str, cpu: float = 1, memory: int | None = None,
-               time: float | None = None) -> JobSpec:
+               time: float | None = None, time_limit: float | None = None) -> JobSpec:
         """``python tests/batchjobs/job.py ARGS``."""
-        return self.command([sys.executable, JOB, *args], cpu=cpu, memory=memory, time=time)
+        return self.command([sys.executable, JOB, *args], cpu=cpu, memory=memory, time=time,
+                            time_limit=time_limit)
 
     def worker(self, fn: Callable[..., Any], *args: Any, cpu: float = 1,
                attempt: int = 1, memory: int | None = None) -> JobSpec:
@@ -736,19 +739,27 @@ def test_a_job_whose_node_dies_is_reported(batch: BatchSystem, jobs: Jobs,
     assert_quiet(batch)
 
 
-def test_a_job_over_its_wall_time(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
-    """On a cluster the time asked for is a limit: the job is stopped and the
-    reason is TIMEOUT. On this machine it is an estimate (--maxJobDuration is
-    the limit there): the job runs on to its end."""
+def test_time_is_an_estimate_and_never_stops_a_job(batch: BatchSystem, jobs: Jobs,
+                                                    case: BatchCase) -> None:
+    """A job that says time=1 and runs 4 s finishes on every batch system:
+    ``time`` is an estimate (the wall time asked of a scheduler has a margin)."""
     record = jobs.path("slow.json")
-    spec = jobs.script("stamp", record, "6", time=2)
+    spec = jobs.script("stamp", record, "4", time=1)
+    update = only(collect(batch, [batch.issue(spec)], 4 + QUICK + case.latency))
+    assert update.reason is ExitReason.FINISHED, (update, log_of(spec))
+    assert os.path.exists(record)
+
+
+def test_a_job_over_its_time_limit(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
+    """A timeLimit is a hard limit on every batch system: the job is stopped,
+    the reason is TIMEOUT and the message names the limit."""
+    record = jobs.path("slow.json")
+    spec = jobs.script("stamp", record, "6", time=60, time_limit=2)
     update = only(collect(batch, [batch.issue(spec)], 6 + QUICK + case.latency))
-    if batch.local:
-        assert update.reason is ExitReason.FINISHED, (update, log_of(spec))
-        return
     assert update.reason is ExitReason.TIMEOUT, (update, log_of(spec))
+    assert "over its time limit (timeLimit=2.0s)" in (update.message or ""), update
     assert update.wall is not None and update.wall < 6, update
-    assert not os.path.exists(record), "the job was not stopped at its wall time"
+    assert not os.path.exists(record), "the job was not stopped at its time limit"
     assert_quiet(batch)
 
 

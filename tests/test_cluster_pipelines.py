@@ -1,5 +1,5 @@
 """Whole pipelines on real Slurm: what a user sees when a target runs over its
-wall time or asks for what the scheduler refuses, and jobTreeStatus showing
+time limit or asks for what the scheduler refuses, and jobTreeStatus showing
 running targets by their scheduler job id."""
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ def _run(tmp_path: Path, kind: str, retries: int = 0) -> subprocess.CompletedPro
         capture_output=True, text=True, timeout=300)
 
 
-def test_a_target_over_its_wall_time_is_reported_as_such(tmp_path: Path) -> None:
+def test_a_target_over_its_time_limit_is_reported_as_such(tmp_path: Path) -> None:
     require_scheduler("slurm")
     done = _run(tmp_path, "overtime")
     assert done.returncode == 1, done.stderr
     assert (tmp_path / "out" / "slow-started").exists()
     report = done.stderr[done.stderr.index("1 target failed"):]
-    assert "slow" in report and "timeout" in report and "wall time" in report, report
+    assert "slow" in report and "timeout" in report, report
+    assert "over its time limit (timeLimit=3.0s)" in report, report
     assert "on slurm job" in report, report
     assert "jobTreeRun --jobTree" in report
 

@@ -1,6 +1,6 @@
 """The job side of cluster batch systems (jobtree.batch.runner), run here
-without a scheduler: claiming entries, exit files, kill requests, wall time,
-and the cleaning of stale local temp dirs."""
+without a scheduler: claiming entries, exit files, kill requests, the hard
+time limit, and the cleaning of stale local temp dirs."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def _manifest(tmp_path: Path, entries: list[dict[str, Any]], **extra: Any) -> Pa
     return path
 
 
-def _entry(tmp_path: Path, key: str, script: str, walltime: float | None = None
+def _entry(tmp_path: Path, key: str, script: str, time_limit: float | None = None
            ) -> dict[str, Any]:
     return {"key": key, "argv": ["/bin/sh", "-c", script], "log": str(tmp_path / f"{key}.log"),
-            "walltime": walltime, "worker": False}
+            "time_limit": time_limit, "worker": False}
 
 
 def _run_tasks(manifest: Path, tasks: int) -> None:
@@ -66,7 +66,7 @@ def test_an_entry_claimed_by_a_kill_does_not_run(tmp_path: Path) -> None:
     assert not (tmp_path / "exit" / "1.1.exit").exists()
 
 
-def test_kill_requests_and_wall_time_stop_an_entry(tmp_path: Path) -> None:
+def test_kill_requests_and_the_time_limit_stop_an_entry(tmp_path: Path) -> None:
     entries = [_entry(tmp_path, "1.1", "sleep 30"), _entry(tmp_path, "2.1", "sleep 30", 1.0)]
     manifest = _manifest(tmp_path, entries, pack=False)
     (tmp_path / "exit" / "1.1.kill").write_text("kill")
@@ -75,12 +75,23 @@ def test_kill_requests_and_wall_time_stop_an_entry(tmp_path: Path) -> None:
     assert time.monotonic() - began < 15
     assert _exit(tmp_path, "1.1")["reason"] == "killed"
     timed_out = _exit(tmp_path, "2.1")
-    assert timed_out["reason"] == "timeout" and timed_out["code"] != 0
+    assert timed_out["reason"] == "time_limit" and timed_out["code"] != 0
+    assert timed_out["limit"] == 1.0
+
+
+def test_an_old_manifest_walltime_is_an_estimate_and_stops_nothing(tmp_path: Path) -> None:
+    """A manifest written before timeLimit existed gave the estimate as
+    ``walltime``: the runner no longer stops an entry at it."""
+    entry = {**_entry(tmp_path, "1.1", "sleep 2; exit 3"), "walltime": 0.5}
+    del entry["time_limit"]
+    _run_tasks(_manifest(tmp_path, [entry], pack=False), tasks=1)
+    record = _exit(tmp_path, "1.1")
+    assert record["code"] == 3 and record["reason"] is None, record
 
 
 def test_a_command_that_cannot_start_exits_127(tmp_path: Path) -> None:
     entry = {"key": "1.1", "argv": [str(tmp_path / "missing")], "log": str(tmp_path / "l"),
-             "walltime": None, "worker": False}
+             "time_limit": None, "worker": False}
     _run_tasks(_manifest(tmp_path, [entry], pack=False), tasks=1)
     assert _exit(tmp_path, "1.1")["code"] == 127
     assert "cannot start" in (tmp_path / "l").read_text()

@@ -7,11 +7,11 @@ import dataclasses
 import enum
 from typing import Any, NewType, Sequence
 
-from ..resources import Resources
+from ..resources import Resources, format_duration
 from ..workerjob import EXIT_MEMORY, WorkerJob
 
 __all__ = ["EXIT_MEMORY", "BatchJobId", "BatchSystem", "ExitReason", "JobSpec", "Update",
-           "WorkerJob"]
+           "WorkerJob", "over_time_limit"]
 
 BatchJobId = NewType("BatchJobId", str)
 
@@ -30,12 +30,20 @@ class ExitReason(enum.Enum):
     MEMLIMIT = "out of memory"
     """The job ran out of memory or over its memory limit."""
     TIMEOUT = "timeout"
-    """The job ran over its wall time (or --maxJobDuration)."""
+    """The job ran over its timeLimit, --maxJobDuration, or the wall time its
+    scheduler job asked for."""
     PREEMPTED = "preempted"
     """The scheduler stopped the job to make room for another (preemption), or
     requeued it: the job itself did nothing wrong."""
     NODE_FAILURE = "node failure"
     """The node the job ran on failed (or failed to boot) under it."""
+
+
+def over_time_limit(limit: float | None) -> str:
+    """What a failure report says of a job stopped at its ``timeLimit``."""
+    shown = format_duration(limit) if limit is not None else "?"
+    return (f"it ran over its time limit (timeLimit={shown}) and was stopped; raise "
+            f"timeLimit, or leave it out to let the target run on")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,7 +146,7 @@ class ClusterBatchSystem(BatchSystem):
                 self._updates.put(Update(batch_id, None, ExitReason.FAILED, message=str(err),
                                          permanent=True))
             entry = Entry(batch_id, key, list(spec.argv), spec.log_path,
-                          spec.resources.time, request, worker)
+                          spec.resources.time_limit, request, worker)
             self._open[batch_id] = entry
             self._by_key[key] = entry
             if request is None:

@@ -24,7 +24,7 @@ from ..errors import ResourceError
 from ..paths import write_atomic
 from . import wire
 from .adapter import SchedulerDialect
-from .base import EXIT_MEMORY, BatchJobId, ExitReason, Update
+from .base import EXIT_MEMORY, BatchJobId, ExitReason, Update, over_time_limit
 from .native import NativeJob, NativeState, Request, Submission
 from .settings import ClusterSettings
 
@@ -48,13 +48,15 @@ class Entry:
         reported: its update was handed to the master.
         ended_seen: when its task was first seen ended without an exit file.
         barren: submissions of it whose tasks all ended without running anything.
+        time_limit: its hard wall-time limit (``timeLimit``), which its runner
+            enforces; None for none (``time`` is an estimate and never stops it).
     """
 
     batch_id: BatchJobId
     key: str
     argv: list[str]
     log: str
-    walltime: float | None
+    time_limit: float | None
     request: Request | None
     worker: bool
     sub: Submitted | None = None
@@ -68,7 +70,7 @@ class Entry:
     def manifest(self) -> dict[str, Any]:
         """The entry as the runner reads it from the manifest."""
         return {"key": self.key, "argv": self.argv, "log": self.log,
-                "walltime": self.walltime, "worker": self.worker}
+                "time_limit": self.time_limit, "worker": self.worker}
 
 
 @dataclasses.dataclass(eq=False)
@@ -106,7 +108,7 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
         why = ExitReason.FINISHED
     elif reason == "killed" or entry.killed:
         why = ExitReason.KILLED
-    elif reason == "timeout":
+    elif reason in ("timeout", "time_limit"):
         why = ExitReason.TIMEOUT
     elif code is None:
         why = ExitReason.LOST
@@ -115,8 +117,11 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
     else:
         why = ExitReason.FAILED
     message = None
-    if why is ExitReason.TIMEOUT:
-        message = f"it ran over its wall time ({entry.walltime or 'the queue limit'}s)"
+    if why is ExitReason.TIMEOUT and reason == "time_limit":
+        message = over_time_limit(record.get("limit") or entry.time_limit)
+    elif why is ExitReason.TIMEOUT:
+        message = ("the scheduler stopped it at its job's wall time: raise the target's time "
+                   "(an estimate), or walltime_floor/walltime_factor in the cluster config")
     return Update(entry.batch_id, code, why, record.get("wall"), record.get("maxrss"),
                   native_id=native_id, message=message)
 
@@ -292,7 +297,7 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
         entries = []
         for item in data["entries"]:
             entry = Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
-                          item.get("walltime"), None, bool(item.get("worker")))
+                          item.get("time_limit"), None, bool(item.get("worker")))
             record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
             if record and "started" in record:
                 entry.started, entry.task = float(record["started"]), int(record["task"])

@@ -1,5 +1,5 @@
 """singleMachine: runs jobs as processes on this machine within cpu, memory
-and thread limits.
+and thread limits, and stops a job that runs past its ``timeLimit``.
 
 On Linux every job goes to a fork server (see :mod:`.forkserver`), which
 keeps the jobs until they fit, forks a ready-imported worker in about a
@@ -23,7 +23,8 @@ from typing import IO, Any, Sequence
 
 from ..resources import Resources
 from . import wire
-from .base import EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update
+from .base import (EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update,
+                   over_time_limit)
 from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class _Running:
         self.started = started
         self.pid: int | None = None
         self.killed_at: float | None = None
+        self.over_limit = False  # stopped for running past its timeLimit
         self.server: int | None = None  # the generation of the fork server that has it
 
 
@@ -174,6 +176,7 @@ class SingleMachine(BatchSystem):
         self._server: _ForkServer | None = None
         self._generation = 0
         self._synthetic: collections.deque[Update] = collections.deque()
+        self._limited: dict[BatchJobId, float] = {}  # issued jobs with a timeLimit: seconds
         self._counter = 0
         self._closing = False
 
@@ -186,6 +189,8 @@ class SingleMachine(BatchSystem):
     def issue(self, spec: JobSpec) -> BatchJobId:
         self._counter += 1
         batch_id = BatchJobId(f"local-{os.getpid()}-{self._counter}")
+        if spec.resources.time_limit is not None:
+            self._limited[batch_id] = spec.resources.time_limit
         if self._use_server:
             running = _Running(spec, time.time())
             self._running[batch_id] = running
@@ -297,6 +302,25 @@ class SingleMachine(BatchSystem):
         now = time.time()
         return {i: now - r.started for i, r in self._running.items() if r.pid is not None}
 
+    def _stop_over_limit(self) -> None:
+        """Stops the started jobs that have run past their timeLimit."""
+        if not self._limited:
+            return
+        now = time.time()
+        over = []
+        for batch_id, limit in list(self._limited.items()):
+            running = self._running.get(batch_id)
+            if running is None:
+                if batch_id not in self._waiting:
+                    del self._limited[batch_id]
+            elif running.pid is not None and now - running.started > limit:
+                del self._limited[batch_id]
+                if running.killed_at is None:
+                    running.over_limit = True
+                    over.append(batch_id)
+        if over:
+            self.kill(over)
+
     def _note_starts(self) -> None:
         while True:
             try:
@@ -313,6 +337,7 @@ class SingleMachine(BatchSystem):
         while True:
             # kills wait for a grace period: look after them every slice
             self._note_starts()
+            self._stop_over_limit()
             if not self._use_server:
                 self._stopping.escalate()
             if self._synthetic:
@@ -344,8 +369,13 @@ class SingleMachine(BatchSystem):
                 self._stopping.forget(running.pid)
                 signal_group(running.pid, signal.SIGKILL)  # whatever the job left behind
             self._start_what_fits()
+        self._limited.pop(batch_id, None)
+        message = None
         if code == 0:
             reason = ExitReason.FINISHED
+        elif running.over_limit:
+            reason = ExitReason.TIMEOUT
+            message = over_time_limit(running.spec.resources.time_limit)
         elif running.killed_at is not None:
             reason = ExitReason.KILLED
         elif code is None:
@@ -354,7 +384,8 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.MEMLIMIT
         else:
             reason = ExitReason.FAILED
-        return Update(batch_id, code, reason, time.time() - running.started, maxrss)
+        return Update(batch_id, code, reason, time.time() - running.started, maxrss,
+                      message=message)
 
     def close(self) -> None:
         self._closing = True

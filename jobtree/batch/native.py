@@ -160,6 +160,12 @@ def mebibytes(size: int) -> int:
     return max(1, math.ceil(size / 1024 ** 2))
 
 
+def whole_minutes(seconds: float) -> int:
+    """Seconds as whole minutes, rounded up, at least 1 (Slurm and LSF count
+    wall time in minutes, and Slurm takes 0 for no limit at all)."""
+    return max(1, math.ceil(seconds / 60))
+
+
 def hms(seconds: float) -> str:
     """Seconds as ``HH:MM:SS`` (hours may exceed 24), rounded up to whole seconds."""
     whole = max(1, math.ceil(seconds))

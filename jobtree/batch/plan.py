@@ -18,7 +18,8 @@ import itertools
 import math
 from typing import Sequence
 
-from ..resources import Resources
+from ..errors import ResourceError
+from ..resources import Resources, format_duration
 from .adapter import SchedulerDialect
 from .jobfiles import Entry
 from .native import Request, Submission
@@ -30,6 +31,12 @@ GATHER = 0.1
 MAX_ENTRIES = 1000
 #: most targets the master hands over at once per allowed scheduler job when packing
 PER_TASK = 50
+#: seconds a packing task may go on after its last claim, and that a timeLimit
+#: request gets on top of the limit: the job starts, and the runner stops the
+#: target itself (and says why) before the scheduler would
+SPARE = 60.0
+#: the least wall time asked: a minute, which Slurm and LSF count in
+LEAST_WALLTIME = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +142,48 @@ def next_submission(entries: Sequence[Entry], tasks: int, settings: ClusterSetti
 
 def task_walltime(request: Request, pack: bool, settings: ClusterSettings) -> float | None:
     """The wall time a task asks for: a packing task may claim targets for
-    ``pack_time`` more, and gets a minute to spare."""
+    ``pack_time`` more, and gets a minute to spare (never past ``walltime_max``)."""
     if pack and request.walltime:
-        return request.walltime + settings.pack_time + 60
+        walltime = request.walltime + settings.pack_time + SPARE
+        return min(walltime, settings.walltime_max or walltime)
     return request.walltime
+
+
+def walltime_request(resources: Resources, settings: ClusterSettings) -> float | None:
+    """The wall time one target asks of a scheduler (before the packing margin).
+
+    ``time`` is an estimate: the request is ``max(walltime_floor, time ×
+    walltime_factor)``, so a poor estimate does not get the target killed. A
+    ``timeLimit`` is asked as it is, with :data:`SPARE` on top (the runner
+    enforces it). Neither: None, the queue's default. The request goes no
+    further than ``--maxJobDuration`` (with the spare) and than
+    ``walltime_max`` (less the packing margin), is never below a minute, and
+    is rounded up to whole minutes (an estimate's, from an hour on, to
+    quarter hours, so that targets with close estimates share array jobs).
+
+    Raises:
+        ResourceError: the timeLimit is longer than ``walltime_max``.
+    """
+    limit, most = resources.time_limit, settings.walltime_max
+    if limit is not None and most is not None and limit > most:
+        raise ResourceError(
+            f"timeLimit {format_duration(limit)} is longer than the queue allows "
+            f"(walltime_max = {format_duration(most)} in the cluster config). Ask for a "
+            f"shorter timeLimit, or use a queue that allows it (queue=...).")
+    if limit is not None:
+        walltime = limit + SPARE
+    elif resources.time is not None:
+        walltime = max(settings.walltime_floor, resources.time * settings.walltime_factor)
+    else:
+        return None
+    step = 900 if walltime > 3600 and limit is None else 60
+    walltime = math.ceil(walltime / step) * step
+    if settings.max_job_duration is not None:  # the master stops it there
+        walltime = min(walltime, math.ceil((settings.max_job_duration + SPARE) / 60) * 60)
+    if most is not None:  # room for the packing margin, unless a limit needs it
+        margin = settings.pack_time + SPARE if settings.pack_time > 0 else 0.0
+        walltime = min(walltime, max(math.floor((most - margin) / 60) * 60, limit or 0))
+    return max(LEAST_WALLTIME, float(walltime))
 
 
 def request_for(resources: Resources, settings: ClusterSettings,
@@ -151,7 +196,7 @@ def request_for(resources: Resources, settings: ClusterSettings,
     request = Request(
         cores=max(1, math.ceil(resources.cpu or 1)),
         memory=scheduler_memory(resources.memory, settings),
-        walltime=resources.time,
+        walltime=walltime_request(resources, settings),
         disk=resources.disk if settings.disk_resource else None, gpus=resources.gpus,
         nodes=resources.nodes or 1, processes=resources.processes or 1,
         queue=resources.queue or settings.queue, account=resources.account or settings.account,

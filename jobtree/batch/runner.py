@@ -11,8 +11,10 @@ task that starts late simply finds nothing left.
 Each entry runs in a process (group) of its own, with its own log; the
 runner writes its outcome to ``exit/KEY.exit`` (atomically), so the master
 learns how every target ended without asking the scheduler. A kill request
-(``exit/KEY.kill``) stops one entry; SIGTERM (a cancel, or the scheduler's
-wall-time limit) stops the entry running and the task.
+(``exit/KEY.kill``) or the entry's hard limit (``time_limit``, the target's
+``timeLimit``) stops one entry; its ``time`` is only an estimate and never
+does. SIGTERM (a cancel, or the scheduler's wall-time limit) stops the entry
+running and the task.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..workerjob import worker_args
 from .supervise import KILL_GRACE, Stopping
 from .wire import claim, marker
 
-#: seconds between looks at a running entry (kill requests, wall time)
+#: seconds between looks at a running entry (kill requests, its time limit)
 _TICK = 0.1
 #: a local temp dir untouched for this long and not locked is stale
 STALE_AFTER = 60.0
@@ -159,17 +161,20 @@ class Runner:
         return process.pid
 
     def _wait(self, entry: dict[str, Any], pid: int, started: float) -> dict[str, Any]:
-        walltime = entry.get("walltime")
+        limit = entry.get("time_limit")
         kill_file = marker(self.exit_dir, entry["key"], "kill")
         exited = _exit_notifier(pid)
         try:
-            return self._watch(entry, pid, started, walltime, kill_file, exited)
+            outcome = self._watch(entry, pid, started, limit, kill_file, exited)
+            if outcome.get("reason") == "time_limit":
+                outcome["limit"] = limit
+            return outcome
         finally:
             if exited is not None:
                 os.close(exited)
 
     def _watch(self, entry: dict[str, Any], pid: int, started: float,
-               walltime: float | None, kill_file: str, exited: int | None) -> dict[str, Any]:
+               limit: float | None, kill_file: str, exited: int | None) -> dict[str, Any]:
         reason: str | None = None
         stopping = Stopping(KILL_GRACE, clock=time.time)
         while True:
@@ -188,8 +193,8 @@ class Runner:
                     reason = self._stop_reason()
                 elif os.path.exists(kill_file):
                     reason = "killed"
-                elif walltime and time.time() - started > float(walltime):
-                    reason = "timeout"
+                elif limit and time.time() - started > float(limit):
+                    reason = "time_limit"
                 if reason is not None:
                     stopping.term(pid)
             else:

@@ -68,6 +68,12 @@ class ClusterSettings:
         disk_resource: the site's resource for node-local disk (``tmp`` on
             Slurm and LSF, a complex such as ``tmp_free`` on Grid Engine);
             None sends no disk request.
+        walltime_floor: the least wall time asked for a target with a ``time``
+            estimate (see :func:`jobtree.batch.plan.walltime_request`).
+        walltime_factor: the estimate is multiplied by this for the request.
+        walltime_max: the longest wall time the queue allows, if known: no
+            request goes over it, and a longer ``timeLimit`` fails at once.
+        max_job_duration: ``--maxJobDuration``: no request need go far past it.
     """
 
     workdir: str | None = None
@@ -93,6 +99,11 @@ class ClusterSettings:
     memory_floor: int = MEMORY_FLOOR
     vmem_allowance: int = VMEM_ALLOWANCE
     disk_resource: str | None = None
+    # time: the wall time asked for an estimate (docs/resources.md)
+    walltime_floor: float = 3600.0
+    walltime_factor: float = 3.0
+    walltime_max: float | None = None
+    max_job_duration: float | None = None
 
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
@@ -120,6 +131,21 @@ def _seconds(text: str) -> float:
     value = parse_duration(text)
     if value is None:
         raise ValueError("is not a duration")
+    return value
+
+
+def _factor(text: str) -> float:
+    value = float(text)
+    if not 1 <= value < float("inf"):
+        raise ValueError("must be a number of at least 1 (a request is never below the "
+                         "estimate)")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise ValueError("must be more than 0")
     return value
 
 
@@ -160,6 +186,9 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "memory_floor": ("memory_floor", lambda t: parse_size(t, "memory_floor")),
     "vmem_allowance": ("vmem_allowance", lambda t: parse_size(t, "vmem_allowance")),
     "disk_resource": ("disk_resource", _resource),
+    # time: the wall time asked for an estimate
+    "walltime_floor": ("walltime_floor", _seconds),
+    "walltime_factor": ("walltime_factor", _factor), "walltime_max": ("walltime_max", _positive_seconds),
 }
 
 
@@ -226,6 +255,8 @@ def cluster_settings(batch_system: str, options: Any, workdir: str | None,
         value = getattr(options, option, None)
         if value is not None:
             values[field] = value
+    if getattr(options, "maxJobDuration", None) is not None:
+        values["max_job_duration"] = float(options.maxJobDuration)
     if max_cpus is not None:
         values["max_cpus"] = max_cpus
     if max_memory is not None:

@@ -6,7 +6,7 @@ jobtree request         ``#SBATCH`` directive
 cores (per process)     ``--cpus-per-task=C``
 nodes × processes       ``--nodes=N --ntasks-per-node=P`` (else ``--ntasks=1``)
 memory (per node)       ``--mem=<MiB>M``, at least ``memory_floor``
-walltime                ``--time=HH:MM:SS``
+walltime                ``--time=HH:MM:00`` (whole minutes, rounded up)
 disk                    only with ``disk_resource``: ``tmp`` gives
                         ``--tmp=<MiB>M``, any other name ``--gres=<name>:<MiB>M``
 gpus (per node)         ``--gres=gpu:G``
@@ -28,7 +28,8 @@ from typing import Sequence
 
 from ..errors import ResourceError
 from .adapter import SchedulerDialect
-from .native import NativeJob, NativeState, Submission, hms, mebibytes, parse_hms
+from .native import (NativeJob, NativeState, Submission, hms, mebibytes, parse_hms,
+                     whole_minutes)
 
 _STATES = {
     "PENDING": NativeState.QUEUED, "CONFIGURING": NativeState.QUEUED,
@@ -91,7 +92,7 @@ class Slurm(SchedulerDialect):
         if r.memory is not None:
             lines.append(f"--mem={mebibytes(r.memory)}M")
         if r.walltime is not None:
-            lines.append(f"--time={hms(r.walltime)}")
+            lines.append(f"--time={hms(whole_minutes(r.walltime) * 60)}")
         if r.disk is not None and r.disk_resource:
             lines.append(f"--tmp={mebibytes(r.disk)}M" if r.disk_resource == "tmp"
                          else f"--gres={r.disk_resource}:{mebibytes(r.disk)}M")

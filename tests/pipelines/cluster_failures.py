@@ -1,5 +1,6 @@
-"""Targets that fail the ways a cluster makes them fail: over their wall time,
-and asking for what the scheduler refuses. Each records that it started."""
+"""Targets that fail the ways a cluster makes them fail: over their time limit
+(``timeLimit``), and asking for what the scheduler refuses. Each records that
+it started."""
 
 import argparse
 import os
@@ -19,7 +20,7 @@ def greedy(out):
 
 def root(target, out, kind):
     if kind == "overtime":
-        target.addChildFn(slow, (out,), time=3)
+        target.addChildFn(slow, (out,), time=1, timeLimit=3)
     else:  # far more memory than any node has: sbatch refuses it
         target.addChildFn(greedy, (out,), memory="100T")
 
