@@ -21,7 +21,8 @@ from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
-from .placement import default_resources, largest_limits, route, too_big
+from .placement import (default_resources, failed_try_asked, largest_limits, retry_caps,
+                        route, too_big, try_request)
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
@@ -83,6 +84,7 @@ class Master:
         self.clock = clock
         self.meta = store.meta()
         self.defaults = default_resources(config)
+        self._caps = retry_caps(config, batches)
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
         self._garbage: list[str] = []  # files to remove once the transaction commits
@@ -289,14 +291,19 @@ class Master:
         now = self.clock()
         plan: list[_Planned] = []
         for row, pickled in rows:
-            resources = row.resources().with_defaults(self.defaults)
+            # a try after one that ran out of memory or time asks for more
+            resources, asked = try_request(
+                row.resources().with_defaults(self.defaults),
+                self.store.last_failure(row.id) if row.attempt else None, self._caps)
             role = route(self.config, resources, self.batches)
-            attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt)
+            attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt,
+                                             asked)
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
             reason, problem = self._cannot_run(resources, role, values)
             if problem:
-                self.store.record_failure(row.id, attempt, reason, None, None, problem,
-                                          now, permanent=True)
+                self.store.record_failure(row.id, attempt, reason, None, None, problem, now,
+                                          permanent=True,
+                                          asked=failed_try_asked(resources, None, False))
                 logger.error("%s cannot run: %s", row.description, problem)
                 continue
             plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
@@ -417,17 +424,21 @@ class Master:
         reason, message = failure_of(update, result, timed_out, self.config.maxJobDuration)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
+        row = self.store.job(job_id)
+        asked = failed_try_asked(row.resources().with_defaults(self.defaults), row.asked,
+                                 timed_out)
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
             log if os.path.exists(log) else None, message, now,
             permanent=bool(result and result.get("permanent")) or bool(
                 update and update.permanent),
             batch_id=(update.native_id or update.batch_id) if update else None,
-            started=now - update.wall if update and update.wall is not None else None)
+            started=now - update.wall if update and update.wall is not None else None,
+            asked=asked)
         if permanent is None:
             return
         trim_log(log, self.config.maxLogFileSize)
-        description = self.store.job(job_id).description
+        description = row.description
         summary = message.strip().splitlines()[0] if message and message.strip() else None
         if permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,

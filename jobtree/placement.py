@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
+from .escalation import Caps, asked_json, from_json, last_try, next_request, raised_json
 from .resources import Resources
 
 if TYPE_CHECKING:
@@ -18,7 +19,9 @@ def default_resources(config: Config) -> Resources:
     """What a target that does not say gets (--defaultCpu, --defaultMemory,
     --defaultTime, --defaultDisk)."""
     return Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
-                     time=config.defaultTime, disk=config.defaultDisk)
+                     time=config.defaultTime, disk=config.defaultDisk,
+                     memory_retry_factor=getattr(config, "memoryRetryFactor", None),
+                     time_retry_factor=getattr(config, "timeRetryFactor", None))
 
 
 def route(config: Config, resources: Resources, roles: Mapping[str, object]) -> str:
@@ -61,3 +64,29 @@ def largest_limits(batches: Mapping[str, BatchSystem]) -> Resources:
     return Resources(cpu=None if None in cpus else max(c for c in cpus if c is not None),
                      memory=None if None in memories else max(
                          m for m in memories if m is not None))
+
+
+def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
+    """The most a try that asks for more may ask: --maxMemory and the batch
+    systems' memory, and --maxJobDuration."""
+    memories = [m for m in (config.maxMemory, largest_limits(batches).memory) if m is not None]
+    return Caps(memory=min(memories) if memories else None, time=config.maxJobDuration)
+
+
+def try_request(own: Resources, failure: tuple[int, str, str | None] | None,
+                caps: Caps) -> tuple[Resources, str | None]:
+    """What a try asks for, after the job's last failed try (``failure``: its
+    attempt, reason and request as the index keeps them), and what of it
+    ``jobs.asked`` keeps (None: the target's own request)."""
+    last = last_try(*failure) if failure is not None else None
+    request = next_request(own, last, caps)
+    return request, raised_json(own, request)
+
+
+def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool) -> str:
+    """What a failed try asked (the target's ``own`` request with what the try
+    asked beyond it), as ``failures.asked`` keeps it. ``hard_limit``: it was
+    stopped at --maxJobDuration; a stop of a target with a ``timeLimit`` is
+    always at that hard limit."""
+    request = from_json(asked, own)
+    return asked_json(request, hard_limit or request.time_limit is not None)

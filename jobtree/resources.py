@@ -119,6 +119,24 @@ def parse_cpu(value: SizeLike, what: str = "cpu") -> float | None:
     return int(cpu) if cpu == int(cpu) else cpu
 
 
+def parse_factor(value: object, what: str) -> float | None:
+    """Checks a retry factor: a number of at least 1 (1 asks the same again).
+
+    Raises:
+        ResourceError: the value is not a number, or is under 1.
+    """
+    if value is None:
+        return None
+    try:
+        factor = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ResourceError(f"{what} must be a number of at least 1, not {value!r}.") from None
+    if isinstance(value, bool) or not 1 <= factor < math.inf:
+        raise ResourceError(f"{what} must be a number of at least 1 (1 asks the same again "
+                            f"after a try that ran out of it), not {value!r}.")
+    return factor
+
+
 def format_bytes(size: float | None) -> str:
     """Formats bytes for people: ``2.0 GiB``."""
     if size is None:
@@ -217,6 +235,12 @@ class Resources:
             without the prefix (e.g. ``["--constraint=avx2"]`` on Slurm).
         time_limit: a hard wall-time limit in seconds (the target's ``timeLimit``):
             a run over it is stopped and fails, on every batch system.
+        memory_retry_factor: what the memory asked is multiplied by for the
+            try after one that ran out of memory (the target's
+            ``memoryRetryFactor``; 1: ask the same again).
+        time_retry_factor: what the ``time`` estimate is multiplied by for the
+            try after one the scheduler stopped at its wall time (the
+            target's ``timeRetryFactor``; 1: ask the same again).
     """
 
     cpu: float | None = None
@@ -230,13 +254,16 @@ class Resources:
     account: str | None = None
     directives: tuple[str, ...] = ()
     time_limit: float | None = None
+    memory_retry_factor: float | None = None
+    time_retry_factor: float | None = None
 
     @classmethod
     def parse(cls, time: SizeLike = None, memory: SizeLike = None,
               cpu: SizeLike = None, disk: SizeLike = None, gpus: object = None,
               nodes: object = None, processes: object = None, queue: object = None,
               account: object = None, directives: object = None,
-              time_limit: SizeLike = None) -> Resources:
+              time_limit: SizeLike = None, memory_retry_factor: object = None,
+              time_retry_factor: object = None) -> Resources:
         """Builds Resources from user values, checking each.
 
         Raises:
@@ -253,7 +280,9 @@ class Resources:
                    time=parse_duration(time), disk=parse_size(disk, "disk"),
                    gpus=_count(gpus, "gpus") or None, nodes=nodes_n, processes=processes_n,
                    queue=_name(queue, "queue"), account=_name(account, "account"),
-                   directives=_directives(directives), time_limit=limit)
+                   directives=_directives(directives), time_limit=limit,
+                   memory_retry_factor=parse_factor(memory_retry_factor, "memoryRetryFactor"),
+                   time_retry_factor=parse_factor(time_retry_factor, "timeRetryFactor"))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Resources:
