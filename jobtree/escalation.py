@@ -155,21 +155,35 @@ def last_try(attempt: int, reason: str, asked: str | None) -> LastTry | None:
 
 
 def describe_asked(request: Resources) -> str:
-    """What a try asked, for people: ``4.0 GiB, 1:00:00``."""
+    """What a try asked, for people: ``4.0 GiB, 1:00:00 and 2 cpu``."""
     parts = []
     if request.memory is not None:
         parts.append(format_bytes(request.memory))
     if request.time is not None:
-        parts.append(f"time {format_duration(request.time)}")
+        parts.append(format_duration(request.time))
     if request.cpu is not None:
         parts.append(f"{request.cpu:g} cpu")
-    return ", ".join(parts) or "the defaults"
+    if len(parts) > 1:
+        return f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return parts[0] if parts else "the defaults"
 
 
 def describe_try(attempt: int, asked: Resources, before: LastTry | None) -> str:
     """One try, as status and the failure report show it, e.g. ``try 2 asked
-    4.0 GiB after out of memory with 2.0 GiB``."""
+    4.0 GiB and 1 cpu, after out of memory with 2.0 GiB``."""
     text = f"try {attempt} asked {describe_asked(asked)}"
     if before is not None:
-        text += f" after {before.reason} with {describe_asked(before.asked)}"
+        then = before.asked
+        if before.reason == OUT_OF_MEMORY and then.memory is not None:
+            then = Resources(memory=then.memory)
+        elif before.reason == TIMEOUT and then.time is not None:
+            then = Resources(time=then.time)
+        text += f", after {before.reason} with {describe_asked(then)}"
     return text
+
+
+def asked_dict(request: Resources | None) -> dict[str, Any] | None:
+    """What a try asked, as jobTreeStatus --json shows it (None: not known)."""
+    if request is None:
+        return None
+    return {k: getattr(request, k) for k in ASKED_FIELDS}

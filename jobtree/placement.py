@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from .escalation import Caps, asked_json, from_json, last_try, next_request, raised_json
+from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
 from .resources import Resources
 
 if TYPE_CHECKING:
@@ -77,8 +77,12 @@ def try_request(own: Resources, failure: tuple[int, str, str | None] | None,
                 caps: Caps) -> tuple[Resources, str | None]:
     """What a try asks for, after the job's last failed try (``failure``: its
     attempt, reason and request as the index keeps them), and what of it
-    ``jobs.asked`` keeps (None: the target's own request)."""
+    ``jobs.asked`` keeps (None: the target's own request). A failed try of an
+    index before format 5 asked the target's own request; a timeout of one is
+    taken as a stop at a hard limit (it may have been)."""
     last = last_try(*failure) if failure is not None else None
+    if failure is not None and last is None:
+        last = LastTry(failure[0], failure[1], own, hard_limit=True)
     request = next_request(own, last, caps)
     return request, raised_json(own, request)
 
