@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import run_command, run_script
+from conftest import quick_cluster_config, require_scheduler, run_command, run_script
 from test_master import Clock, FakeBatch, Root, _make_tree
 
 from jobtree import jobstore
@@ -241,3 +241,25 @@ def test_with_factor_one_every_try_asks_the_same_and_the_report_says_so(
     assert done.returncode == 1, done.stderr
     assert "try 2 asked 150.0 MiB, 5.0s and 1 cpu, after out of memory with 150.0 MiB: " \
            "out of memory" in done.stderr, done.stderr
+
+
+# ------------------------------------------------ real schedulers enforce memory
+@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+def test_out_of_memory_on_a_cluster_finishes_by_asking_more(tmp_path: Path,
+                                                            system: str) -> None:
+    """A target that asks 300M and touches 450 MiB is stopped by the scheduler
+    (Slurm with memory enforced: FAILED 0:9, "Exceeded job memory limit"; Grid
+    Engine's h_vmem, with no allowance here: a MemoryError), and finishes on its
+    second try, which asks 600M of the scheduler."""
+    require_scheduler(system)
+    config = quick_cluster_config(tmp_path)
+    config.write_text(config.read_text() + "vmem_allowance = 0\n")
+    tree = tmp_path / "jt"
+    done = run_script("grows.py", "--jobTree", str(tree), "--batchSystem", system,
+                      "--clusterConfig", str(config), "--memory", "300M", "--touch", "450",
+                      "--hold", "3", "--retryCount", "1", "--logLevel", "WARNING")
+    assert done.returncode == 0, done.stderr
+    status = run_command("status", "--jobTree", str(tree), "--json")
+    (retried,) = json.loads(status.stdout)["retried"]
+    assert [(t["attempt"], t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
+        (1, "out of memory", 300 * MIB), (2, None, 600 * MIB)], done.stderr

@@ -1,11 +1,18 @@
-"""A tree whose one leaf asks for 150M and needs 260M: it caps its own address
+"""A tree whose one leaf asks for less memory than it needs (150M, and it
+touches 260 MiB), so its first try runs out of memory and the next one,
+asking for twice as much, finishes.
+
+On singleMachine, which enforces no memory, the leaf caps its own address
 space at what its try was given (as Grid Engine's h_vmem does), so a try
-given 150M raises MemoryError, and the try after it, given twice as much,
-finishes."""
+given too little raises MemoryError. On a cluster the scheduler enforces the
+request; the leaf holds what it touched for a few seconds, so that a
+scheduler sampling memory (Slurm's OverMemoryKill) sees it.
+"""
 
 import argparse
 import resource
 import sys
+import time
 
 from jobtree import Stack, Target
 
@@ -13,24 +20,38 @@ MIB = 1024 ** 2
 
 
 class Grows(Target):
-    def __init__(self):
-        Target.__init__(self, memory="150M", time=5)
+    def __init__(self, memory, touch, hold, cap):
+        Target.__init__(self, memory=memory, time=5)
+        self.touch, self.hold, self.cap = touch, hold, cap
 
     def run(self):
-        with open("/proc/self/statm") as handle:
-            used = int(handle.read().split()[0]) * resource.getpagesize()
-        # the address space the interpreter has, plus what this try was given
-        resource.setrlimit(resource.RLIMIT_AS, (used + self.getMemory(), resource.RLIM_INFINITY))
-        data = bytearray(260 * MIB)
+        if self.cap:
+            with open("/proc/self/statm") as handle:
+                used = int(handle.read().split()[0]) * resource.getpagesize()
+            # the address space the interpreter has, plus what this try was given
+            resource.setrlimit(resource.RLIMIT_AS,
+                               (used + self.getMemory(), resource.RLIM_INFINITY))
+        data = b"x" * (self.touch * MIB)
+        time.sleep(self.hold)
         print(len(data), self.getMemory() // MIB)
 
 
 class Root(Target):
+    def __init__(self, memory, touch, hold, cap):
+        Target.__init__(self, memory="100M")
+        self.args = (memory, touch, hold, cap)
+
     def run(self):
-        self.addChildTarget(Grows())
+        self.addChildTarget(Grows(*self.args))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     Stack.addJobTreeOptions(parser)
-    sys.exit(Stack(Root()).startJobTree(parser.parse_args()))
+    parser.add_argument("--memory", default="150M", help="what the leaf asks for")
+    parser.add_argument("--touch", type=int, default=260, help="MiB the leaf touches")
+    parser.add_argument("--hold", type=float, default=0, help="seconds it holds them")
+    options = parser.parse_args()
+    cap = options.batchSystem in (None, "singleMachine", "local")
+    root = Root(options.memory, options.touch, options.hold, cap)
+    sys.exit(Stack(root).startJobTree(options))
