@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
-from .errors import JobTreeError, TreeStopped
+from .errors import JobTreeError, ResourceError, TreeStopped
 from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
@@ -291,15 +291,13 @@ class Master:
         now = self.clock()
         plan: list[_Planned] = []
         for row, pickled in rows:
-            # a try after one that ran out of memory or time asks for more
-            resources, asked = try_request(
-                row.resources().with_defaults(self.defaults),
-                self.store.last_failure(row.id) if row.attempt else None, self._caps)
+            resources, asked, unfit = self._try_request(row)
             role = route(self.config, resources, self.batches)
             attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt,
                                              asked)
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
-            reason, problem = self._cannot_run(resources, role, values)
+            reason, problem = ("failed", unfit) if unfit else self._cannot_run(
+                resources, role, values)
             if problem:
                 self.store.record_failure(row.id, attempt, reason, None, None, problem, now,
                                           permanent=True,
@@ -308,6 +306,17 @@ class Master:
                 continue
             plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
         return plan
+
+    def _try_request(self, row: JobRow) -> tuple[Resources, str | None, str | None]:
+        """What this try of a ready job asks (more after one that ran out of
+        memory or time), what the index keeps of it, and why it cannot run
+        (its request function failed), if so."""
+        own = row.resources().with_defaults(self.defaults)
+        try:
+            return (*try_request(own, self.store.last_failure(row.id) if row.attempt else None,
+                                 self._caps, row.attempt + 1), None)
+        except ResourceError as err:
+            return own, None, str(err)
 
     def _cannot_run(self, resources: Resources, role: str,
                     values: dict[str, tuple[str, Any]] | None) -> tuple[str, str | None]:

@@ -5,10 +5,11 @@ must fit in. The master and the start of a tree (for its root) both use it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
 from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
-from .resources import Resources
+from .resources import Resources, call_request
 
 if TYPE_CHECKING:
     from .batch import BatchSystem
@@ -74,12 +75,23 @@ def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
 
 
 def try_request(own: Resources, failure: tuple[int, str, str | None] | None,
-                caps: Caps) -> tuple[Resources, str | None]:
-    """What a try asks for, after the job's last failed try (``failure``: its
-    attempt, reason and request as the index keeps them), and what of it
-    ``jobs.asked`` keeps (None: the target's own request). A failed try of an
-    index before format 5 asked the target's own request; a timeout of one is
-    taken as a stop at a hard limit (it may have been)."""
+                caps: Caps, attempt: int = 1) -> tuple[Resources, str | None]:
+    """What try number ``attempt`` asks for, after the job's last failed try
+    (``failure``: its attempt, reason and request as the index keeps them),
+    and what of it ``jobs.asked`` keeps (None: the target's own request). A
+    failed try of an index before format 5 asked the target's own request; a
+    timeout of one is taken as a stop at a hard limit (it may have been). A
+    target's ``request`` function decides instead, within the memory cap.
+
+    Raises:
+        ResourceError: the target's request function failed.
+    """
+    if own.request_fn is not None and attempt > 1:
+        values = call_request(own.request_fn, attempt, failure[1] if failure else None)
+        if caps.memory is not None and values.get("memory") is not None:
+            values["memory"] = min(values["memory"], max(caps.memory, own.memory or 0))
+        request = dataclasses.replace(own, **values)
+        return request, raised_json(own, request)
     last = last_try(*failure) if failure is not None else None
     if failure is not None and last is None:
         last = LastTry(failure[0], failure[1], own, hard_limit=True)

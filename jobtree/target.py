@@ -69,6 +69,12 @@ class Target:
         timeRetryFactor: the try after one that the scheduler stopped at its
             wall time asks for this many times the ``time`` estimate (default:
             ``--timeRetryFactor``, 2; 1 asks the same again).
+        request: instead, the request of each try as a function of the
+            try's number (1 for the first) and why the try before it failed
+            (None for the first; ``"out of memory"``, ``"timeout"``, ...),
+            returning a dict with any of ``memory``, ``time``, ``cpu`` and
+            ``disk`` (e.g. ``lambda attempt, reason: {"memory": f"{4 *
+            attempt}G"}``). It overrides those keywords, and the factors.
         Unset values take the tree's defaults (``--defaultMemory``, ...).
     """
 
@@ -78,12 +84,14 @@ class Target:
                  queue: str | None = None, account: str | None = None,
                  directives: Sequence[str] | str | None = None,
                  timeLimit: SizeLike = None, memoryRetryFactor: float | None = None,
-                 timeRetryFactor: float | None = None) -> None:
+                 timeRetryFactor: float | None = None,
+                 request: Callable[[int, str | None], Mapping[str, Any]] | None = None
+                 ) -> None:
         self._jt_resources = Resources.parse(
             time=time, memory=memory, cpu=cpu, disk=disk, gpus=gpus, nodes=nodes,
             processes=processes, queue=queue, account=account, directives=directives,
             time_limit=timeLimit, memory_retry_factor=memoryRetryFactor,
-            time_retry_factor=timeRetryFactor)
+            time_retry_factor=timeRetryFactor, request=request)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
         self._jt_runtime: Runtime | None = None

@@ -14,7 +14,7 @@ import pytest
 from conftest import quick_cluster_config, require_scheduler, run_command, run_script
 from test_master import Clock, FakeBatch, Root, _make_tree
 
-from jobtree import jobstore
+from jobtree import Target, jobstore
 from jobtree.batch import BatchJobId, ExitReason, JobSpec, Update
 from jobtree.escalation import (Caps, LastTry, describe_try, from_json, last_try, next_request,
                                 raised_json)
@@ -233,6 +233,19 @@ def test_out_of_memory_on_single_machine_finishes_by_asking_more(tmp_path: Path)
            "succeeded" in verbose.stdout, verbose.stdout
 
 
+def test_a_request_function_on_single_machine(tmp_path: Path) -> None:
+    """A lambda given as ``request`` travels with the target through the index
+    to the master, which asks 100M, then 400M."""
+    tree = tmp_path / "jt"
+    done = run_script("grows.py", "--jobTree", str(tree), "--memory", "ladder",
+                      "--logLevel", "ERROR")
+    assert done.returncode == 0, done.stderr
+    status = run_command("status", "--jobTree", str(tree), "--json")
+    (retried,) = json.loads(status.stdout)["retried"]
+    assert [(t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
+        ("out of memory", 100 * MIB), (None, 400 * MIB)]
+
+
 def test_with_factor_one_every_try_asks_the_same_and_the_report_says_so(
         tmp_path: Path) -> None:
     tree = tmp_path / "jt"
@@ -263,3 +276,91 @@ def test_out_of_memory_on_a_cluster_finishes_by_asking_more(tmp_path: Path,
     (retried,) = json.loads(status.stdout)["retried"]
     assert [(t["attempt"], t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
         (1, "out of memory", 300 * MIB), (2, None, 600 * MIB)], done.stderr
+
+
+# ------------------------------------- the request as a function of the try
+def ladder(attempt: int, reason: str | None) -> dict[str, object]:
+    """4G, then 16G after out of memory; an hour more after a timeout."""
+    return {"memory": "16G" if reason == "out of memory" else "4G",
+            "time": 3600 * attempt if reason == "timeout" else 600}
+
+
+def test_a_request_function_gives_each_try() -> None:
+    own = Resources.parse(memory="1G", request=ladder)
+    assert (own.memory, own.time) == (4 * GIB, 600)  # the first try: ladder(1, None)
+    request, raised = try_request(own, (1, "out of memory", None), Caps(), attempt=2)
+    assert request.memory == 16 * GIB and json.loads(raised or "") == {"memory": 16 * GIB}
+    assert try_request(own, (1, "timeout", None), Caps(), attempt=3)[0].time == 3 * 3600
+    assert try_request(own, (1, "out of memory", None), Caps(memory=8 * GIB),
+                       attempt=2)[0].memory == 8 * GIB  # capped by --maxMemory
+    # a lambda goes by value, with the target, through the index's JSON
+    stored = Resources.from_dict(json.loads(json.dumps(Resources.parse(
+        request=lambda attempt, reason: {"memory": f"{attempt}G"}).to_dict())))
+    assert try_request(stored, (2, "failed", None), Caps(), attempt=3)[0].memory == 3 * GIB
+
+
+@pytest.mark.parametrize(("function", "message"), [
+    (lambda attempt, reason: 1 / 0, "raised ZeroDivisionError"),
+    (lambda attempt, reason: {"mem": 1}, "must return a dict with some of memory"),
+    (lambda attempt, reason: {"memory": "lots"}, "is not a size"),
+    ("4G", "must be a function of (attempt, reason)")])
+def test_a_bad_request_function_is_a_clear_error(function: object, message: str) -> None:
+    with pytest.raises(ResourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Resources.parse(request=function)
+
+
+class Asking(Root):
+    def __init__(self) -> None:
+        super().__init__(0)
+        Target.__init__(self, request=lambda attempt, reason: {
+            "memory": f"{attempt}G", "time": 60 if reason != "timeout" else 3600})
+
+
+def _with_extra(tmp_path: Path, root: Target, **options: object) -> tuple[object, object]:
+    """A tree like test_master's, whose root keeps its extra resources (as
+    start.root_job does)."""
+    from jobtree import serialize, tree
+    from jobtree.jobstore import NewJob
+    from jobtree.options import default_options, resolve
+    from jobtree.paths import TreePaths
+    from jobtree.target import class_name
+
+    namespace = default_options()
+    namespace.jobTree = str(tmp_path / "jt")
+    for key, value in options.items():
+        setattr(namespace, key, value)
+    config, _ = resolve(namespace)
+    paths = TreePaths(config.jobTree)
+    res = root.getResources()
+    tree.create(paths, NewJob(class_name(root), root._jt_describe(), res.cpu, res.memory,
+                              res.time, res.disk, serialize.dump_target(root),
+                              res.cluster_only() or None),
+                config, {"script": None, "root_class": class_name(root)})
+    return paths, config
+
+
+def test_the_master_calls_the_request_function(tmp_path: Path) -> None:
+    paths, config = _with_extra(tmp_path, Asking(), retryCount=2)
+    clock = Clock()
+    batch = Failing(clock, [(ExitReason.MEMLIMIT, None), (ExitReason.TIMEOUT, None)])
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    assert master.run() == 0
+    assert [(s.resources.memory, s.resources.time) for s in batch.specs if s.job_id == 1] == [
+        (GIB, 60), (2 * GIB, 60), (3 * GIB, 3600)]
+
+
+def test_a_request_function_that_fails_at_a_retry_fails_the_target_clearly(
+        tmp_path: Path) -> None:
+    class Picky(Root):
+        def __init__(self) -> None:
+            super().__init__(0)
+            Target.__init__(self, request=lambda attempt, reason: (
+                {"memory": "1G"} if attempt == 1 else {"memory": reason}))
+
+    paths, config = _with_extra(tmp_path, Picky(), retryCount=2)
+    clock = Clock()
+    batch = Failing(clock, [(ExitReason.MEMLIMIT, None)])
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    assert master.run() == 1
+    (failure,) = master.store.failures()
+    assert "'out of memory' is not a size" in failure["message"], failure

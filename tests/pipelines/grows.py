@@ -21,7 +21,11 @@ MIB = 1024 ** 2
 
 class Grows(Target):
     def __init__(self, memory, touch, hold, cap):
-        Target.__init__(self, memory=memory, time=5)
+        if memory == "ladder":  # the request as a function of the try: 100M, 400M, ...
+            Target.__init__(self, time=5, request=lambda attempt, reason: {
+                "memory": f"{100 * 4 ** (attempt - 1)}M"})
+        else:
+            Target.__init__(self, memory=memory, time=5)
         self.touch, self.hold, self.cap = touch, hold, cap
 
     def run(self):
@@ -48,7 +52,8 @@ class Root(Target):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     Stack.addJobTreeOptions(parser)
-    parser.add_argument("--memory", default="150M", help="what the leaf asks for")
+    parser.add_argument("--memory", default="150M",
+                        help="what the leaf asks for ('ladder': a function of the try)")
     parser.add_argument("--touch", type=int, default=260, help="MiB the leaf touches")
     parser.add_argument("--hold", type=float, default=0, help="seconds it holds them")
     options = parser.parse_args()
