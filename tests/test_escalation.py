@@ -270,7 +270,7 @@ def test_out_of_memory_on_a_cluster_finishes_by_asking_more(tmp_path: Path,
     tree = tmp_path / "jt"
     done = run_script("grows.py", "--jobTree", str(tree), "--batchSystem", system,
                       "--clusterConfig", str(config), "--memory", "300M", "--touch", "450",
-                      "--hold", "3", "--retryCount", "1", "--logLevel", "WARNING")
+                      "--hold", "120", "--retryCount", "1", "--logLevel", "WARNING")
     assert done.returncode == 0, done.stderr
     status = run_command("status", "--jobTree", str(tree), "--json")
     (retried,) = json.loads(status.stdout)["retried"]

@@ -5,8 +5,9 @@ asking for twice as much, finishes.
 On singleMachine, which enforces no memory, the leaf caps its own address
 space at what its try was given (as Grid Engine's h_vmem does), so a try
 given too little raises MemoryError. On a cluster the scheduler enforces the
-request; the leaf holds what it touched for a few seconds, so that a
-scheduler sampling memory (Slurm's OverMemoryKill) sees it.
+request; a try given less than the leaf touches holds it (up to --hold
+seconds), so that a scheduler sampling memory (Slurm's OverMemoryKill) sees
+it and stops the job, however loaded the machine is.
 """
 
 import argparse
@@ -36,7 +37,9 @@ class Grows(Target):
             resource.setrlimit(resource.RLIMIT_AS,
                                (used + self.getMemory(), resource.RLIM_INFINITY))
         data = b"x" * (self.touch * MIB)
-        time.sleep(self.hold)
+        if self.getMemory() < self.touch * MIB:
+            # given too little: wait (up to --hold seconds) for the scheduler to see it
+            time.sleep(self.hold)
         print(len(data), self.getMemory() // MIB)
 
 
@@ -55,7 +58,7 @@ if __name__ == "__main__":
     parser.add_argument("--memory", default="150M",
                         help="what the leaf asks for ('ladder': a function of the try)")
     parser.add_argument("--touch", type=int, default=260, help="MiB the leaf touches")
-    parser.add_argument("--hold", type=float, default=0, help="seconds it holds them")
+    parser.add_argument("--hold", type=float, default=0, help="seconds a try given too little holds them")
     options = parser.parse_args()
     cap = options.batchSystem in (None, "singleMachine", "local")
     root = Root(options.memory, options.touch, options.hold, cap)
