@@ -21,8 +21,8 @@ from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
-from .placement import (default_resources, failed_try_asked, largest_limits, retry_caps,
-                        route, too_big, try_request)
+from .placement import (default_resources, failed_try_asked, largest_limits, place_try,
+                        route, too_big)
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
@@ -84,7 +84,6 @@ class Master:
         self.clock = clock
         self.meta = store.meta()
         self.defaults = default_resources(config)
-        self._caps = retry_caps(config, batches)
         self._issued: dict[tuple[str, BatchJobId], _Issued] = {}
         self._stop_reason: str | None = None
         self._garbage: list[str] = []  # files to remove once the transaction commits
@@ -291,8 +290,7 @@ class Master:
         now = self.clock()
         plan: list[_Planned] = []
         for row, pickled in rows:
-            resources, asked, unfit = self._try_request(row)
-            role = route(self.config, resources, self.batches)
+            resources, role, asked, unfit = self._try_request(row)
             attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt,
                                              asked)
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
@@ -307,16 +305,16 @@ class Master:
             plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
         return plan
 
-    def _try_request(self, row: JobRow) -> tuple[Resources, str | None, str | None]:
+    def _try_request(self, row: JobRow) -> tuple[Resources, str, str | None, str | None]:
         """What this try of a ready job asks (more after one that ran out of
-        memory or time), what the index keeps of it, and why it cannot run
-        (its request function failed), if so."""
+        memory or time), where it goes, what the index keeps of it, and why it
+        cannot run (its request function failed), if so."""
         own = row.resources().with_defaults(self.defaults)
         try:
-            return (*try_request(own, self.store.last_failure(row.id) if row.attempt else None,
-                                 self._caps, row.attempt + 1), None)
+            return (*place_try(self.config, self.batches, own, self.store.last_failure(row.id)
+                               if row.attempt else None, row.attempt + 1), None)
         except ResourceError as err:
-            return own, None, str(err)
+            return own, route(self.config, own, self.batches), None, str(err)
 
     def _cannot_run(self, resources: Resources, role: str,
                     values: dict[str, tuple[str, Any]] | None) -> tuple[str, str | None]:

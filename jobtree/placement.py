@@ -68,10 +68,32 @@ def largest_limits(batches: Mapping[str, BatchSystem]) -> Resources:
 
 
 def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
-    """The most a try that asks for more may ask: --maxMemory and the batch
-    systems' memory, and --maxJobDuration."""
-    memories = [m for m in (config.maxMemory, largest_limits(batches).memory) if m is not None]
-    return Caps(memory=min(memories) if memories else None, time=config.maxJobDuration)
+    """The most a try that asks for more may ask: the batch systems' memory
+    (and --maxMemory, without a big batch system), and --maxJobDuration."""
+    memories = [largest_limits(batches).memory,
+                config.maxMemory if "big" not in batches else None]
+    known = [m for m in memories if m is not None]
+    return Caps(memory=min(known) if known else None, time=config.maxJobDuration)
+
+
+def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources,
+              failure: tuple[int, str, str | None] | None,
+              attempt: int) -> tuple[Resources, str, str | None]:
+    """What try number ``attempt`` of a job asks (:func:`try_request`), the
+    role of the batch system it goes to, and what ``jobs.asked`` keeps. Memory
+    grown past what that batch system gives is cut to it (a target that asked
+    more than that itself still fails as too big).
+
+    Raises:
+        ResourceError: the target's request function failed.
+    """
+    request, _ = try_request(own, failure, retry_caps(config, batches), attempt)
+    role = route(config, request, batches)
+    most = batches[role].limits().memory
+    if most is not None and request.memory is not None and request.memory > most >= (
+            own.memory or 0):
+        request = dataclasses.replace(request, memory=most)
+    return request, role, raised_json(own, request)
 
 
 def try_request(own: Resources, failure: tuple[int, str, str | None] | None,

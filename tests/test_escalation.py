@@ -21,7 +21,7 @@ from jobtree.escalation import (Caps, LastTry, describe_try, from_json, last_try
 from jobtree.errors import ResourceError
 from jobtree.jobstore import JobStore
 from jobtree.master import Master
-from jobtree.placement import failed_try_asked, retry_caps, try_request
+from jobtree.placement import failed_try_asked, place_try, retry_caps, try_request
 from jobtree.resources import Resources
 
 MIB = 1024 ** 2
@@ -364,3 +364,21 @@ def test_a_request_function_that_fails_at_a_retry_fails_the_target_clearly(
     assert master.run() == 1
     (failure,) = master.store.failures()
     assert "'out of memory' is not a size" in failure["message"], failure
+
+
+def test_grown_memory_is_cut_to_the_batch_system_it_goes_to(tmp_path: Path) -> None:
+    class Big(FakeBatch):
+        def limits(self) -> Resources:
+            return Resources(cpu=64, memory=64 * GIB)
+
+    _, config = _make_tree(tmp_path, Root(0), bigBatchSystem="singleMachine",
+                           bigMemoryThreshold="16G", maxMemory="8G")
+    batches = {"main": FakeBatch(Clock()), "big": Big(Clock())}  # main gives 8G
+    own = Resources(cpu=1, memory=6 * GIB, memory_retry_factor=2.0)
+    failed = failed_try_asked(own, None, False)
+    request, role, raised = place_try(config, batches, own, (1, "out of memory", failed), 2)
+    assert (request.memory, role) == (8 * GIB, "main")  # 12G would not fit main
+    big = Resources(cpu=1, memory=12 * GIB, memory_retry_factor=2.0)
+    request, role, _ = place_try(config, batches, big, (1, "out of memory",
+                                                        failed_try_asked(big, None, False)), 2)
+    assert (request.memory, role) == (24 * GIB, "big")  # not capped by main's --maxMemory
