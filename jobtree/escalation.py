@@ -178,6 +178,8 @@ def describe_try(attempt: int, asked: Resources, before: LastTry | None) -> str:
             then = Resources(memory=then.memory)
         elif before.reason == TIMEOUT and then.time is not None:
             then = Resources(time=then.time)
+        else:
+            return f"{text}, after {before.reason}"
         text += f", after {before.reason} with {describe_asked(then)}"
     return text
 

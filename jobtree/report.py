@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
-from .escalation import asked_dict, describe_try, from_json, last_try
+from .escalation import OUT_OF_MEMORY, TIMEOUT, asked_dict, describe_try, from_json, last_try
 from .jobstore import JobRow, JobState, TreeIndex
 from .resources import Resources
 
@@ -82,10 +83,17 @@ def tries_of(row: JobRow, failures: list[dict[str, Any]],
 
 
 def tries_lines(store: TreeIndex, jobs: list[int]) -> dict[int, list[str]]:
-    """The lines of each try of ``jobs`` (targets with a failed try)."""
+    """The lines of each try of those of ``jobs`` (targets with a failed try)
+    whose tries asked for more, or ran out of memory or time: for the others,
+    every try asked the same and the report's other lines say why they failed."""
     defaults = tree_defaults(store.meta())
-    return {row.id: [f"    {t['line']}" for t in tries_of(row, failures, defaults)]
-            for row, failures in store.retried(0, jobs)}
+    found = {}
+    for row, failures in store.retried(0, jobs):
+        tries = tries_of(row, failures, defaults)
+        if (len({json.dumps(t["asked"], sort_keys=True) for t in tries}) > 1
+                or any(t["reason"] in (OUT_OF_MEMORY, TIMEOUT) for t in tries)):
+            found[row.id] = [f"    {t['line']}" for t in tries]
+    return found
 
 
 def failed_for_good(store: TreeIndex) -> list[tuple[dict[str, Any], int]]:
