@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import quick_cluster_config, require_scheduler, run_command, run_script
 from test_master import Clock, FakeBatch, Root, _make_tree
+from test_status_data import SCHEMA, _errors
 
 from jobtree import Target, jobstore
 from jobtree.batch import BatchJobId, ExitReason, JobSpec, Update
@@ -224,6 +225,7 @@ def test_out_of_memory_on_single_machine_finishes_by_asking_more(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     status = run_command("status", "--jobTree", str(tree), "--json")
     assert status.returncode == 0, status.stderr
+    assert _errors(json.loads(status.stdout), SCHEMA) == []  # docs/status.schema.json
     (retried,) = json.loads(status.stdout)["retried"]
     assert retried["state"] == "done"
     assert [(t["attempt"], t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
