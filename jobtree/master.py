@@ -16,12 +16,13 @@ import time
 from typing import Any, Callable
 
 from .batch import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
-from .errors import JobTreeError, TreeStopped
+from .errors import JobTreeError, ResourceError, TreeStopped
 from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
-from .placement import default_resources, largest_limits, route, too_big
+from .placement import (default_resources, failed_try_asked, largest_limits, place_try,
+                        route, too_big)
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
@@ -289,18 +290,31 @@ class Master:
         now = self.clock()
         plan: list[_Planned] = []
         for row, pickled in rows:
-            resources = row.resources().with_defaults(self.defaults)
-            role = route(self.config, resources, self.batches)
-            attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt)
+            resources, role, asked, unfit = self._try_request(row)
+            attempt = self.store.mark_issued(row.id, self._batch_label(role), now, row.attempt,
+                                             asked)
             values = self.store.values_for(json.loads(row.needs)) if row.needs else None
-            reason, problem = self._cannot_run(resources, role, values)
+            reason, problem = ("failed", unfit) if unfit else self._cannot_run(
+                resources, role, values)
             if problem:
-                self.store.record_failure(row.id, attempt, reason, None, None, problem,
-                                          now, permanent=True)
+                self.store.record_failure(row.id, attempt, reason, None, None, problem, now,
+                                          permanent=True,
+                                          asked=failed_try_asked(resources, None, False))
                 logger.error("%s cannot run: %s", row.description, problem)
                 continue
             plan.append(_Planned(row, pickled, role, resources, attempt, now, values))
         return plan
+
+    def _try_request(self, row: JobRow) -> tuple[Resources, str, str | None, str | None]:
+        """What this try of a ready job asks (more after one that ran out of
+        memory or time), where it goes, what the index keeps of it, and why it
+        cannot run (its request function failed), if so."""
+        own = row.resources().with_defaults(self.defaults)
+        try:
+            return (*place_try(self.config, self.batches, own, self.store.last_failure(row.id)
+                               if row.attempt else None, row.attempt + 1), None)
+        except ResourceError as err:
+            return own, route(self.config, own, self.batches), None, str(err)
 
     def _cannot_run(self, resources: Resources, role: str,
                     values: dict[str, tuple[str, Any]] | None) -> tuple[str, str | None]:
@@ -417,17 +431,21 @@ class Master:
         reason, message = failure_of(update, result, timed_out, self.config.maxJobDuration)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
+        row = self.store.job(job_id)
+        asked = failed_try_asked(row.resources().with_defaults(self.defaults), row.asked,
+                                 timed_out)
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
             log if os.path.exists(log) else None, message, now,
             permanent=bool(result and result.get("permanent")) or bool(
                 update and update.permanent),
             batch_id=(update.native_id or update.batch_id) if update else None,
-            started=now - update.wall if update and update.wall is not None else None)
+            started=now - update.wall if update and update.wall is not None else None,
+            asked=asked)
         if permanent is None:
             return
         trim_log(log, self.config.maxLogFileSize)
-        description = self.store.job(job_id).description
+        description = row.description
         summary = message.strip().splitlines()[0] if message and message.strip() else None
         if permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,

@@ -16,7 +16,7 @@ import os
 from typing import Any, Callable
 
 from .errors import BadOptionError, ResourceError
-from .resources import format_bytes, parse_cpu, parse_duration, parse_size
+from .resources import format_bytes, parse_cpu, parse_duration, parse_factor, parse_size
 
 LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
               "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
@@ -68,6 +68,7 @@ def _flag(value: Any, name: str) -> bool:
 _SIZE = _checked(parse_size)
 _DURATION = _checked(parse_duration)
 _CPU = _checked(parse_cpu)
+_FACTOR = _checked(parse_factor)
 
 
 def _FLOAT(value: Any, name: str) -> float:
@@ -144,6 +145,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("retryCount", _int_at_least(0), 2,
            "Times a failed target is tried again before it counts as failed "
            "(default: 2, so 3 tries).", metavar="N"),
+    Option("memoryRetryFactor", _FACTOR, 2.0,
+           "The try after one that ran out of memory asks for this many times the memory, "
+           "up to --maxMemory (default: 2; 1 asks the same again).", metavar="X"),
+    Option("timeRetryFactor", _FACTOR, 2.0,
+           "The try after one that the scheduler stopped at its wall time asks for this "
+           "many times the time estimate, up to --maxJobDuration (default: 2; 1 asks the "
+           "same again).", metavar="X"),
     Option("maxJobDuration", _DURATION, None,
            "Kill (and retry) a target running longer than this, e.g. 12:00:00, on every "
            "batch system (default: never).", metavar="TIME"),
@@ -210,6 +218,8 @@ class Config:
     defaultDisk: int | None
     defaultTime: float | None
     retryCount: int
+    memoryRetryFactor: float
+    timeRetryFactor: float
     maxJobDuration: float | None
     rescueJobsFrequency: float
     jobTime: float

@@ -5,9 +5,11 @@ must fit in. The master and the start of a tree (for its root) both use it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
-from .resources import Resources
+from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
+from .resources import Resources, call_request
 
 if TYPE_CHECKING:
     from .batch import BatchSystem
@@ -18,7 +20,9 @@ def default_resources(config: Config) -> Resources:
     """What a target that does not say gets (--defaultCpu, --defaultMemory,
     --defaultTime, --defaultDisk)."""
     return Resources(cpu=config.defaultCpu, memory=config.defaultMemory,
-                     time=config.defaultTime, disk=config.defaultDisk)
+                     time=config.defaultTime, disk=config.defaultDisk,
+                     memory_retry_factor=getattr(config, "memoryRetryFactor", None),
+                     time_retry_factor=getattr(config, "timeRetryFactor", None))
 
 
 def route(config: Config, resources: Resources, roles: Mapping[str, object]) -> str:
@@ -61,3 +65,66 @@ def largest_limits(batches: Mapping[str, BatchSystem]) -> Resources:
     return Resources(cpu=None if None in cpus else max(c for c in cpus if c is not None),
                      memory=None if None in memories else max(
                          m for m in memories if m is not None))
+
+
+def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
+    """The most a try that asks for more may ask: the batch systems' memory
+    (and --maxMemory, without a big batch system), and --maxJobDuration."""
+    memories = [largest_limits(batches).memory,
+                config.maxMemory if "big" not in batches else None]
+    known = [m for m in memories if m is not None]
+    return Caps(memory=min(known) if known else None, time=config.maxJobDuration)
+
+
+def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources,
+              failure: tuple[int, str, str | None] | None,
+              attempt: int) -> tuple[Resources, str, str | None]:
+    """What try number ``attempt`` of a job asks (:func:`try_request`), the
+    role of the batch system it goes to, and what ``jobs.asked`` keeps. Memory
+    grown past what that batch system gives is cut to it (a target that asked
+    more than that itself still fails as too big).
+
+    Raises:
+        ResourceError: the target's request function failed.
+    """
+    request, _ = try_request(own, failure, retry_caps(config, batches), attempt)
+    role = route(config, request, batches)
+    most = batches[role].limits().memory
+    if most is not None and request.memory is not None and request.memory > most >= (
+            own.memory or 0):
+        request = dataclasses.replace(request, memory=most)
+    return request, role, raised_json(own, request)
+
+
+def try_request(own: Resources, failure: tuple[int, str, str | None] | None,
+                caps: Caps, attempt: int = 1) -> tuple[Resources, str | None]:
+    """What try number ``attempt`` asks for, after the job's last failed try
+    (``failure``: its attempt, reason and request as the index keeps them),
+    and what of it ``jobs.asked`` keeps (None: the target's own request). A
+    failed try of an index before format 5 asked the target's own request; a
+    timeout of one is taken as a stop at a hard limit (it may have been). A
+    target's ``request`` function decides instead, within the memory cap.
+
+    Raises:
+        ResourceError: the target's request function failed.
+    """
+    if own.request_fn is not None and attempt > 1:
+        values = call_request(own.request_fn, attempt, failure[1] if failure else None)
+        if caps.memory is not None and values.get("memory") is not None:
+            values["memory"] = min(values["memory"], max(caps.memory, own.memory or 0))
+        request = dataclasses.replace(own, **values)
+        return request, raised_json(own, request)
+    last = last_try(*failure) if failure is not None else None
+    if failure is not None and last is None:
+        last = LastTry(failure[0], failure[1], own, hard_limit=True)
+    request = next_request(own, last, caps)
+    return request, raised_json(own, request)
+
+
+def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool) -> str:
+    """What a failed try asked (the target's ``own`` request with what the try
+    asked beyond it), as ``failures.asked`` keeps it. ``hard_limit``: it was
+    stopped at --maxJobDuration; a stop of a target with a ``timeLimit`` is
+    always at that hard limit."""
+    request = from_json(asked, own)
+    return asked_json(request, hard_limit or request.time_limit is not None)

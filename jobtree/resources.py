@@ -3,6 +3,7 @@ parsing of their values."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import re
@@ -119,6 +120,82 @@ def parse_cpu(value: SizeLike, what: str = "cpu") -> float | None:
     return int(cpu) if cpu == int(cpu) else cpu
 
 
+def parse_factor(value: object, what: str) -> float | None:
+    """Checks a retry factor: a number of at least 1 (1 asks the same again).
+
+    Raises:
+        ResourceError: the value is not a number, or is under 1.
+    """
+    if value is None:
+        return None
+    try:
+        factor = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ResourceError(f"{what} must be a number of at least 1, not {value!r}.") from None
+    if isinstance(value, bool) or not 1 <= factor < math.inf:
+        raise ResourceError(f"{what} must be a number of at least 1 (1 asks the same again "
+                            f"after a try that ran out of it), not {value!r}.")
+    return factor
+
+
+#: what a ``request`` function may return, and how each value is read
+_REQUESTED = {"memory": parse_size, "time": parse_duration, "cpu": parse_cpu, "disk": parse_size}
+
+
+def call_request(function: Any, attempt: int, reason: str | None) -> dict[str, Any]:
+    """Calls a target's ``request`` function for one try, and checks its answer.
+
+    Args:
+        function: the function, or its pickle as :func:`pickle_request` made it.
+        attempt: the number of the try (1 for the first).
+        reason: why the try before it failed (``"out of memory"``,
+            ``"timeout"``, ...), None for the first.
+
+    Returns:
+        the values it gave, read as Resources holds them (bytes, seconds).
+
+    Raises:
+        ResourceError: it cannot be loaded, raises, or returns something else
+            than a dict of memory, time, cpu and disk.
+    """
+    if isinstance(function, str):
+        from . import serialize  # only where a target gives a request function
+        try:
+            function = serialize.loads(base64.b64decode(function))
+        except Exception as err:  # noqa: BLE001 - any failure to load is the user's
+            raise ResourceError(
+                f"the target's request function cannot be loaded ({type(err).__name__}: "
+                f"{err}); define it where the master can import it (at the top level of "
+                f"the script or of a module), or as a lambda") from None
+    try:
+        answer = function(attempt, reason)
+    except Exception as err:  # noqa: BLE001 - the user's function
+        raise ResourceError(f"the target's request function raised {type(err).__name__}: "
+                            f"{err} (for try {attempt} after {reason or 'nothing'})") from None
+    if not isinstance(answer, dict) or not set(answer) <= set(_REQUESTED):
+        raise ResourceError(
+            f"the target's request function must return a dict with some of "
+            f"{', '.join(_REQUESTED)} (e.g. {{'memory': f'{{2 * attempt}}G'}}), not "
+            f"{answer!r}.")
+    return {key: _REQUESTED[key](value, key) for key, value in answer.items()}
+
+
+def pickle_request(function: object) -> str | None:
+    """A ``request`` function as Resources keeps it (None stays None).
+
+    Raises:
+        ResourceError: it cannot be pickled.
+    """
+    if function is None:
+        return None
+    from . import serialize
+    try:
+        return base64.b64encode(serialize.dumps(function)).decode()
+    except Exception as err:  # noqa: BLE001
+        raise ResourceError(f"the target's request function cannot be pickled "
+                            f"({type(err).__name__}: {err}).") from None
+
+
 def format_bytes(size: float | None) -> str:
     """Formats bytes for people: ``2.0 GiB``."""
     if size is None:
@@ -217,6 +294,16 @@ class Resources:
             without the prefix (e.g. ``["--constraint=avx2"]`` on Slurm).
         time_limit: a hard wall-time limit in seconds (the target's ``timeLimit``):
             a run over it is stopped and fails, on every batch system.
+        memory_retry_factor: what the memory asked is multiplied by for the
+            try after one that ran out of memory (the target's
+            ``memoryRetryFactor``; 1: ask the same again).
+        time_retry_factor: what the ``time`` estimate is multiplied by for the
+            try after one the scheduler stopped at its wall time (the
+            target's ``timeRetryFactor``; 1: ask the same again).
+
+        request_fn: the target's ``request`` function (the request of each
+            try from its number and the last try's reason), pickled and in
+            base64; see :func:`call_request`.
     """
 
     cpu: float | None = None
@@ -230,13 +317,17 @@ class Resources:
     account: str | None = None
     directives: tuple[str, ...] = ()
     time_limit: float | None = None
+    memory_retry_factor: float | None = None
+    time_retry_factor: float | None = None
+    request_fn: str | None = None
 
     @classmethod
     def parse(cls, time: SizeLike = None, memory: SizeLike = None,
               cpu: SizeLike = None, disk: SizeLike = None, gpus: object = None,
               nodes: object = None, processes: object = None, queue: object = None,
               account: object = None, directives: object = None,
-              time_limit: SizeLike = None) -> Resources:
+              time_limit: SizeLike = None, memory_retry_factor: object = None,
+              time_retry_factor: object = None, request: object = None) -> Resources:
         """Builds Resources from user values, checking each.
 
         Raises:
@@ -249,11 +340,20 @@ class Resources:
         if limit == 0:
             raise ResourceError("timeLimit must be more than 0 seconds; leave it out (None) "
                                 "for no limit.")
-        return cls(cpu=parse_cpu(cpu), memory=parse_size(memory, "memory"),
-                   time=parse_duration(time), disk=parse_size(disk, "disk"),
+        if request is not None and not callable(request):
+            raise ResourceError(f"request must be a function of (attempt, reason) that "
+                                f"returns a dict such as {{'memory': '4G'}}, not {request!r}.")
+        first = call_request(request, 1, None) if request is not None else {}
+        return cls(cpu=first.get("cpu", parse_cpu(cpu)),
+                   memory=first.get("memory", parse_size(memory, "memory")),
+                   time=first.get("time", parse_duration(time)),
+                   disk=first.get("disk", parse_size(disk, "disk")),
                    gpus=_count(gpus, "gpus") or None, nodes=nodes_n, processes=processes_n,
                    queue=_name(queue, "queue"), account=_name(account, "account"),
-                   directives=_directives(directives), time_limit=limit)
+                   directives=_directives(directives), time_limit=limit,
+                   memory_retry_factor=parse_factor(memory_retry_factor, "memoryRetryFactor"),
+                   time_retry_factor=parse_factor(time_retry_factor, "timeRetryFactor"),
+                   request_fn=pickle_request(request))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Resources:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import subprocess
@@ -11,6 +12,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from .errors import JobTreeError, ResourceError, TargetDefinitionError
 from .promise import Promise, new_token
 from .resources import Resources, SizeLike, format_bytes
+
+
+def _larger(mine: Any, granted: Any) -> Any:
+    """The larger of a target's own value and what its job was given."""
+    return mine if granted is None or (mine is not None and mine >= granted) else granted
 
 
 class Runtime(Protocol):
@@ -57,6 +63,18 @@ class Target:
         timeLimit: a hard wall-time limit, a duration like ``time``: a run
             longer than this is stopped and fails ("over its time limit"), on
             every batch system; a cluster job asks for it instead of ``time``.
+        memoryRetryFactor: the try after one that ran out of memory asks for
+            this many times the memory (default: ``--memoryRetryFactor``, 2;
+            1 asks the same again).
+        timeRetryFactor: the try after one that the scheduler stopped at its
+            wall time asks for this many times the ``time`` estimate (default:
+            ``--timeRetryFactor``, 2; 1 asks the same again).
+        request: instead, the request of each try as a function of the
+            try's number (1 for the first) and why the try before it failed
+            (None for the first; ``"out of memory"``, ``"timeout"``, ...),
+            returning a dict with any of ``memory``, ``time``, ``cpu`` and
+            ``disk`` (e.g. ``lambda attempt, reason: {"memory": f"{4 *
+            attempt}G"}``). It overrides those keywords, and the factors.
         Unset values take the tree's defaults (``--defaultMemory``, ...).
     """
 
@@ -65,11 +83,15 @@ class Target:
                  nodes: int | None = None, processes: int | None = None,
                  queue: str | None = None, account: str | None = None,
                  directives: Sequence[str] | str | None = None,
-                 timeLimit: SizeLike = None) -> None:
+                 timeLimit: SizeLike = None, memoryRetryFactor: float | None = None,
+                 timeRetryFactor: float | None = None,
+                 request: Callable[[int, str | None], Mapping[str, Any]] | None = None
+                 ) -> None:
         self._jt_resources = Resources.parse(
             time=time, memory=memory, cpu=cpu, disk=disk, gpus=gpus, nodes=nodes,
             processes=processes, queue=queue, account=account, directives=directives,
-            time_limit=timeLimit)
+            time_limit=timeLimit, memory_retry_factor=memoryRetryFactor,
+            time_retry_factor=timeRetryFactor, request=request)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
         self._jt_runtime: Runtime | None = None
@@ -194,7 +216,8 @@ class Target:
         return self._jt_resources
 
     def getMemory(self) -> int | None:
-        """Bytes of memory asked for; inside a run, with the default applied."""
+        """Bytes of memory asked for; inside a run, what this try was given (the
+        default applied; more after a try that ran out of memory)."""
         return self._effective().memory
 
     def getCpu(self) -> float | None:
@@ -206,7 +229,8 @@ class Target:
         return self._effective().disk
 
     def getRunTime(self) -> float | None:
-        """Expected wall time in seconds (None if not given)."""
+        """Expected wall time in seconds (None if not given); inside a run, this
+        try's (more after a try the scheduler stopped at its wall time)."""
         return self._effective().time
 
     getTime = getRunTime
@@ -250,7 +274,12 @@ class Target:
         runtime = getattr(self, "_jt_runtime", None)
         if runtime is None:
             return self._jt_resources
-        return self._jt_resources.with_defaults(runtime.defaults)
+        effective = self._jt_resources.with_defaults(runtime.defaults)
+        granted = getattr(runtime, "granted", None)
+        if granted is None:
+            return effective
+        return dataclasses.replace(effective, memory=_larger(effective.memory, granted.memory),
+                                   time=_larger(effective.time, granted.time))
 
     def _check_new(self, other: object, method: str) -> None:
         if not isinstance(other, Target):

@@ -42,12 +42,16 @@ class RunContext:
     """What a running target can reach: temp dirs, messages, the limits."""
 
     def __init__(self, paths: TreePaths, chain: int, local_dir: str,
-                 defaults: Resources, limits: Resources) -> None:
+                 defaults: Resources, limits: Resources,
+                 granted: Resources | None = None) -> None:
         self._paths = paths
         self._chain = chain
         self._local_dir = local_dir
         self.defaults = defaults
         self.limits = limits
+        #: what the job was given (a try after one that ran out of memory or
+        #: time is given more than the target asked), for its first target
+        self.granted = granted
         self.messages: list[tuple[int, str]] = []
         self.local_made = False  # whether the run asked for its local temp dir
 
@@ -179,7 +183,8 @@ class Worker:
         wait = started - job["issued_at"] if job.get("issued_at") else None
         values: dict[str, tuple[str, Any]] = dict(job.get("values") or {})
         while True:
-            step, followon = self._run_one(data, job["chain"], wait, len(steps), values)
+            step, followon = self._run_one(data, job["chain"], wait, len(steps), values,
+                                           resources)
             steps.append(step)
             if step["token"] is not None:  # what a chained follow-on may need
                 values[step["token"]] = self._handed(step["value"])  # stored: promised
@@ -217,7 +222,7 @@ class Worker:
         return (kind, os.path.join(self.paths.values, data) if kind == "file" else data)
 
     def _run_one(self, data: bytes, chain: int, wait: float | None, index: int,
-                 values: dict[str, tuple[str, Any]]
+                 values: dict[str, tuple[str, Any]], granted: Resources
                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         with promise.resolving(values):
             target: Target = serialize.loads(data)
@@ -225,7 +230,8 @@ class Worker:
         if index > 0:
             self.chained = description
         local_dir = os.path.join(self.local_root, str(index))
-        context = RunContext(self.paths, chain, local_dir, self.defaults, self.limits)
+        context = RunContext(self.paths, chain, local_dir, self.defaults, self.limits,
+                             granted if index == 0 else None)
         target._jt_runtime = context
         stats_wanted = bool(self.config["stats"])
         usage_before = _cpu_seconds() if stats_wanted else 0.0

@@ -349,6 +349,8 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     db.execute("ALTER TABLE jobs DROP COLUMN extra")
     db.execute("ALTER TABLE failures DROP COLUMN started")
     db.execute("ALTER TABLE jobs DROP COLUMN needs")
+    db.execute("ALTER TABLE jobs DROP COLUMN asked")
+    db.execute("ALTER TABLE failures DROP COLUMN asked")
     db.execute("DROP TABLE returned")
     db.execute("DROP TABLE promised")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
@@ -362,6 +364,7 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     version = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     db.close()
-    assert "extra" in columns and "needs" in columns and json.loads(version) == \
+    assert "extra" in columns and "needs" in columns and "asked" in columns
+    assert json.loads(version) == \
         jobstore.FORMAT_VERSION
     assert {"returned", "promised"} <= tables

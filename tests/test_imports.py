@@ -136,7 +136,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # import nothing of jobtree
     "leaves": ("_version", "errors", "metrics", "progress", "tempfiles", "workerjob",
                "batch.supervise", "batch.wire", "batch.native"),
-    "foundations": ("paths", "resources", "serialize", "options", "janitor"),
+    "foundations": ("paths", "resources", "escalation", "serialize", "options", "janitor"),
     # the index, and what only reads it
     "store": ("jobstore*", "report", "graph", "timeline"),
     # the master's side of every batch system

@@ -144,7 +144,8 @@ def test_the_root_is_checked_against_the_batch_system_it_goes_to() -> None:
         root_job(Root(cpu=6), config, batches)
     with pytest.raises(ResourceError, match="more than main"):
         root_job(Root(memory="8G"), config, {"main": main})
-    assert default_resources(config) == Resources(cpu=1, memory=2 * G)
+    assert default_resources(config) == Resources(cpu=1, memory=2 * G, memory_retry_factor=2,
+                                                  time_retry_factor=2)
     assert too_big(Resources(cpu=6), main) == (  # type: ignore[arg-type]
         "it asks for 6 cores; main gives at most 4 (--maxCpus)")
     assert too_big(Resources(cpu=4, memory=3 * G), main) is None  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import BadOptionError
 from ..jobstore import LISTING_COLUMNS, STATES, ConditionError, JobState, TreeIndex, state_name
 from ..paths import TreePaths
-from ..report import failed_for_good
+from ..report import failed_for_good, tree_defaults, tries_of
 from ..resources import format_seconds
 
 #: the name and version of the JSON document's schema (docs/status.schema.json)
@@ -174,6 +174,13 @@ def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
     options = meta.get("options") or {}
     running = index.jobs_in(JobState.ISSUED, limit + 1)
     failed = failed_targets(index)
+    defaults = tree_defaults(meta)
+    retried = index.retried(limit + 1)
+    tries = {row.id: tries_of(row, failures, defaults) for row, failures in retried}
+    tries.update((row.id, tries_of(row, failures, defaults)) for row, failures in
+                 index.retried(0, [f["id"] for f in failed[:limit] if f["id"] not in tries]))
+    for item in failed[:limit]:
+        item["tries"] = tries.get(item["id"], [])
     return {
         "schema": SCHEMA,
         "tree": paths.root,
@@ -195,7 +202,11 @@ def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
                      "seconds": max(0.0, now - row.started_at) if row.started_at else None}
                     for row in running[:limit]],
         "failed": failed[:limit],
-        "truncated": {"running": len(running) > limit, "failed": len(failed) > limit},
+        "retried": [{"id": row.id, "class": row.cls, "description": row.description,
+                     "state": state_name(row.state), "tries": tries[row.id]}
+                    for row, _ in retried[:limit]],
+        "truncated": {"running": len(running) > limit, "failed": len(failed) > limit,
+                      "retried": len(retried) > limit},
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import BadOptionError
 from ..jobstore import Issued, JobState, TreeIndex
 from ..paths import TreePaths, pool_trees
-from ..report import describe_failure, failed_for_good
+from ..report import describe_failure, failed_for_good, tree_defaults, tries_lines, tries_of
 from ..resources import format_duration
 from . import query
 from .common import (MasterState, entry_point, find_master, open_tree, plural, tree_argument,
@@ -120,14 +120,32 @@ def issued_lines(index: TreeIndex, now: float) -> list[str]:
     return lines
 
 
+def retried_lines(index: TreeIndex) -> list[str]:
+    """The targets that were tried again and did not fail for good (up to
+    SHOWN_FAILED): what each try asked, and why it failed."""
+    defaults = tree_defaults(index.meta())
+    retried = [(row, failures) for row, failures in index.retried(SHOWN_FAILED + 1)
+               if row.state != JobState.FAILED]
+    if not retried:
+        return []
+    lines = ["Targets tried again:"]
+    for row, failures in retried[:SHOWN_FAILED]:
+        lines.append(f"  {row.description}  [{row.cls}, job {row.id}]")
+        lines.extend(f"    {t['line']}" for t in tries_of(row, failures, defaults))
+    if len(retried) > SHOWN_FAILED:
+        lines.append("  ... and more (only the first ones are listed)")
+    return lines
+
+
 def failure_lines(index: TreeIndex) -> list[str]:
     """Every target that failed for good (up to SHOWN_FAILED), by its last attempt."""
     failed = failed_for_good(index)
     if not failed:
         return []
     lines = [f"Failed targets ({len(failed)}):"]
+    requests = tries_lines(index, [failure["job"] for failure, _ in failed[:SHOWN_FAILED]])
     for failure, tries in failed[:SHOWN_FAILED]:
-        lines.extend(describe_failure(failure, tries))
+        lines.extend(describe_failure(failure, tries, requests.get(failure["job"])))
     if len(failed) > SHOWN_FAILED:
         lines.append(f"  ... and {len(failed) - SHOWN_FAILED} more")
     return lines
@@ -263,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = header_lines(paths, meta) + master_lines(master)
         lines += count_lines(counts, issued, now)
         if options.verbose:
-            lines += issued_lines(index, now) + failure_lines(index) + message_lines(index)
+            lines += (issued_lines(index, now) + retried_lines(index) + failure_lines(index)
+                      + message_lines(index))
         lines += advice_lines(paths, counts, master, options.verbose)
         problems: list[str] = []
         if options.check or options.dot:

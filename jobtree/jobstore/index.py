@@ -273,6 +273,20 @@ class TreeIndex:
                 "message", "cls", "description")
         return [dict(zip(keys, r)) for r in rows]
 
+    def retried(self, limit: int, jobs: Sequence[int] | None = None
+                ) -> list[tuple[JobRow, list[dict[str, Any]]]]:
+        """Targets with failed tries (the first ``limit`` by id, or ``jobs``),
+        each with its failed tries, oldest first: attempt, at, reason, message
+        and asked (what the try asked, as JSON; None in an index before format 5)."""
+        if jobs is None:
+            jobs = [r[0] for r in self._db.execute(
+                "SELECT DISTINCT job FROM failures ORDER BY job LIMIT ?", (limit,))]
+        asked = "asked" if schema.has_column(self._db, "failures", "asked") else "NULL"
+        keys = ("attempt", "at", "reason", "message", "asked")
+        return [(self.job(job), [dict(zip(keys, r)) for r in self._db.execute(
+            f"SELECT attempt, at, reason, message, {asked} FROM failures WHERE job = ? "
+            f"ORDER BY attempt", (job,))]) for job in jobs]
+
     def latest_messages(self, limit: int) -> list[tuple[float, str, str]]:
         """The latest ``limit`` logToMaster messages: (time, target, text), oldest first."""
         rows = self._db.execute(

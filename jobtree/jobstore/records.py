@@ -39,7 +39,7 @@ class JobState(enum.IntEnum):
 #: the columns of a JobRow, in its order
 COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
            "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
-           "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs")
+           "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs", "asked")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,9 @@ class JobRow:
     extra: str | None = None
     needs: str | None = None
     """The promise tokens the job's target holds, as a JSON list (or None)."""
+    asked: str | None = None
+    """What its current (or last) try asks beyond the target's own request, as
+    JSON (None: just that); see :mod:`jobtree.escalation`."""
 
     def resources(self) -> Resources:
         """What the job asked for (None where the tree's defaults apply)."""

@@ -13,10 +13,12 @@ from ..errors import TreeError
 from ..paths import TreePaths, pool_trees
 from .records import COLUMNS
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
 #: failures.started (when a failed attempt started, for the timeline); 4 added
-#: return values: the tables returned and promised, and jobs.needs
+#: return values: the tables returned and promised, and jobs.needs; 5 added what
+#: each try asked for: jobs.asked (the current try's request beyond the
+#: target's own, as JSON) and failures.asked (each failed try's, as JSON)
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,13 +40,14 @@ CREATE TABLE jobs (
     chain_closed INTEGER NOT NULL DEFAULT 0,
     run_id TEXT,
     extra TEXT,
-    needs TEXT
+    needs TEXT,
+    asked TEXT
 );
 CREATE INDEX jobs_state ON jobs(state);
 CREATE TABLE failures (
     job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
     reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
-    log TEXT, message TEXT, permanent INTEGER NOT NULL, started REAL,
+    log TEXT, message TEXT, permanent INTEGER NOT NULL, started REAL, asked TEXT,
     PRIMARY KEY (job, attempt)
 );
 CREATE TABLE messages (
@@ -67,7 +70,8 @@ SCHEMA += SCHEMA_4
 #: the columns added since format 1, by the format that added them
 _ADDED = (("jobs", "extra", "TEXT"),  # format 2
           ("failures", "started", "REAL"),  # 3
-          ("jobs", "needs", "TEXT"))  # 4
+          ("jobs", "needs", "TEXT"),  # 4
+          ("jobs", "asked", "TEXT"), ("failures", "asked", "TEXT"))  # 5
 
 
 def connect(path: str, readonly: bool) -> sqlite3.Connection:

@@ -139,12 +139,14 @@ class JobStore(TreeIndex):
 
     # ------------------------------------------------------------- writes
     def mark_issued(self, job_id: int, batch: str, now: float,
-                    attempt: int | None = None) -> int:
+                    attempt: int | None = None, asked: str | None = None) -> int:
         """Marks a ready job issued and returns its new attempt number.
 
         Args:
             attempt: the job's attempt number as read in this transaction, if
                 the caller has it (saves a read).
+            asked: what this try asks beyond the target's own request, as
+                JSON (None: just that).
 
         Raises:
             KeyError: the job is not ready (or not at ``attempt``).
@@ -157,9 +159,10 @@ class JobStore(TreeIndex):
             attempt = int(row[0])
         cursor = self._db.execute(
             "UPDATE jobs SET state = ?, attempt = ?, batch = ?, batch_id = NULL, "
-            "issued_at = ?, started_at = NULL WHERE id = ? AND state = ? AND attempt = ?",
-            (int(JobState.ISSUED), attempt + 1, batch, now, job_id, int(JobState.READY),
-             attempt))
+            "issued_at = ?, started_at = NULL, asked = ? "
+            "WHERE id = ? AND state = ? AND attempt = ?",
+            (int(JobState.ISSUED), attempt + 1, batch, now, asked, job_id,
+             int(JobState.READY), attempt))
         if cursor.rowcount != 1:
             raise KeyError(job_id)
         return attempt + 1
@@ -334,12 +337,13 @@ class JobStore(TreeIndex):
     def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
                        log: str | None, message: str | None, now: float,
                        permanent: bool = False, batch_id: str | None = None,
-                       started: float | None = None) -> bool | None:
+                       started: float | None = None, asked: str | None = None) -> bool | None:
         """Records a failed attempt; the job is retried or fails for good.
 
         Args:
             started: when the attempt started, if known (else when the master
                 saw it start, if it did).
+            asked: what the attempt asked for, as JSON (:mod:`jobtree.escalation`).
 
         Returns:
             True if it failed for good, False if it will be retried, None if
@@ -356,14 +360,22 @@ class JobStore(TreeIndex):
         permanent = permanent or tries_left <= 0
         self._db.execute(
             "INSERT OR REPLACE INTO failures (job, attempt, at, reason, exit_code, batch, "
-            "batch_id, log, message, permanent, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "batch_id, log, message, permanent, started, asked) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, attempt, now, reason, exit_code, batch, batch_id, log, message,
-             int(permanent), started if started is not None else seen_start))
+             int(permanent), started if started is not None else seen_start, asked))
         self._db.execute(
             "UPDATE jobs SET state = ?, tries_left = ?, batch_id = NULL WHERE id = ?",
             (int(JobState.FAILED if permanent else JobState.READY), max(tries_left - 1, 0),
              job_id))
         return permanent
+
+    def last_failure(self, job_id: int) -> tuple[int, str, str | None] | None:
+        """The (attempt, reason, asked JSON) of the job's latest failed try, if any."""
+        row = self._db.execute(
+            "SELECT attempt, reason, asked FROM failures WHERE job = ? "
+            "ORDER BY attempt DESC LIMIT 1", (job_id,)).fetchone()
+        return (int(row[0]), str(row[1]), row[2]) if row is not None else None
 
     def return_to_ready(self, job_id: int, attempt: int) -> bool:
         """Puts an issued attempt back to ready without counting a try (it was
