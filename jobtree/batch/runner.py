@@ -168,11 +168,16 @@ class Runner:
                 os.close(lock)
                 # what a worker killed by a signal could not remove itself
                 shutil.rmtree(self._local_dir(entry), ignore_errors=True)
+        if outcome.get("code") in (-signal.SIGTERM, 128 + signal.SIGTERM) and not self.stopping:
+            time.sleep(_TICK)  # the scheduler signals every process: ours may be on its way
+        if self.stopping and outcome.get("code") != 0:
+            # the entry ended as the task was stopped (the scheduler's SIGTERM
+            # reaches the entry too, which may end before the runner acts)
+            outcome["reason"] = outcome.get("reason") or self._stop_reason()
+            outcome["said"] = _output_tail()
         ended = time.time()
         outcome.update(started=started, ended=ended, wall=ended - started, host=self.host,
                        task=self.index)
-        if self.stopping:
-            outcome["said"] = _output_tail()
         # not fsynced: the worker synced its result; an exit file lost with its
         # node only makes the target run again
         write_atomic(marker(self.exit_dir, entry["key"], "exit"), json.dumps(outcome).encode(),
