@@ -168,7 +168,8 @@ class Runner:
                 os.close(lock)
                 # what a worker killed by a signal could not remove itself
                 shutil.rmtree(self._local_dir(entry), ignore_errors=True)
-        if outcome.get("code") in (-signal.SIGTERM, 128 + signal.SIGTERM) and not self.stopping:
+        if (outcome.get("code") in (-signal.SIGTERM, 128 + signal.SIGTERM)
+                and outcome.get("reason") is None and not self.stopping):
             time.sleep(_TICK)  # the scheduler signals every process: ours may be on its way
         if self.stopping and outcome.get("code") != 0:
             # the entry ended as the task was stopped (the scheduler's SIGTERM
