@@ -29,7 +29,8 @@ from .native import NativeJob, NativeState, Request, Submission
 from .settings import ClusterSettings
 
 # variables of the submitting session that must not reach a job
-_SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM")
+_SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM",
+                   "RESTARTED")  # Grid Engine's, of a master that runs in a job
 #: how much of the end of a task's output is read for the scheduler's word on its end
 OUTPUT_TAIL = 8192
 _SKIP_PREFIXES = ("SLURM_", "SGE_TASK", "PBS_", "LSB_", "JOBTREE_MASTER", "BASH_FUNC")

@@ -40,6 +40,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -282,7 +283,10 @@ def _output_tail() -> str | None:
     """The end of the task's output (this process's standard output, when it
     is a file), where the scheduler writes why it stops a job."""
     try:
-        with open(f"/proc/self/fd/{sys.stdout.fileno()}", "rb") as handle:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a pipe or a terminal: nothing to read back
+        with open(f"/proc/self/fd/{fd}", "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - SAID_TAIL))
             return handle.read().decode(errors="replace")
