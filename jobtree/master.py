@@ -26,7 +26,7 @@ from .placement import (default_resources, failed_try_asked, largest_limits, pla
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
-from .results import failure_of, read_result, to_step, value_files
+from .results import NOT_ITS_DOING, counts_as_try, failure_of, read_result, to_step, value_files
 from .workerjob import WorkerJob
 
 logger = logging.getLogger(__name__)
@@ -434,6 +434,8 @@ class Master:
         row = self.store.job(job_id)
         asked = failed_try_asked(row.resources().with_defaults(self.defaults), row.asked,
                                  timed_out)
+        counted = counts_as_try(reason, self.store.ended_in_row(
+            job_id, [r.value for r in NOT_ITS_DOING]))
         permanent = self.store.record_failure(
             job_id, attempt, reason.value, update.exit_code if update else None,
             log if os.path.exists(log) else None, message, now,
@@ -441,13 +443,18 @@ class Master:
                 update and update.permanent),
             batch_id=(update.native_id or update.batch_id) if update else None,
             started=now - update.wall if update and update.wall is not None else None,
-            asked=asked)
+            asked=asked, counted=counted)
         if permanent is None:
             return
         trim_log(log, self.config.maxLogFileSize)
         description = row.description
         summary = message.strip().splitlines()[0] if message and message.strip() else None
-        if permanent:
+        if not counted:
+            logger.warning("%s ended by no fault of its own (%s; scheduler job %s, attempt %d): "
+                           "%s; running it again without counting a try", description,
+                           reason.value, update.native_id if update else "?", attempt,
+                           summary or f"see {log}")
+        elif permanent:
             logger.error("%s failed for good (attempt %d, %s): %s; log: %s", description,
                          attempt, reason.value, summary or "see the log", log)
         else:

@@ -13,6 +13,25 @@ from .resources import Resources, format_duration
 
 logger = logging.getLogger(__name__)
 
+#: how many endings in a row that are not the target's doing (preempted,
+#: requeued, lost to a failed node) go back to ready without a try counted;
+#: the next one in a row counts, so a job that keeps landing on a failing node
+#: (or is preempted for ever) still uses up its tries and fails at last
+UNCOUNTED_IN_ROW = 5
+#: the endings that are not the target's doing
+NOT_ITS_DOING = frozenset({ExitReason.PREEMPTED, ExitReason.NODE_FAILURE})
+
+
+def counts_as_try(reason: ExitReason, in_row: int) -> bool:
+    """Whether an attempt that ended for ``reason`` uses up one of the job's tries.
+
+    Args:
+        reason: why the attempt ended.
+        in_row: how many of the job's latest attempts before this one ended,
+            one after another, preempted or lost to a failed node.
+    """
+    return reason not in NOT_ITS_DOING or in_row >= UNCOUNTED_IN_ROW
+
 
 def _new_job(job: dict[str, Any]) -> NewJob:
     """A target the run added."""

@@ -48,6 +48,8 @@ CASES = {
                         parallel_environment="orte")),
     "mpi_one_node": _job(Request(processes=4)),
     "gpus": _job(Request(gpus=2, cores=8, memory=32 * GiB, walltime=600)),
+    # SIGUSR1 two minutes before h_rt: the soft limit s_rt (the cluster config's warn_before)
+    "warning": _job(Request(walltime=3600, warn_before=120)),
 }
 
 

@@ -48,7 +48,7 @@ GOLDEN = {
     "full": submission(cores=4, memory=10 * GiB, walltime=7200, disk=20 * GiB,
                        disk_resource="tmp", gpus=2,
                        queue="gpu", account="proj42", parallel_environment="smp",
-                       extra=("-x", '-R "select[avx2]"')),
+                       extra=("-x", '-R "select[avx2]"'), warn_before=300),
 }
 
 

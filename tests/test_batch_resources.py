@@ -153,6 +153,34 @@ def test_slurm_asks_another_disk_resource_as_a_generic_resource() -> None:
     assert "--gres=lscratch:10240M" in render(Slurm(), Resources(disk=10 * GiB), settings)
 
 
+#: per adapter: the warning lines of a job asking an hour with warn_before 120 s
+#: (PBS has no standard warning before the wall time: none)
+WARNING = {
+    "slurm": ["--signal=B:USR1@120"],
+    "gridEngine": ["-l s_rt=00:58:00"],
+    "lsf": ["-wa USR1", "-wt 2"],
+    "torque": [],
+    "pbspro": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WARNING))
+def test_the_wall_time_warning(name: str) -> None:
+    hour = Resources(time=3600)
+    settings = dataclasses.replace(SETTINGS, warn_before=120.0, walltime_factor=1.0)
+    lines = render(ALL[name], hour, settings)
+    warned = [line for line in lines if "USR1" in line or "s_rt" in line or "-wt" in line]
+    assert warned == WARNING[name], lines
+    assert not [line for line in render(ALL[name], hour, dataclasses.replace(
+        settings, warn_before=0)) if "USR1" in line or "s_rt" in line]
+
+
+def test_the_warning_is_at_most_half_the_wall_time() -> None:
+    settings = dataclasses.replace(SETTINGS, warn_before=600.0, walltime_floor=60,
+                                   walltime_factor=1.0)
+    assert "--signal=B:USR1@30" in render(Slurm(), Resources(time=10), settings)
+
+
 def test_the_config_keys(tmp_path: Path) -> None:
     config = tmp_path / "cluster.ini"
     config.write_text("[cluster]\nmemory_floor = 512M\ndisk_resource = scratch\n"

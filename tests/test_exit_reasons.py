@@ -282,6 +282,24 @@ def test_runner_stopped_by_slurm_says_why(tmp_path: Path, output: str,
     assert folder.exit_update(Slurm(), target, record, "1172").reason is ExitReason.KILLED
 
 
+def test_a_requeue_is_told_apart_after_the_output_is_rewritten(tmp_path: Path) -> None:
+    """A requeued Slurm task's output is rewritten when it starts again, so the
+    runner copies the output's end into the exit file of the entry it stopped;
+    an entry an earlier incarnation left is given up as ``requeued``."""
+    folder = JobFolder(str(tmp_path))
+    folder.create({})
+    (tmp_path / "out" / "s1.out").write_text("")  # the restarted task's fresh output
+    target = entry()
+    target.sub = Submitted("s1", [target], 1, False, 0.0, "1172")
+    said = (DATA / "slurm" / "requeue.out").read_text()
+    record = {"code": -15, "reason": "killed", "wall": 3.0, "said": said}
+    assert folder.exit_update(Slurm(), target, record, "1172").reason is ExitReason.PREEMPTED
+    stranded = folder.exit_update(Slurm(), target, {"code": None, "reason": "requeued",
+                                                    "claimed_on": "n1"}, "1172")
+    assert stranded.reason is ExitReason.PREEMPTED and "requeued job 1172" in (
+        stranded.message or "")
+
+
 def test_settle_reads_the_exit_file_first(tmp_path: Path) -> None:
     folder = JobFolder(str(tmp_path))
     folder.create({})

@@ -338,3 +338,51 @@ def test_why_an_attempt_failed() -> None:
         ExitReason.KILLED, "boom")
     assert failure_of(None, {"ok": False, "error": "boom"}, False) == (ExitReason.FAILED, "boom")
     assert failure_of(None, None, False) == (ExitReason.LOST, None)
+
+
+class Preempting(FakeBatch):
+    """Preempts the root's first ``times`` attempts (a node failure every other time)."""
+
+    def __init__(self, clock: Clock, times: int) -> None:
+        super().__init__(clock)
+        self.times = times
+
+    def next_update(self, timeout: float) -> Update | None:
+        for batch_id, spec in list(self.queue.items()):
+            if spec.job_id == 1 and spec.attempt <= self.times:
+                del self.queue[batch_id]
+                reason = ExitReason.NODE_FAILURE if spec.attempt % 2 else ExitReason.PREEMPTED
+                return Update(batch_id, None, reason, native_id=f"sched-{spec.attempt}")
+        return super().next_update(timeout)
+
+
+def test_preemption_and_node_failure_count_no_try(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from jobtree.results import UNCOUNTED_IN_ROW
+
+    paths, config = _make_tree(tmp_path, Root(1), retryCount=0)
+    clock = Clock()
+    batch = Preempting(clock, UNCOUNTED_IN_ROW)
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    with caplog.at_level("WARNING", logger="jobtree.master"):
+        assert master.run() == 0  # no try left, yet every preemption was retried
+    failures = master.store.failures(permanent_only=False)
+    assert [f["reason"] for f in failures] == [
+        "node failure" if a % 2 else "preempted" for a in range(1, UNCOUNTED_IN_ROW + 1)]
+    warned = [r.getMessage() for r in caplog.records if "no fault of its own" in r.getMessage()]
+    assert len(warned) == UNCOUNTED_IN_ROW
+    assert "scheduler job sched-2" in warned[1] and "without counting a try" in warned[1]
+
+
+def test_endless_preemption_counts_at_last(tmp_path: Path) -> None:
+    from jobtree.results import UNCOUNTED_IN_ROW
+
+    paths, config = _make_tree(tmp_path, Root(1), retryCount=1)
+    clock = Clock()
+    batch = Preempting(clock, 10 ** 6)  # preempted for ever
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    assert master.run() == 1
+    failures = master.store.failures(permanent_only=False)
+    # the free ones, then the two tries retryCount=1 gives
+    assert len(failures) == UNCOUNTED_IN_ROW + 2
+    assert [f["attempt"] for f in master.store.failures()] == [UNCOUNTED_IN_ROW + 2]

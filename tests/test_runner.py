@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -114,3 +115,65 @@ def test_stale_local_temp_dirs_are_cleaned(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert not stale.exists() and fresh.exists() and held.exists()
+
+
+def _wait_for(path: Path) -> None:
+    """Waits (bounded) for a file to appear: the entry has started."""
+    for _ in range(600):
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_the_wall_time_warning_stops_claiming_but_not_the_running_entry(
+        tmp_path: Path) -> None:
+    # the entry sends its runner what --signal=B:USR1@N sends, then goes on:
+    # the runner handles it before it sees the entry end
+    entries = [_entry(tmp_path, "1.1", "kill -USR1 $PPID; sleep 0.2; exit 3"),
+               _entry(tmp_path, "2.1", "exit 0")]
+    _run_tasks(_manifest(tmp_path, entries), tasks=1)
+    record = _exit(tmp_path, "1.1")
+    assert record["code"] == 3 and record.get("reason") is None  # it ran to its end
+    assert not (tmp_path / "exit" / "2.1.run").exists()  # nothing claimed after the warning
+
+
+def test_a_stop_records_what_the_task_output_said(tmp_path: Path) -> None:
+    out = tmp_path / "task.out"
+    entries = [_entry(tmp_path, "1.1", f": > {tmp_path}/started; sleep 30")]
+    with open(out, "w") as handle:
+        handle.write("slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2026-12-03T16:23:32 "
+                     "DUE TO JOB REQUEUE ***\n")
+        handle.flush()
+        process = subprocess.Popen([sys.executable, "-m", "jobtree.batch.runner",
+                                    str(_manifest(tmp_path, entries))],
+                                   env=dict(os.environ, TASK="1"), stdout=handle)
+        _wait_for(tmp_path / "started")
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+    record = _exit(tmp_path, "1.1")
+    assert record["reason"] == "killed" and "DUE TO JOB REQUEUE" in record["said"]
+
+
+def test_a_requeued_task_gives_up_what_an_earlier_incarnation_claimed(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    entries = [_entry(tmp_path, f"{i}.1", f": > {runs}/{i}") for i in range(4)]
+    manifest = _manifest(tmp_path, entries)
+    exit_dir = str(tmp_path / "exit")
+    # the first incarnation of task 2 finished 0.1, claimed 1.1 and died with
+    # its node; task 1 claimed 2.1 and still runs it
+    for key, task in (("0.1", 2), ("1.1", 2), ("2.1", 1)):
+        assert wire.claim(exit_dir, key, {"task": task, "host": "old", "started": 1.0})
+    (tmp_path / "exit" / "0.1.exit").write_text(json.dumps({"code": 0}))
+    process = subprocess.run([sys.executable, "-m", "jobtree.batch.runner", str(manifest)],
+                             env=dict(os.environ, TASK="2", SLURM_RESTART_COUNT="1"))
+    assert process.returncode == 0
+    assert _exit(tmp_path, "0.1") == {"code": 0}  # its own outcome stays
+    given_up = _exit(tmp_path, "1.1")
+    assert given_up["reason"] == "requeued" and given_up["claimed_on"] == "old"
+    assert not (tmp_path / "exit" / "2.1.exit").exists()  # another task's: left alone
+    assert sorted(p.name for p in runs.iterdir()) == ["3"]  # only the unclaimed one ran
+    # a first start (no restart count) gives up nothing
+    assert not runner.restarted({"SLURM_RESTART_COUNT": "0"})
+    assert runner.restarted({"LSB_RESTART": "Y"}) and runner.restarted({"RESTARTED": "1"})

@@ -100,6 +100,9 @@ class GridEngine(SchedulerDialect):
             lines.append(f"-l h_vmem={mebibytes(per_slot)}M")
         if request.walltime is not None:
             lines.append(f"-l h_rt={hms(request.walltime)}")
+            warning = request.warning()
+            if warning is not None:  # SIGUSR1 at the soft limit
+                lines.append(f"-l s_rt={hms(request.walltime - warning)}")
         if request.gpus:
             lines.append(f"-l gpu={request.gpus}")
         if request.disk is not None and request.disk_resource:

@@ -29,7 +29,8 @@ from .native import NativeJob, NativeState, Request, Submission
 from .settings import ClusterSettings
 
 # variables of the submitting session that must not reach a job
-_SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM")
+_SKIP_VARIABLES = ("PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "TMPDIR", "PS1", "TERM",
+                   "RESTARTED")  # Grid Engine's, of a master that runs in a job
 #: how much of the end of a task's output is read for the scheduler's word on its end
 OUTPUT_TAIL = 8192
 _SKIP_PREFIXES = ("SLURM_", "SGE_TASK", "PBS_", "LSB_", "JOBTREE_MASTER", "BASH_FUNC")
@@ -110,6 +111,8 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
         why = ExitReason.KILLED
     elif reason in ("timeout", "time_limit"):
         why = ExitReason.TIMEOUT
+    elif reason == "requeued":
+        why = ExitReason.PREEMPTED
     elif code is None:
         why = ExitReason.LOST
     elif code == EXIT_MEMORY and entry.worker:
@@ -122,6 +125,9 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
     elif why is ExitReason.TIMEOUT:
         message = ("the scheduler stopped it at its job's wall time: raise the target's time "
                    "(an estimate), or walltime_floor/walltime_factor in the cluster config")
+    elif why is ExitReason.PREEMPTED:
+        message = (f"the scheduler requeued job {native_id} while it ran the target (on "
+                   f"{record.get('claimed_on') or 'a node'}); the job's next start gave it up")
     return Update(entry.batch_id, code, why, record.get("wall"), record.get("maxrss"),
                   native_id=native_id, message=message)
 
@@ -402,7 +408,10 @@ class JobFolder:
         update = update_from_exit(entry, record, native_id)
         if update.reason is not ExitReason.KILLED or entry.killed:
             return update
-        said = self.output_says(dialect, entry)
+        # the runner's copy of the output's end: a requeued task's output is
+        # rewritten when it starts again
+        said = (dialect.output_state(record["said"]) if record.get("said")
+                else self.output_says(dialect, entry))
         if said is None or said[0] not in _DEFINITE:
             return update
         return dataclasses.replace(update, reason=_REASONS[said[0]],

@@ -125,7 +125,11 @@ class LSF(SchedulerDialect):
             if request.walltime <= 0:
                 raise ResourceError(f"Job {job.name!r} asks for a wall time of "
                                     f"{request.walltime} s; LSF needs at least one minute.")
-            lines.append(self._line("-W", str(max(1, math.ceil(request.walltime / 60)))))
+            minutes = max(1, math.ceil(request.walltime / 60))
+            lines.append(self._line("-W", str(minutes)))
+            warning = request.warning(minutes * 60)
+            if warning is not None and warning >= 60:  # -wt is in whole minutes
+                lines += [self._line("-wa", "USR1"), self._line("-wt", str(warning // 60))]
         if request.queue:
             lines.append(self._line("-q", request.queue))
         if request.account:

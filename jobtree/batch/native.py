@@ -98,6 +98,8 @@ class Request:
             cluster config's ``disk_resource``); without one, disk is not asked.
         vmem_allowance: Grid Engine only: bytes added to ``memory`` for its
             virtual-memory limit ``h_vmem``.
+        warn_before: seconds before the wall time ends at which the job asks
+            for SIGUSR1 (the cluster config's ``warn_before``; 0 for none).
     """
 
     cores: int = 1
@@ -113,6 +115,17 @@ class Request:
     extra: tuple[str, ...] = ()
     disk_resource: str | None = None
     vmem_allowance: int = 0
+    warn_before: float = 0.0
+
+    def warning(self, asked: float | None = None) -> int | None:
+        """Whole seconds before the end of the wall time (``asked``: the
+        adapter's rounding of ``walltime``) at which the job asks for its
+        warning signal: ``warn_before``, at most half the wall time; None for
+        no warning (no wall time asked, or ``warn_before`` 0)."""
+        total = asked if asked is not None else self.walltime
+        if total is None or total <= 0 or self.warn_before <= 0:
+            return None
+        return max(1, int(min(self.warn_before, total / 2)))
 
     @property
     def slots(self) -> int:

@@ -202,7 +202,8 @@ def request_for(resources: Resources, settings: ClusterSettings,
         queue=resources.queue or settings.queue, account=resources.account or settings.account,
         parallel_environment=settings.parallel_environment,
         extra=tuple(settings.extra) + tuple(resources.directives or ()),
-        disk_resource=settings.disk_resource, vmem_allowance=settings.vmem_allowance)
+        disk_resource=settings.disk_resource, vmem_allowance=settings.vmem_allowance,
+        warn_before=settings.warn_before)
     dialect.directives(Submission("check", "check", "check", 1, request, "."))
     return request
 

@@ -13,8 +13,20 @@ runner writes its outcome to ``exit/KEY.exit`` (atomically), so the master
 learns how every target ended without asking the scheduler. A kill request
 (``exit/KEY.kill``) or the entry's hard limit (``time_limit``, the target's
 ``timeLimit``) stops one entry; its ``time`` is only an estimate and never
-does. SIGTERM (a cancel, or the scheduler's wall-time limit) stops the entry
-running and the task.
+does. SIGTERM (a cancel, the scheduler's wall-time limit, a preemption or a
+requeue) stops the entry running and the task; the exit file then carries the
+end of the task's output, where the scheduler may have said why
+(``DUE TO JOB REQUEUE``), since a requeued task's output is rewritten when it
+starts again. SIGUSR1 (the warning the job asks for ``warn_before`` seconds
+before its wall time ends) only stops claiming: the running entry goes on.
+
+A task the scheduler requeued starts again from the beginning (it knows from
+:data:`RESTART_VARIABLES`). The scheduler ran no incarnation of it alongside
+another: Slurm, Grid Engine and LSF kill a task's processes before they queue
+it again. So an entry claimed by this task index and left without an exit file
+was stranded by an earlier incarnation: the task writes it an exit file saying
+so (``requeued``), which the master takes as a preemption (no try counted; the
+target is issued again), and never runs it itself.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -36,12 +49,23 @@ from typing import Any
 from ..paths import local_temp_root, write_atomic
 from ..workerjob import worker_args
 from .supervise import KILL_GRACE, Stopping
-from .wire import claim, marker
+from .wire import claim, marker, settle_once
 
 #: seconds between looks at a running entry (kill requests, its time limit)
 _TICK = 0.1
 #: a local temp dir untouched for this long and not locked is stale
 STALE_AFTER = 60.0
+#: variables a scheduler sets in a task it requeued and started again (Slurm's
+#: restart count, Grid Engine's RESTARTED=1, LSF's LSB_RESTART=Y)
+RESTART_VARIABLES = ("SLURM_RESTART_COUNT", "RESTARTED", "LSB_RESTART")
+#: how much of the end of the task's output an exit file of a stopped entry carries
+SAID_TAIL = 2048
+
+
+def restarted(environ: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether the scheduler says this task is a requeued one started again."""
+    return any(environ.get(name, "").strip() not in ("", "0", "N", "n")
+               for name in RESTART_VARIABLES)
 
 
 class Runner:
@@ -53,6 +77,7 @@ class Runner:
         self.exit_dir: str = manifest["exit_dir"]
         self.began = time.time()
         self.stopping = False
+        self.draining = False  # warned that the wall time ends soon: claim nothing more
         self.host = socket.gethostname()
         # the running command's Popen, kept so that its __del__ does not reap
         # the child before os.wait4 here can read its status and usage
@@ -81,6 +106,8 @@ class Runner:
     # ---------------------------------------------------------------- run
     def run(self) -> int:
         entries = self.manifest["entries"]
+        if restarted(os.environ):
+            self.give_up_stranded()
         if not self.manifest.get("pack"):
             if 1 <= self.index <= len(entries):
                 self._try(entries[self.index - 1])
@@ -88,10 +115,39 @@ class Runner:
         budget = float(self.manifest.get("pack_time") or 0)
         start = (self.index - 1) % max(len(entries), 1)
         for entry in entries[start:] + entries[:start]:
-            if self.stopping or (time.time() - self.began >= budget):
+            if self.stopping or self.draining or (time.time() - self.began >= budget):
                 break
             self._try(entry)
         return 0
+
+    def give_up_stranded(self) -> list[str]:
+        """Writes a ``requeued`` exit file for each entry an earlier incarnation
+        of this task claimed and left without one (see the module docstring).
+
+        Returns:
+            the keys of those entries.
+        """
+        stranded = []
+        for entry in self.manifest["entries"]:
+            key = entry["key"]
+            if os.path.exists(marker(self.exit_dir, key, "exit")):
+                continue
+            try:
+                with open(marker(self.exit_dir, key, "run"), encoding="utf-8") as handle:
+                    record = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict) or record.get("task") != self.index:
+                continue
+            now = time.time()
+            if settle_once(self.exit_dir, key, {
+                    "code": None, "reason": "requeued", "maxrss": None, "host": self.host,
+                    "task": self.index, "started": record.get("started"), "ended": now,
+                    "claimed_on": record.get("host")}):
+                stranded.append(key)
+                print(f"jobtree: requeued task {self.index} gives up {key}, which an earlier "
+                      f"incarnation of it claimed on {record.get('host')}", file=sys.stderr)
+        return stranded
 
     def _try(self, entry: dict[str, Any]) -> None:
         started = time.time()
@@ -113,6 +169,14 @@ class Runner:
                 os.close(lock)
                 # what a worker killed by a signal could not remove itself
                 shutil.rmtree(self._local_dir(entry), ignore_errors=True)
+        if (outcome.get("code") in (-signal.SIGTERM, 128 + signal.SIGTERM)
+                and outcome.get("reason") is None and not self.stopping):
+            time.sleep(_TICK)  # the scheduler signals every process: ours may be on its way
+        if self.stopping and outcome.get("code") != 0:
+            # the entry ended as the task was stopped (the scheduler's SIGTERM
+            # reaches the entry too, which may end before the runner acts)
+            outcome["reason"] = outcome.get("reason") or self._stop_reason()
+            outcome["said"] = _output_tail()
         ended = time.time()
         outcome.update(started=started, ended=ended, wall=ended - started, host=self.host,
                        task=self.index)
@@ -215,6 +279,21 @@ class Runner:
         return "killed"
 
 
+def _output_tail() -> str | None:
+    """The end of the task's output (this process's standard output, when it
+    is a file), where the scheduler writes why it stops a job."""
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a pipe or a terminal: nothing to read back
+        with open(f"/proc/self/fd/{fd}", "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - SAID_TAIL))
+            return handle.read().decode(errors="replace")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _exit_notifier(pid: int) -> int | None:
     """A descriptor that becomes readable when ``pid`` exits (Linux pidfd), or None."""
     try:
@@ -266,9 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: Any) -> None:
         runner.stopping = True
 
+    def on_warning(signum: int, frame: Any) -> None:
+        runner.draining = True
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGUSR1, on_term)  # Grid Engine's warning before a hard limit
+    # the warning asked for warn_before seconds before the wall time ends
+    signal.signal(signal.SIGUSR1, on_warning)
     signal.signal(signal.SIGUSR2, on_term)  # LSF's, at the run limit
     runner.prepare()
     return runner.run()

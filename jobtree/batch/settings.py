@@ -74,6 +74,10 @@ class ClusterSettings:
         walltime_max: the longest wall time the queue allows, if known: no
             request goes over it, and a longer ``timeLimit`` fails at once.
         max_job_duration: ``--maxJobDuration``: no request need go far past it.
+        warn_before: seconds before a job's wall time ends at which it asks
+            the scheduler for SIGUSR1 (Slurm ``--signal``, Grid Engine
+            ``s_rt``, LSF ``-wa``/``-wt``); its runner then claims no further
+            target. 0 asks for none.
     """
 
     workdir: str | None = None
@@ -104,6 +108,7 @@ class ClusterSettings:
     walltime_factor: float = 3.0
     walltime_max: float | None = None
     max_job_duration: float | None = None
+    warn_before: float = 120.0
 
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
@@ -179,7 +184,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_jobs": ("max_jobs", _positive_int), "submit_rate": ("submit_rate", _positive_float),
     "poll_interval": ("poll_interval", _seconds), "arrays": ("arrays", _boolean),
     "pack_time": ("pack_time", _seconds), "exit_grace": ("exit_grace", _seconds),
-    "launch_grace": ("launch_grace", _seconds),
+    "launch_grace": ("launch_grace", _seconds), "warn_before": ("warn_before", _seconds),
     "command_timeout": ("command_timeout", _seconds),
     "max_cpus": ("max_cpus", lambda t: parse_cpu(t, "max_cpus")),
     "max_memory": ("max_memory", lambda t: parse_size(t, "max_memory")),

@@ -93,6 +93,9 @@ class Slurm(SchedulerDialect):
             lines.append(f"--mem={mebibytes(r.memory)}M")
         if r.walltime is not None:
             lines.append(f"--time={hms(whole_minutes(r.walltime) * 60)}")
+            warning = r.warning(whole_minutes(r.walltime) * 60)
+            if warning is not None:  # B: to the job script, which execs the runner
+                lines.append(f"--signal=B:USR1@{warning}")
         if r.disk is not None and r.disk_resource:
             lines.append(f"--tmp={mebibytes(r.disk)}M" if r.disk_resource == "tmp"
                          else f"--gres={r.disk_resource}:{mebibytes(r.disk)}M")

@@ -40,3 +40,19 @@ def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(record, handle)
     return True
+
+
+def settle_once(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
+    """Writes an entry's exit file unless it has one already (an exclusive
+    create, whole or absent); False if it had one."""
+    path = marker(exit_dir, key, "exit")
+    tmp = os.path.join(exit_dir, f".tmp-{os.getpid()}-{key}.exit")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True

@@ -337,13 +337,16 @@ class JobStore(TreeIndex):
     def record_failure(self, job_id: int, attempt: int, reason: str, exit_code: int | None,
                        log: str | None, message: str | None, now: float,
                        permanent: bool = False, batch_id: str | None = None,
-                       started: float | None = None, asked: str | None = None) -> bool | None:
+                       started: float | None = None, asked: str | None = None,
+                       counted: bool = True) -> bool | None:
         """Records a failed attempt; the job is retried or fails for good.
 
         Args:
             started: when the attempt started, if known (else when the master
                 saw it start, if it did).
             asked: what the attempt asked for, as JSON (:mod:`jobtree.escalation`).
+            counted: whether the attempt uses up a try; one that does not
+                (preempted, lost to a failed node) is retried, never fails for good.
 
         Returns:
             True if it failed for good, False if it will be retried, None if
@@ -357,7 +360,7 @@ class JobStore(TreeIndex):
             return None
         tries_left, batch, stored_id, seen_start = row
         batch_id = batch_id or stored_id
-        permanent = permanent or tries_left <= 0
+        permanent = counted and (permanent or tries_left <= 0)
         self._db.execute(
             "INSERT OR REPLACE INTO failures (job, attempt, at, reason, exit_code, batch, "
             "batch_id, log, message, permanent, started, asked) "
@@ -366,8 +369,8 @@ class JobStore(TreeIndex):
              int(permanent), started if started is not None else seen_start, asked))
         self._db.execute(
             "UPDATE jobs SET state = ?, tries_left = ?, batch_id = NULL WHERE id = ?",
-            (int(JobState.FAILED if permanent else JobState.READY), max(tries_left - 1, 0),
-             job_id))
+            (int(JobState.FAILED if permanent else JobState.READY),
+             max(tries_left - 1, 0) if counted else tries_left, job_id))
         return permanent
 
     def last_failure(self, job_id: int) -> tuple[int, str, str | None] | None:
@@ -376,6 +379,18 @@ class JobStore(TreeIndex):
             "SELECT attempt, reason, asked FROM failures WHERE job = ? "
             "ORDER BY attempt DESC LIMIT 1", (job_id,)).fetchone()
         return (int(row[0]), str(row[1]), row[2]) if row is not None else None
+
+    def ended_in_row(self, job_id: int, reasons: Sequence[str]) -> int:
+        """How many of a job's latest failed attempts, one after another, ended
+        for one of ``reasons``."""
+        rows = self._db.execute("SELECT reason FROM failures WHERE job = ? ORDER BY attempt DESC",
+                                (job_id,))
+        count = 0
+        for (reason,) in rows:
+            if reason not in reasons:
+                break
+            count += 1
+        return count
 
     def return_to_ready(self, job_id: int, attempt: int) -> bool:
         """Puts an issued attempt back to ready without counting a try (it was

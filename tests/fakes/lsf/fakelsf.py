@@ -110,7 +110,8 @@ def _display_name(job: Job) -> str:
 
 # --------------------------------------------------------------------- bsub
 
-OPTIONS = {"-J", "-o", "-oo", "-e", "-eo", "-n", "-R", "-M", "-W", "-q", "-P", "-gpu", "-cwd"}
+OPTIONS = {"-J", "-o", "-oo", "-e", "-eo", "-n", "-R", "-M", "-W", "-q", "-P", "-gpu", "-cwd",
+           "-wa", "-wt"}  # the warning action and time: accepted, never sent
 
 
 def _parse_options(words: list[str], into: dict[str, Any]) -> list[str]:
