@@ -328,26 +328,6 @@ def assert_gone(batch: BatchSystem, pids: Sequence[int], pgids: Sequence[int] = 
     assert not left, f"processes left behind: {left}"
 
 
-def test_over_memory_is_out_of_memory(batch: BatchSystem, jobs: Jobs, case: BatchCase) -> None:
-    """A target that touches far more memory than it asked for is reported out
-    of memory, however the scheduler stops it: Slurm's OverMemoryKill (``FAILED
-    0:9`` and ``Exceeded job memory limit`` in the job's output), Grid Engine's
-    h_vmem (a MemoryError), the PBS MOM's kill (-10 / -27), LSF's TERM_MEMLIMIT.
-    It touches 900 MB: more than what the scheduler is asked for its 150 MB,
-    which is raised to memory_floor (256 MiB), and on Grid Engine more than
-    that plus vmem_allowance (512 MiB)."""
-    if case.name == "singleMachine":
-        pytest.skip("singleMachine does not enforce memory")
-    hungry = jobs.worker(targets.touch_memory, 900, 60.0, memory=150 * 1024 ** 2)
-    update = only(collect(batch, [batch.issue(hungry)], 60 + case.latency))
-    assert update.reason is ExitReason.MEMLIMIT, (update, log_of(hungry))
-    # a scheduler's kill is explained (Slurm here: "... for using more memory than the
-    # 150 MiB it asked for (FAILED 0:9; its output: '... Exceeded job memory limit')");
-    # a MemoryError (Grid Engine's h_vmem) comes from the worker's exit status
-    assert update.message is None or "more memory than" in update.message, update
-    assert_quiet(batch)
-
-
 # ------------------------------------------------------------------- limits
 
 
