@@ -148,7 +148,7 @@ class Master:
                     self._garbage.append(os.path.join(local_temp_root(self.meta["tree_id"]),
                                                       f"{issued.job_id}.{issued.attempt}"))
                 settled = self._ingest(issued.job_id, issued.attempt, update,
-                                       timed_out=issued.timed_out)
+                                       timed_out=issued.timed_out, role=role)
                 if isinstance(settled, Settled):
                     settled_all.append(settled)
             plan = self._mark_ready_issued()
@@ -398,8 +398,9 @@ class Master:
         return updates
 
     def _ingest(self, job_id: int, attempt: int, update: Update | None,
-                timed_out: bool = False) -> Settled | bool:
-        """Ingests the outcome of one attempt inside the caller's transaction.
+                timed_out: bool = False, role: str | None = None) -> Settled | bool:
+        """Ingests the outcome of one attempt (run by the batch system of
+        ``role``, if known) inside the caller's transaction.
 
         Returns:
             the Settled of a success, True for a recorded failure, False if
@@ -421,19 +422,21 @@ class Master:
                     self._garbage.append(self.paths.job_input(job_id))
                 self._garbage.extend((self.paths.log(job_id, attempt), path))
                 return settled
-        self._record_failure(job_id, attempt, update, result, timed_out)
+        self._record_failure(job_id, attempt, update, result, timed_out, role)
         self._garbage.append(path)
         self._garbage.extend(value_files(self.paths.values, result))
         return True
 
     def _record_failure(self, job_id: int, attempt: int, update: Update | None,
-                        result: dict[str, Any] | None, timed_out: bool) -> None:
+                        result: dict[str, Any] | None, timed_out: bool,
+                        role: str | None = None) -> None:
         reason, message = failure_of(update, result, timed_out, self.config.maxJobDuration)
         log = self.paths.log(job_id, attempt)
         now = self.clock()
         row = self.store.job(job_id)
+        granted = self.batches[role].granted if role in self.batches else None
         asked = failed_try_asked(row.resources().with_defaults(self.defaults), row.asked,
-                                 timed_out)
+                                 timed_out, granted)
         counted = counts_as_try(reason, self.store.ended_in_row(
             job_id, [r.value for r in NOT_ITS_DOING]))
         permanent = self.store.record_failure(

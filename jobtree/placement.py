@@ -6,7 +6,7 @@ must fit in. The master and the start of a tree (for its root) both use it.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
 from .resources import Resources, call_request
@@ -121,10 +121,15 @@ def try_request(own: Resources, failure: tuple[int, str, str | None] | None,
     return request, raised_json(own, request)
 
 
-def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool) -> str:
+def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool,
+                     granted: Callable[[Resources], Resources] | None = None) -> str:
     """What a failed try asked (the target's ``own`` request with what the try
     asked beyond it), as ``failures.asked`` keeps it. ``hard_limit``: it was
     stopped at --maxJobDuration; a stop of a target with a ``timeLimit`` is
-    always at that hard limit."""
+    always at that hard limit. ``granted``: what its batch system asked of the
+    scheduler for it (a memory below the cluster's floor is raised to it), so
+    that the next try grows what the try was really given."""
     request = from_json(asked, own)
+    if granted is not None:
+        request = granted(request)
     return asked_json(request, hard_limit or request.time_limit is not None)

@@ -170,6 +170,26 @@ def test_the_master_asks_more_after_memory_then_time(tmp_path: Path) -> None:
     assert json.loads(master.store.job(1).asked or "") == {"memory": 2 * GIB, "time": 120}
 
 
+class Floored(Failing):
+    """Gives every job at least 256 MiB, as a cluster's memory_floor does."""
+
+    def granted(self, resources: Resources) -> Resources:
+        return dataclasses.replace(resources, memory=max(resources.memory or 0, 256 * MIB))
+
+
+def test_a_try_grows_what_its_batch_system_gave_it(tmp_path: Path) -> None:
+    # a try asking 100M was given 256M: the next asks twice that, not 200M
+    paths, config = _make_tree(tmp_path, Root(0), defaultMemory="100M")
+    clock = Clock()
+    batch = Floored(clock, [(ExitReason.MEMLIMIT, None)])
+    master = Master(JobStore.open(paths), config, {"main": batch}, clock=clock)
+    master.run()
+    assert [s.resources.memory for s in batch.specs if s.job_id == 1] == [
+        100 * MIB, 512 * MIB]
+    (asked,) = master.store._db.execute("SELECT asked FROM failures").fetchone()
+    assert json.loads(asked)["memory"] == 256 * MIB
+
+
 def test_caps_and_hard_limits_in_the_master(tmp_path: Path) -> None:
     # --maxMemory caps the memory; a stop at --maxJobDuration never grows the time
     _, asked = _run(tmp_path, [(ExitReason.MEMLIMIT, None), (ExitReason.MEMLIMIT, None)],
@@ -262,22 +282,23 @@ def test_with_factor_one_every_try_asks_the_same_and_the_report_says_so(
 @pytest.mark.parametrize("system", ["slurm", "gridEngine"])
 def test_out_of_memory_on_a_cluster_finishes_by_asking_more(tmp_path: Path,
                                                             system: str) -> None:
-    """A target that asks 300M and touches 450 MiB is stopped by the scheduler
-    (Slurm with memory enforced: FAILED 0:9, "Exceeded job memory limit"; Grid
-    Engine's h_vmem, with no allowance here: a MemoryError), and finishes on its
-    second try, which asks 600M of the scheduler."""
+    """The issue's case: a target that asks 150M and touches 260 MiB is given
+    the cluster's memory_floor, 256M, and stopped by the scheduler (Slurm with
+    memory enforced: FAILED 0:9, "Exceeded job memory limit"; Grid Engine's
+    h_vmem, with no allowance here: a MemoryError). It finishes on its second
+    try, which asks twice what the first was given: 512M."""
     require_scheduler(system)
     config = quick_cluster_config(tmp_path)
     config.write_text(config.read_text() + "vmem_allowance = 0\n")
     tree = tmp_path / "jt"
     done = run_script("grows.py", "--jobTree", str(tree), "--batchSystem", system,
-                      "--clusterConfig", str(config), "--memory", "300M", "--touch", "450",
+                      "--clusterConfig", str(config), "--memory", "150M", "--touch", "260",
                       "--hold", "120", "--retryCount", "1", "--logLevel", "WARNING")
     assert done.returncode == 0, done.stderr
     status = run_command("status", "--jobTree", str(tree), "--json")
     (retried,) = json.loads(status.stdout)["retried"]
     assert [(t["attempt"], t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
-        (1, "out of memory", 300 * MIB), (2, None, 600 * MIB)], done.stderr
+        (1, "out of memory", 256 * MIB), (2, None, 512 * MIB)], done.stderr
 
 
 # ------------------------------------- the request as a function of the try

@@ -120,6 +120,12 @@ class BatchSystem(abc.ABC):
     def limits(self) -> Resources:
         """The largest cpu and memory one job may ask for (None = no limit known)."""
 
+    def granted(self, resources: Resources) -> Resources:
+        """What a job that asks ``resources`` is given: what the scheduler is
+        asked for it (a cluster raises a tiny memory request to its
+        ``memory_floor``). A try that runs out of memory asks for more than this."""
+        return resources
+
     @abc.abstractmethod
     def capacity(self) -> int:
         """How many jobs the master should keep issued at once."""

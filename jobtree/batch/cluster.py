@@ -129,6 +129,10 @@ class ClusterBatchSystem(BatchSystem):
     def limits(self) -> Resources:
         return Resources(cpu=self.settings.max_cpus, memory=self.settings.max_memory)
 
+    def granted(self, resources: Resources) -> Resources:
+        return dataclasses.replace(
+            resources, memory=plan.scheduler_memory(resources.memory, self.settings))
+
     def capacity(self) -> int:
         return plan.capacity(self.settings)
 
