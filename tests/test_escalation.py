@@ -255,6 +255,38 @@ def test_out_of_memory_on_single_machine_finishes_by_asking_more(tmp_path: Path)
            "succeeded" in verbose.stdout, verbose.stdout
 
 
+def _memory_cgroups() -> Path:
+    """Where a test may make memory cgroups (v1, as root); else skips, or
+    fails in CI, whose machines have them."""
+    import os
+
+    folder = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() == 0 and (folder / "cgroup.procs").exists() and os.access(folder, os.W_OK):
+        return folder
+    message = "no writable cgroup v1 memory controller (it needs root)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def test_a_kernel_oom_kill_on_single_machine_asks_more(tmp_path: Path) -> None:
+    """A target that the kernel's OOM killer SIGKILLs (here, in a memory cgroup
+    as small as what its try was given) is out of memory on singleMachine too,
+    and its next try, asking twice as much, finishes."""
+    cgroups = _memory_cgroups()
+    tree = tmp_path / "jt"
+    try:
+        done = run_script("oomkilled.py", "--jobTree", str(tree), "--logLevel", "ERROR")
+    finally:
+        for group in cgroups.glob("jobtree-test-*"):
+            group.rmdir()  # their processes have ended
+    assert done.returncode == 0, done.stderr
+    status = json.loads(run_command("status", "--jobTree", str(tree), "--json").stdout)
+    (retried,) = status["retried"]
+    assert [(t["attempt"], t["reason"], t["asked"]["memory"]) for t in retried["tries"]] == [
+        (1, "out of memory", 150 * MIB), (2, None, 300 * MIB)]
+
+
 def test_a_request_function_on_single_machine(tmp_path: Path) -> None:
     """A lambda given as ``request`` travels with the target through the index
     to the master, which asks 100M, then 400M."""

@@ -45,6 +45,19 @@ def machine_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed since
+    boot (``oom_kill`` of /proc/vmstat, Linux 4.13 and later), or None."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class _Running:
     """A job handed to the fork server (which may still hold it) or started."""
 
@@ -179,6 +192,7 @@ class SingleMachine(BatchSystem):
         self._limited: dict[BatchJobId, float] = {}  # issued jobs with a timeLimit: seconds
         self._counter = 0
         self._closing = False
+        self._oom_kills = oom_kills()  # the kernel's count when last looked at
 
     def limits(self) -> Resources:
         return Resources(cpu=self._max_cpus, memory=self._max_memory)
@@ -382,10 +396,20 @@ class SingleMachine(BatchSystem):
             reason = ExitReason.LOST
         elif code == EXIT_MEMORY and running.spec.worker is not None:
             reason = ExitReason.MEMLIMIT
+        elif code == -signal.SIGKILL and self._oom_killed():
+            reason = ExitReason.MEMLIMIT
+            message = ("the kernel's out-of-memory killer stopped it (SIGKILL, and the "
+                       "kernel counted an OOM kill meanwhile); give it more memory")
         else:
             reason = ExitReason.FAILED
         return Update(batch_id, code, reason, time.time() - running.started, maxrss,
                       message=message)
+
+    def _oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer killed a process since the last look:
+        a job that died of a SIGKILL jobtree did not send is then its victim."""
+        seen, self._oom_kills = self._oom_kills, oom_kills()
+        return seen is not None and self._oom_kills is not None and self._oom_kills > seen
 
     def close(self) -> None:
         self._closing = True
