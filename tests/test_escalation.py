@@ -11,7 +11,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import quick_cluster_config, require_scheduler, run_command, run_script
+from conftest import (memory_cgroups, quick_cluster_config, require_scheduler, run_command,
+                      run_script)
 from test_master import Clock, FakeBatch, Root, _make_tree
 from test_status_data import SCHEMA, _errors
 
@@ -255,25 +256,11 @@ def test_out_of_memory_on_single_machine_finishes_by_asking_more(tmp_path: Path)
            "succeeded" in verbose.stdout, verbose.stdout
 
 
-def _memory_cgroups() -> Path:
-    """Where a test may make memory cgroups (v1, as root); else skips, or
-    fails in CI, whose machines have them."""
-    import os
-
-    folder = Path("/sys/fs/cgroup/memory")
-    if os.geteuid() == 0 and (folder / "cgroup.procs").exists() and os.access(folder, os.W_OK):
-        return folder
-    message = "no writable cgroup v1 memory controller (it needs root)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def test_a_kernel_oom_kill_on_single_machine_asks_more(tmp_path: Path) -> None:
     """A target that the kernel's OOM killer SIGKILLs (here, in a memory cgroup
     as small as what its try was given) is out of memory on singleMachine too,
     and its next try, asking twice as much, finishes."""
-    cgroups = _memory_cgroups()
+    cgroups = memory_cgroups()
     tree = tmp_path / "jt"
     try:
         done = run_script("oomkilled.py", "--jobTree", str(tree), "--logLevel", "ERROR")

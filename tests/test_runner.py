@@ -14,7 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conftest import memory_cgroups
+
 from jobtree.batch import runner, wire
+from jobtree.batch.base import ExitReason
+from jobtree.batch.jobfiles import Entry, update_from_exit
 
 
 def _manifest(tmp_path: Path, entries: list[dict[str, Any]], **extra: Any) -> Path:
@@ -177,3 +181,22 @@ def test_a_requeued_task_gives_up_what_an_earlier_incarnation_claimed(tmp_path: 
     # a first start (no restart count) gives up nothing
     assert not runner.restarted({"SLURM_RESTART_COUNT": "0"})
     assert runner.restarted({"LSB_RESTART": "Y"}) and runner.restarted({"RESTARTED": "1"})
+
+
+def test_an_entry_the_kernel_oom_kills_is_out_of_memory(tmp_path: Path) -> None:
+    """As on a cluster that enforces memory with cgroups: the kernel's OOM
+    killer SIGKILLs the target (here, in a memory cgroup of 64 MiB) and the
+    runner lives on; its exit file says so, and the update is out of memory."""
+    group = memory_cgroups() / f"jobtree-test-runner-{os.getpid()}"
+    script = (f"mkdir -p {group} && echo {64 * 2 ** 20} > {group}/memory.limit_in_bytes && "
+              f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -c "
+              f"'b = bytearray(256 * 2 ** 20); b[::4096] = bytes(len(b[::4096]))'")
+    try:
+        _run_tasks(_manifest(tmp_path, [_entry(tmp_path, "1.1", script)]), tasks=1)
+    finally:
+        group.rmdir()
+    record = _exit(tmp_path, "1.1")
+    assert (record["code"], record["reason"]) == (-signal.SIGKILL, "memory"), record
+    entry = Entry("1.1", "1.1", [], "log", None, None, True)  # type: ignore[arg-type]
+    update = update_from_exit(entry, record, "42")
+    assert update.reason is ExitReason.MEMLIMIT and "out-of-memory killer" in (update.message or "")

@@ -113,6 +113,8 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
         why = ExitReason.TIMEOUT
     elif reason == "requeued":
         why = ExitReason.PREEMPTED
+    elif reason == "memory":
+        why = ExitReason.MEMLIMIT
     elif code is None:
         why = ExitReason.LOST
     elif code == EXIT_MEMORY and entry.worker:
@@ -125,6 +127,9 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
     elif why is ExitReason.TIMEOUT:
         message = ("the scheduler stopped it at its job's wall time: raise the target's time "
                    "(an estimate), or walltime_floor/walltime_factor in the cluster config")
+    elif reason == "memory":
+        message = ("the kernel's out-of-memory killer stopped it on its node (SIGKILL, as "
+                   "on clusters that enforce memory with cgroups): give it more memory")
     elif why is ExitReason.PREEMPTED:
         message = (f"the scheduler requeued job {native_id} while it ran the target (on "
                    f"{record.get('claimed_on') or 'a node'}); the job's next start gave it up")

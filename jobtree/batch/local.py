@@ -25,7 +25,7 @@ from ..resources import Resources
 from . import wire
 from .base import (EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update,
                    over_time_limit)
-from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
+from .supervise import KILL_GRACE, Stopping, oom_kills, signal_group, stop_all
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +43,6 @@ def machine_cpus() -> int:
 def machine_memory() -> int:
     """Physical memory in bytes."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def oom_kills() -> int | None:
-    """How many processes the kernel's out-of-memory killer has killed since
-    boot (``oom_kill`` of /proc/vmstat, Linux 4.13 and later), or None."""
-    try:
-        with open("/proc/vmstat", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 class _Running:

@@ -48,7 +48,7 @@ from typing import Any
 
 from ..paths import local_temp_root, write_atomic
 from ..workerjob import worker_args
-from .supervise import KILL_GRACE, Stopping
+from .supervise import KILL_GRACE, Stopping, oom_kills
 from .wire import claim, marker, settle_once
 
 #: seconds between looks at a running entry (kill requests, its time limit)
@@ -241,6 +241,7 @@ class Runner:
                limit: float | None, kill_file: str, exited: int | None) -> dict[str, Any]:
         reason: str | None = None
         stopping = Stopping(KILL_GRACE, clock=time.time)
+        oom_before = oom_kills()  # a SIGKILL while the count grows is the OOM killer's
         while True:
             try:
                 done, status, usage = os.wait4(pid, os.WNOHANG)
@@ -248,6 +249,9 @@ class Runner:
                 return {"code": None, "reason": reason or "lost", "maxrss": None}
             if done:
                 code = os.waitstatus_to_exitcode(status)
+                if (code == -signal.SIGKILL and reason is None and oom_before is not None
+                        and (oom_kills() or 0) > oom_before):
+                    reason = "memory"
                 if self._process is not None:
                     self._process.returncode = code  # reaped here
                     self._process = None

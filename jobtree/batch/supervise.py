@@ -100,3 +100,17 @@ def stop_all(pids: Callable[[], Collection[int]], wait: Callable[[], object], gr
         deadline = clock() + grace
         while running() and clock() < deadline:
             wait()
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed on this
+    machine since boot (``oom_kill`` of /proc/vmstat, Linux 4.13 and later; it
+    counts kills within a cgroup's limit too), or None."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
