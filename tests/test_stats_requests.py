@@ -165,12 +165,13 @@ def test_a_class_that_always_ran_out_of_memory_is_shown(tmp_path: Path) -> None:
     data = json.loads(made.stdout)
     assert "Starved" not in data["classes"]  # no run of it was recorded
     starved = data["failed_classes"]["Starved"]["request"]
-    assert starved["memory"]["asked_max"] == 100 * MIB
+    # the second try asked twice the first's 100 MiB (the index keeps each try's request)
+    assert starved["memory"]["asked_max"] == 200 * MIB
     assert starved["memory"]["out_of_memory"] == 2  # both tries
-    assert starved["memory"]["suggested"] >= 200 * MIB  # twice what they asked, at least
+    assert starved["memory"]["suggested"] >= 400 * MIB  # twice what they asked, at least
     assert starved["memory"]["verdict"] == "more"
     shown = run_command("stats", "--jobTree", str(tree)).stdout
-    assert re.search(r"^Starved\s+0\s+memory\s+100\.0 MiB\s+no run recorded\s.*ask more$",
+    assert re.search(r"^Starved\s+0\s+memory\s+200\.0 MiB\s+no run recorded\s.*ask more$",
                      shown, re.M)
     assert "Starved: 2 tries ran out of memory" in shown
 

@@ -464,12 +464,18 @@ class TreeIndex:
 
     def failed_tries(self, defaults: Resources) -> dict[str, dict[str, FailedTries]]:
         """{class: {reason: its failed tries}} of every failed attempt, with the
-        request as granted (defaults applied)."""
+        request as granted: what the try asked (an index of format 5 keeps it,
+        grown after out of memory or over time), else the target's own request
+        with the defaults applied."""
         found: dict[str, dict[str, FailedTries]] = {}
+        asked = ("f.asked" if schema.has_column(self._db, "failures", "asked")
+                 else "NULL")
         for cls, reason, count, memory, cpu, estimate in self._db.execute(
-                "SELECT j.cls, f.reason, COUNT(*), MAX(COALESCE(j.memory, ?)), "
-                "MAX(COALESCE(j.cpu, ?, 1)), MAX(COALESCE(j.time, ?)) FROM failures f "
-                "JOIN jobs j ON j.id = f.job GROUP BY j.cls, f.reason",
+                f"SELECT j.cls, f.reason, COUNT(*), "
+                f"MAX(COALESCE(json_extract({asked}, '$.memory'), j.memory, ?)), "
+                f"MAX(COALESCE(json_extract({asked}, '$.cpu'), j.cpu, ?, 1)), "
+                f"MAX(COALESCE(json_extract({asked}, '$.time'), j.time, ?)) FROM failures f "
+                f"JOIN jobs j ON j.id = f.job GROUP BY j.cls, f.reason",
                 (defaults.memory, defaults.cpu, defaults.time)):
             found.setdefault(cls, {})[reason] = FailedTries(count, memory, cpu, estimate)
         return found
