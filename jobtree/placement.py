@@ -87,6 +87,8 @@ def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources
     Raises:
         ResourceError: the target's request function failed.
     """
+    if failure is None and (own.request_fn is None or attempt <= 1):
+        return own, route(config, own, batches), None  # a first try asks its own request
     request, _ = try_request(own, failure, retry_caps(config, batches), attempt)
     role = route(config, request, batches)
     most = batches[role].limits().memory
