@@ -27,6 +27,7 @@ import sys
 import tarfile
 from typing import Any, NoReturn, Sequence
 
+from ._version import __version__
 from .sshlink import RemoteError, RemoteTree, SshLink, is_remote, parse
 
 #: keep in step with jobtree.cli.agent (not imported: the commands are above us)
@@ -167,6 +168,10 @@ class Remote:
 
     def started(self, answer: dict[str, Any], detach: bool, tail: int | None = None) -> int:
         """Follows a run just started (or found running) unless ``detach``."""
+        theirs = answer.get("version")
+        if theirs and theirs != __version__:
+            print(f"jobtree: WARNING: {self.tree.host} runs jobtree {theirs}, this machine "
+                  f"{__version__}; install the same version on both.", file=sys.stderr)
         if answer.get("already"):
             print(f"jobtree: a master already runs {self.tree} (run {answer['run']}); "
                   f"following it.", file=sys.stderr)

@@ -187,6 +187,13 @@ def test_detach_returns_at_once_and_jobTreeKill_stops_the_remote_master(
     again = command("run", "--jobTree", location, "--remotePython", remote_python)
     assert again.returncode == 0, again.stderr + again.stdout
     assert len(list(output.iterdir())) == 3
+    log = command("status", "--jobTree", location, "--log", "1", "--remotePython",
+                  remote_python)
+    # --log reaches the remote tree (the root succeeded: its log is not kept)
+    assert log.returncode == 2 and "No log is kept for target 1" in log.stderr, log.stderr
+    cleaned = command("clean", "--jobTree", location, "--remotePython", remote_python)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not (tmp_path / "tree").exists()
 
 
 def test_a_file_a_remote_command_writes_is_written_here(tmp_path: Path,

@@ -30,6 +30,8 @@ import tarfile
 import time
 from typing import Any
 
+from .._version import __version__
+
 #: stands for the tree's (expanded) path in the command line of a run
 TREE_MARK = "@@JOBTREE_TREE@@"
 #: stands for the remote Python running this agent
@@ -154,7 +156,8 @@ def launch(tree: str, argv: list[str], stage: bool, follow_running: bool) -> dic
     if numbers:
         last = run_state(tree, numbers[-1])
         if last["alive"] and follow_running:
-            return {"run": last["run"], "already": True, "started": last.get("started")}
+            return {"run": last["run"], "already": True, "started": last.get("started"),
+                    "version": __version__}
     if stage:
         _stage(tree, sys.stdin.buffer.read())
     argv = [part.replace(TREE_MARK, tree).replace(PYTHON_MARK, sys.executable)
@@ -180,7 +183,7 @@ def launch(tree: str, argv: list[str], stage: bool, follow_running: bool) -> dic
     while time.monotonic() < deadline and not run_state(tree, number).get("pid") \
             and not os.path.exists(base + ".exit"):
         time.sleep(0.02)
-    return {"run": number, "already": False}
+    return {"run": number, "already": False, "version": __version__}
 
 
 def follow(tree: str, number: int | None, tail: int | None) -> int:
