@@ -167,6 +167,23 @@ def test_a_killed_local_side_leaves_the_master_running_and_it_is_followed_again(
     assert (output / "2.txt").read_text() == "waiter 2 done\n"
 
 
+def test_ctrl_c_stops_following_not_the_master(tmp_path: Path, remote_python: str) -> None:
+    argv, gate, output = gate_run(tmp_path, remote_python)
+    local = subprocess.Popen(argv, env=local_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(lambda: "starting 3 waiters" in remote_log(tmp_path), "the root to run")
+    os.killpg(local.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: python and ssh
+    _, err = local.communicate(timeout=TIMEOUT)
+    assert local.returncode == 130, err
+    location = f"ssh://{HOST}{tmp_path}/tree"
+    assert "the master goes on on jobtree-remote" in err
+    assert f"jobTreeRun --jobTree {location}" in err and "Traceback" not in err
+    gate.touch()
+    again = command("run", "--jobTree", location, "--remotePython", remote_python)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert len(list(output.iterdir())) == 3
+
+
 def test_detach_returns_at_once_and_jobTreeKill_stops_the_remote_master(
         tmp_path: Path, remote_python: str) -> None:
     argv, gate, output = gate_run(tmp_path, remote_python, "--detach")
