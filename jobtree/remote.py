@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -224,7 +225,8 @@ class Remote:
     def rename(self, text: str) -> str:
         """A remote command's advice (``--jobTree /path``) naming the tree as
         it is reached from here."""
-        return text.replace(f"--jobTree {self.tree.path}", f"--jobTree {self.tree}")
+        return re.sub(rf"--jobTree {re.escape(self.tree.path)}(?=[/\s]|$)",
+                      f"--jobTree {self.tree}".replace("\\", "\\\\"), text)
 
     def _shell(self, argv: list[str], outputs: list[tuple[str, str]]) -> str:
         """A remote shell line running ``argv`` in the tree's expanded path."""
@@ -265,12 +267,16 @@ def pipeline_files(script: str) -> dict[str, str]:
     return files
 
 
-def pack(files: dict[str, str]) -> bytes:
-    """A tar of ``files`` (name -> local path)."""
+def pack(files: dict[str, str], extra: dict[str, bytes] | None = None) -> bytes:
+    """A tar of ``files`` (name -> local path) and of ``extra`` (name -> content)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, path in sorted(files.items()):
             archive.add(path, arcname=name, recursive=False)
+        for name, data in sorted((extra or {}).items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o600
+            archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 

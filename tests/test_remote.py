@@ -297,3 +297,23 @@ def test_connections_are_shared(tmp_path: Path, remote_python: str) -> None:
     info = folder.lstat()
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
     assert any(stat.S_ISSOCK(p.lstat().st_mode) for p in folder.iterdir())
+
+
+# ------------------------------------------------------------- Pool
+def test_a_pool_with_a_remote_folder_runs_each_call_there(tmp_path: Path,
+                                                          remote_python: str) -> None:
+    location = f"ssh://{HOST}{tmp_path}/pool"
+    done = run([sys.executable, str(PIPELINES / "remote_pool.py"), location, remote_python])
+    assert done.returncode == 0, done.stderr + done.stdout
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["map"] == [x * x for x in range(10)]
+    assert found["starmap"] == [8, 9]
+    assert found["imported"] == ["waiter 1 done\n", "waiter 2 done\n"]
+    assert found["apply"] == 49 and found["async"] == [64, [64]]
+    kind, message, remote_trace = found["error"]
+    assert "no 3" in message and remote_trace
+    assert found["unpicklable"][0] == "UnpicklableTargetError"
+    assert "cannot be pickled" in found["unpicklable"][1]
+    # the calls' trees are in the remote folder, as a local Pool's would be
+    assert (tmp_path / "pool" / "pool.json").is_file()
+    assert any(p.name.startswith("map-square") for p in (tmp_path / "pool").iterdir())

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import traceback
 from typing import Any
 
 from .._version import __version__
@@ -241,6 +242,68 @@ def follow(tree: str, number: int | None, tail: int | None) -> int:
             time.sleep(POLL)
 
 
+def pool_call(tree: str, name: str) -> int:
+    """Runs one call of a remote Pool (see jobtree.remotepool) with a Pool of
+    this machine over the same folder; leaves its result, pickled, beside it."""
+    import cloudpickle
+
+    from .. import Pool
+    from ..pooltree import PoolError
+    from ..paths import POOL_MARKER, write_atomic
+
+    pipeline = os.path.join(tree, REMOTE_FOLDER, "pipeline")
+    sys.path.insert(0, pipeline)  # functions imported from the caller's modules
+    with open(os.path.join(pipeline, "calls", f"{name}.pkl"), "rb") as handle:
+        call = cloudpickle.loads(handle.read())
+    marker = os.path.join(tree, POOL_MARKER)
+    if not os.path.exists(marker) and not set(os.listdir(tree)) - {REMOTE_FOLDER}:
+        write_atomic(marker, json.dumps({"kind": "jobtree pool",
+                                         "created": time.time()}).encode())
+    settings = {k: v for k, v in call["settings"].items() if v is not None}
+    positional = [settings.pop(k, None) for k in ("processes", "initializer")]
+    positional += [settings.pop("initargs", ()), settings.pop("maxtasksperchild", None)]
+    result: tuple[str, Any]
+    try:
+        with Pool(*positional, jobTree=tree, **settings) as pool:
+            args, kwargs = call["args"], call["kwargs"]
+            if call["method"] == "apply":
+                value = pool.apply_async(call["func"], *args, **kwargs).get()
+            else:
+                value = getattr(pool, call["method"])(call["func"], *args, **kwargs)
+        result = ("ok", value)
+    except Exception as err:  # noqa: BLE001 - it goes back to the caller
+        result = ("error", err, "".join(traceback.format_exception(err)))
+    try:
+        data = cloudpickle.dumps(result)
+        cloudpickle.loads(data)  # what cannot come back is said here, not there
+    except Exception as err:  # noqa: BLE001
+        data = cloudpickle.dumps(("error", PoolError(
+            f"The remote call's {'result' if result[0] == 'ok' else 'exception'} "
+            f"({result[1]!r:.200}) cannot be pickled to come back: {type(err).__name__}: "
+            f"{err}", tree)))
+    write_atomic(os.path.join(pipeline, "calls", f"{name}.out"), data)
+    return 0 if result[0] == "ok" else 1
+
+
+def pool_result(tree: str, name: str) -> int:
+    """Prints the pickled result of a remote Pool's call, and removes the call."""
+    base = os.path.join(tree, REMOTE_FOLDER, "pipeline", "calls", name)
+    try:
+        with open(base + ".out", "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        print(f"jobtree: the call {name} left no result in {tree}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    for suffix in (".out", ".pkl"):
+        try:
+            os.unlink(base + suffix)
+        except FileNotFoundError:
+            pass
+    return 0
+
+
 def _still_unfinished(tree: str, number: int) -> bool:
     try:
         return run_state(tree, number)["exit"] is None
@@ -261,8 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--dir", required=True)
     watch.add_argument("--run", type=int)
     watch.add_argument("--tail", type=int)
+    for command in ("poolcall", "poolresult"):
+        call = commands.add_parser(command)
+        call.add_argument("--dir", required=True)
+        call.add_argument("--call", required=True)
     options = parser.parse_args(argv)
     tree = os.path.abspath(os.path.expanduser(options.dir))
+    if options.command == "poolcall":
+        return pool_call(tree, options.call)
+    if options.command == "poolresult":
+        return pool_result(tree, options.call)
     if options.command == "launch":
         command = options.argv[1:] if options.argv[:1] == ["--"] else options.argv
         print(json.dumps(launch(tree, command, options.stage, options.followRunning)))
