@@ -244,8 +244,12 @@ class Remote:
         done = self.link.run(["sh", "-c", f'T={root}; cat "{path}" && rm -f "{path}"'])
         if done.returncode != 0:
             return  # the command failed before writing it, and said why
-        with open(local, "wb") as handle:
-            handle.write(done.stdout)
+        try:
+            with open(local, "wb") as handle:
+                handle.write(done.stdout)
+        except OSError as err:
+            raise RemoteError(f"{local} cannot be written here: {err.strerror}. Give a "
+                              f"path in a folder you can write.") from err
 
 
 def pipeline_files(script: str) -> dict[str, str]:

@@ -215,11 +215,17 @@ def test_detach_returns_at_once_and_jobTreeKill_stops_the_remote_master(
 
 def test_a_file_a_remote_command_writes_is_written_here(tmp_path: Path,
                                                         remote_python: str) -> None:
-    argv, gate, _ = gate_run(tmp_path, remote_python)
+    argv, gate, _ = gate_run(tmp_path, remote_python, "--stats")
     gate.touch()
     assert run(argv).returncode == 0
+    page = tmp_path / "here" / "timeline.html"
+    page.parent.mkdir()
+    stats = command("stats", "--jobTree", f"ssh://{HOST}{tmp_path}/tree", "--timeline",
+                    str(page), "--remotePython", remote_python)
+    assert stats.returncode == 0, stats.stderr
+    assert "Waiter" in stats.stdout and page.read_text().lstrip().startswith("<!")
+    assert f"Wrote the timeline to {page}" in stats.stdout
     dot = tmp_path / "here" / "tree.dot"
-    dot.parent.mkdir()
     done = command("status", "--jobTree", f"ssh://{HOST}{tmp_path}/tree", "--dot", str(dot),
                    "--remotePython", remote_python)
     assert done.returncode == 0, done.stderr
