@@ -32,6 +32,7 @@ import traceback
 from typing import Any
 
 from .._version import __version__
+from ..batch.supervise import alive as _alive
 
 #: stands for the tree's (expanded) path in the command line of a run
 TREE_MARK = "@@JOBTREE_TREE@@"
@@ -56,14 +57,6 @@ def _numbers(tree: str) -> list[int]:
                   if name.endswith(".json") and name[:-5].isdigit())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_state(tree: str, number: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .. import batch as batch_systems
 from .. import remote, tree
+from ..batch.supervise import alive as _alive
 from ..errors import JobTreeError, SchedulerCommandError
 from ..jobstore import TreeIndex
 from ..paths import TreePaths, pool_trees
@@ -138,14 +139,6 @@ def _local_lock_holder(path: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ----------------------------------------------------------- the scheduler
