@@ -191,11 +191,18 @@ OPTIONS: tuple[Option, ...] = (
            metavar="N"),
     Option("bigMaxCpus", _CPU, None, "--maxCpus for --bigBatchSystem.", metavar="N"),
     Option("bigMaxMemory", _SIZE, None, "--maxMemory for --bigBatchSystem.", metavar="SIZE"),
+    Option("remotePython", _text, None,
+           "For a remote --jobTree ssh://host/path: the Python on that host that has jobtree "
+           "installed (default: $JOBTREE_REMOTE_PYTHON, else python3 on its PATH).",
+           metavar="PATH"),
+    Option("detach", _flag, False,
+           "For a remote --jobTree ssh://host/path: return once the master runs there, "
+           "instead of following it.", flag=True),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
 # Options that only shape how this run logs, never stored with the tree.
-_NOT_STORED = {"jobTree", "logInfo", "logDebug", "logOff"}
+_NOT_STORED = {"jobTree", "logInfo", "logDebug", "logOff", "remotePython", "detach"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +243,8 @@ class Config:
     bigCpuThreshold: float | None
     bigMaxCpus: float | None
     bigMaxMemory: int | None
+    remotePython: str | None
+    detach: bool
 
     def stored(self) -> dict[str, Any]:
         """The values kept with the tree (to be the defaults of a restart)."""

@@ -110,9 +110,15 @@ def pool_trees(paths: TreePaths) -> list[TreePaths] | None:
                   key=lambda p: os.stat(p.db).st_mtime)
 
 
+#: the folder of a tree reached over ssh that the remote side keeps (the
+#: pipeline's copy, the masters' output): made before the tree itself
+REMOTE_FOLDER = "remote"
+
+
 def exists_but_empty(paths: TreePaths) -> bool:
-    """Whether ``--jobTree`` names an existing, empty directory (usable for a new tree)."""
-    return os.path.isdir(paths.root) and not os.listdir(paths.root)
+    """Whether ``--jobTree`` names an existing, empty directory (usable for a new
+    tree); a new remote tree's folder holds only the remote side's folder."""
+    return os.path.isdir(paths.root) and not set(os.listdir(paths.root)) - {REMOTE_FOLDER}
 
 
 def worker_sys_path() -> list[str]:

@@ -47,6 +47,7 @@ from .pooltree import (
     write_function,
 )
 from .resources import SizeLike
+from .sshlink import is_remote
 
 if TYPE_CHECKING:
     from .master import Master
@@ -81,6 +82,13 @@ class Pool:
     Raises:
         BadOptionError: an option is unknown or has a bad value.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        location = kwargs.get("jobTree") or getattr(kwargs.get("options"), "jobTree", None)
+        if is_remote(location):  # a folder on another machine: each call runs there
+            from .remotepool import RemotePool
+            return RemotePool(*args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, processes: int | None = None,
                  initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = (),

@@ -81,6 +81,9 @@ class PoolError(JobTreeError):
         self.tree = tree
         self.failures = list(failures)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole, e.g. back from a remote pool
+        return (type(self), (str(self), self.tree, self.failures))
+
 
 class TaskError(Exception):
     """Raised on the worker when the function raised on an input; the chunk's

@@ -68,8 +68,11 @@ class Stack:
                 f"target classes. Workers import the script as a module, so put the code "
                 f"that parses options and starts the tree under "
                 f"`if __name__ == \"__main__\":`.")
-        paths = TreePaths(os.path.abspath(os.path.expanduser(
-            getattr(options, "jobTree", None) or "./jobTree")))
+        location = getattr(options, "jobTree", None) or "./jobTree"
+        if str(location).startswith("ssh://"):
+            from .remote import run_pipeline
+            run_pipeline(options)  # runs the script there; exits with its status
+        paths = TreePaths(os.path.abspath(os.path.expanduser(location)))
         return start_tree(paths, options, Pipeline.of(self.target))
 
 

@@ -27,7 +27,7 @@ from .errors import BadOptionError, TreeError, TreeLockedError
 from .jobstore import JobStore, NewJob
 from .master import Master
 from .options import Config
-from .paths import TreePaths, worker_sys_path
+from .paths import REMOTE_FOLDER, TreePaths, worker_sys_path
 from .progress import Progress, ProgressHandler, is_terminal
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,13 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
                     host=socket.gethostname())
         JobStore.initialise(staged, meta, root, config.retryCount)
         os.chmod(staging, 0o700)
-        os.rename(staging, paths.root)
+        kept = _keep_remote_folder(paths, staging)
+        try:
+            os.rename(staging, paths.root)
+        except BaseException:
+            if kept:  # give the remote side's folder back
+                os.rename(os.path.join(staging, REMOTE_FOLDER), kept)
+            raise
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, OSError) and err.errno in (errno.ENOTEMPTY, errno.EEXIST):
@@ -100,6 +106,20 @@ def create(paths: TreePaths, root: NewJob, config: Config, fingerprint: dict[str
         if isinstance(err, OSError):
             raise TreeError(f"Cannot create the job tree {paths.root}: {err}.") from err
         raise
+
+
+def _keep_remote_folder(paths: TreePaths, staging: str) -> str | None:
+    """Moves the remote side's folder (a remote tree's pipeline copy and its
+    masters' output, made before the tree) into the staged tree, so that the
+    staged tree can replace the then empty folder; returns where it was."""
+    folder = os.path.join(paths.root, REMOTE_FOLDER)
+    try:
+        if os.listdir(paths.root) != [REMOTE_FOLDER]:
+            return None
+    except OSError:
+        return None
+    os.rename(folder, os.path.join(staging, REMOTE_FOLDER))
+    return folder
 
 
 def check_same_pipeline(store: JobStore, fingerprint: dict[str, Any]) -> None:

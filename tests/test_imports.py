@@ -136,7 +136,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # import nothing of jobtree
     "leaves": ("_version", "errors", "metrics", "progress", "tempfiles", "workerjob",
                "batch.supervise", "batch.wire", "batch.native"),
-    "foundations": ("paths", "resources", "escalation", "serialize", "options", "janitor"),
+    "foundations": ("paths", "resources", "escalation", "serialize", "options", "janitor",
+                    "sshlink"),
     # the index, and what only reads it
     "store": ("jobstore*", "report", "graph", "timeline"),
     # the master's side of every batch system
@@ -148,7 +149,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
-                    "pooltree", "poolcall", "pool"),
+                    "pooltree", "poolcall", "pool", "remote", "remotepool"),
     "commands": ("cli*", "scriptTree*", ""),
 }
 MAY_IMPORT: dict[str, set[str]] = {

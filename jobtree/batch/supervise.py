@@ -20,6 +20,17 @@ from typing import Callable, Collection
 KILL_GRACE = 5.0
 
 
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (perhaps another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_group(pid: int, sig: int) -> None:
     """Sends ``sig`` to the process group led by ``pid``, if it is still there."""
     try:

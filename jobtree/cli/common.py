@@ -14,10 +14,12 @@ import time
 from typing import Protocol
 
 from .. import batch as batch_systems
-from .. import tree
+from .. import remote, tree
+from ..batch.supervise import alive as _alive
 from ..errors import JobTreeError, SchedulerCommandError
 from ..jobstore import TreeIndex
 from ..paths import TreePaths, pool_trees
+from ..sshlink import is_remote
 
 #: exit status of a command stopped by an error the user can fix
 EXIT_ERROR = 2
@@ -137,14 +139,6 @@ def _local_lock_holder(path: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ----------------------------------------------------------- the scheduler
@@ -180,6 +174,15 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     return said
 
 
+def _module_of(main: Main) -> str:
+    """The importable name of a command's module (also when run with ``-m``)."""
+    name = main.__module__
+    if name == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        name = getattr(spec, "name", None) or name
+    return name
+
+
 class Main(Protocol):
     """A command's main function."""
 
@@ -192,6 +195,9 @@ def entry_point(main: Main) -> Main:
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
         try:
+            args = sys.argv[1:] if argv is None else argv
+            if is_remote(remote.jobtree_value(args)):
+                return remote.run_command(_module_of(main), list(args))
             return main(argv)
         except JobTreeError as err:
             print(f"jobtree: {err}", file=sys.stderr)
