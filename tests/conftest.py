@@ -36,7 +36,7 @@ def tree_dir(tmp_path: Path) -> Path:
 
 
 #: the command each real scheduler's tests need on PATH
-SCHEDULER_COMMANDS = {"slurm": "sbatch", "gridEngine": "qsub"}
+SCHEDULER_COMMANDS = {"slurm": "sbatch", "gridEngine": "qsub", "drmaa": "qsub"}
 
 
 def require_scheduler(name: str) -> None:

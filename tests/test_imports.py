@@ -135,7 +135,7 @@ def test_find_cycle_names_the_modules() -> None:
 LAYERS: dict[str, tuple[str, ...]] = {
     # import nothing of jobtree
     "leaves": ("_version", "errors", "metrics", "progress", "tempfiles", "workerjob",
-               "batch.supervise", "batch.wire", "batch.native"),
+               "batch.supervise", "batch.wire", "batch.native", "batch.drmaa_agent"),
     "foundations": ("paths", "resources", "escalation", "serialize", "options", "janitor"),
     # the index, and what only reads it
     "store": ("jobstore*", "report", "graph", "timeline"),
@@ -143,7 +143,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "batch": ("batch", "batch.base", "batch.settings", "batch.commands", "batch.adapter",
               "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
               "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
-              "batch.scheduler", "batch.cluster", "batch.local"),
+              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch"),
     "targets": ("promise", "target"),
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),

@@ -165,7 +165,7 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     said = []
     for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):
         name = options.get(key)
-        if not name or batch_systems.canonical_name(name) not in batch_systems.CLUSTERS:
+        if not name or batch_systems.canonical_name(name) == "singleMachine":
             continue
         system = batch_systems.create(
             name, options=argparse.Namespace(**options),
