@@ -45,6 +45,8 @@ def require_scheduler(name: str) -> None:
     import shutil
 
     command = SCHEDULER_COMMANDS.get(name)
+    if name == "drmaa":
+        _drmaa_environment()
     if command is None or shutil.which(command) is not None:
         return
     message = (f"{name} is not running here ({command} is not on PATH); start it with "
@@ -52,6 +54,18 @@ def require_scheduler(name: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+#: what a DRMAA session needs here: Grid Engine's DRMAA library and settings
+DRMAA_ENV = {"DRMAA_LIBRARY_PATH": "/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0",
+             "SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+
+def _drmaa_environment() -> None:
+    """Points DRMAA at Grid Engine's library (unless the environment does),
+    for this process and the pipelines it starts."""
+    for key, value in DRMAA_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def memory_cgroups() -> Path:

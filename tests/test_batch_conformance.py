@@ -67,7 +67,6 @@ class BatchCase:
     latency: float = 0.0
     path: str | None = None
     directives: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
 
 
 def cluster_files(folder: Path) -> tuple[str, str, str]:
@@ -88,9 +87,6 @@ def _created(name: str) -> Callable[[int | None, float | None, int | None, Path]
 
 
 FAKES = TESTS / "fakes"
-#: what a DRMAA session needs here: Grid Engine's library and settings
-DRMAA_ENV = (("DRMAA_LIBRARY_PATH", "/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0"),
-             ("SGE_ROOT", "/var/lib/gridengine"), ("SGE_CELL", "default"))
 CASES = [
     BatchCase("singleMachine", _created("singleMachine"), single_machine.KILL_GRACE),
     BatchCase("slurm", _created("slurm"), runner.KILL_GRACE + 2, latency=10,
@@ -108,7 +104,7 @@ CASES = [
     # real Grid Engine through its DRMAA library (the native specification
     # is a comment of the job script)
     BatchCase("drmaa", _created("drmaa"), runner.KILL_GRACE + 2, latency=10,
-              directives=("-pe smp 2", "h_vmem=512M", "h_rt="), env=DRMAA_ENV),
+              directives=("-pe smp 2", "h_vmem=512M", "h_rt=")),
 ]
 
 #: seconds for anything that should be quick (a job starting, a kill of a polite job)
@@ -125,8 +121,6 @@ def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         state = tmp_path_factory.mktemp(f"fake-{case.name}")
         monkeypatch.setenv("FAKE_PBS_DIR", str(state))
         monkeypatch.setenv("FAKE_LSF_DIR", str(state))
-    for key, value in case.env:
-        monkeypatch.setenv(key, os.environ.get(key, value))
     require_scheduler(case.name)
     return case
 
