@@ -149,6 +149,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "job side": ("worker", "batch.forkserver", "batch.runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
                     "pooltree", "poolcall", "pool"),
+    # the conformance suite, for jobtree's batch systems and plugins
+    "testing": ("testing*",),
     "commands": ("cli*", "scriptTree*", ""),
 }
 MAY_IMPORT: dict[str, set[str]] = {
@@ -159,6 +161,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "targets": {"leaves", "foundations"},
     "job side": {"leaves", "foundations", "targets"},
     "master side": {"leaves", "foundations", "store", "batch", "targets", "job side"},
+    "testing": {"leaves", "foundations", "batch", "targets", "job side"},
     "commands": set(LAYERS),
 }
 

@@ -75,12 +75,12 @@ def canonical_name(name: str) -> str:
     for plugin in installed:
         if _key(plugin) == _key(name):
             return plugin
+    plugged = (f"Installed plugins: {', '.join(sorted(installed))}." if installed else
+               f"No plugin is installed (a plugin registers under the entry-point group "
+               f"{PLUGIN_GROUP}: see docs/plugins.md).")
     raise BatchSystemError(
         f"Unknown batch system {name!r}. --batchSystem takes one of: "
-        f"{', '.join(known_names())} (pbs is Torque; sge is gridEngine). "
-        + (f"Installed plugins: {', '.join(sorted(installed))}. " if installed else
-           f"No plugin is installed (a plugin registers under the entry-point group "
-           f"{PLUGIN_GROUP}: see docs/plugins.md). "))
+        f"{', '.join(known_names())} (pbs is Torque; sge is gridEngine). {plugged}")
 
 
 def create(name: str, max_threads: int | None = None, max_cpus: float | None = None,
