@@ -363,21 +363,33 @@ class DrmaaScheduler(Scheduler):
 
     def cancel_tree(self) -> int:
         """Cancels the jobs of every submission in the job folder (this
-        master's and those of one that is gone), whole bulk jobs at once."""
-        ids = set(self._live())
+        master's and those of one that is gone), whole bulk jobs at once;
+        returns how many tasks were alive."""
+        jobs: dict[str, list[str]] = {}  # job id -> its task ids
         subs = os.path.join(self._workdir, "subs") if self._workdir else None
-        if subs and os.path.isdir(subs):
-            for name in os.listdir(subs):
-                if name.endswith(".id"):
-                    try:
-                        with open(os.path.join(subs, name), encoding="utf-8") as handle:
-                            ids.add(handle.read().strip())
-                    except OSError:
-                        continue
-        ids.discard("")
-        if not ids:
-            return 0
-        return int(self.agent.ask({"op": "terminate", "ids": sorted(ids)})["done"])
+        for name in sorted(os.listdir(subs)) if subs and os.path.isdir(subs) else ():
+            if not name.endswith(".id"):
+                continue
+            try:
+                with open(os.path.join(subs, name), encoding="utf-8") as handle:
+                    job = handle.read().strip()
+                with open(os.path.join(subs, name[:-3] + ".json"), encoding="utf-8") as handle:
+                    tasks = int(json.load(handle).get("tasks") or 1)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if job:
+                jobs[job] = [self.drmaa.task_id(job, i if tasks > 1 else None)
+                             for i in range(1, tasks + 1)]
+        for task in self._live():
+            jobs.setdefault(task, [task])
+        states = self.agent.ask({"op": "status", "ids": sorted(
+            {t for tasks in jobs.values() for t in tasks})})["states"]
+        alive = {t for t, state in states.items()
+                 if (native := _STATES.get(state)) is not None and native.alive}
+        doomed = sorted(job for job, tasks in jobs.items() if alive.intersection(tasks))
+        if doomed:
+            self.agent.ask({"op": "terminate", "ids": doomed})
+        return len(alive)
 
     def accounting(self, ids: Sequence[str]) -> dict[str, NativeJob]:
         return {job: self._ended[job] for job in ids if job in self._ended}

@@ -171,11 +171,15 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
             name, options=argparse.Namespace(**options),
             workdir=tree.batch_workdir(paths, role, name), tree_id=meta.get("tree_id"))
         try:
+            if system.local:  # a plugin's jobs that end with their master
+                continue
             count = system.kill_tree()
         except SchedulerCommandError as err:
             raise CancelError(
                 f"The {system.name} jobs of {paths.root} could not be cancelled: {err} "
                 f"Run jobTreeKill again once the scheduler answers.") from err
+        finally:
+            system.close()
         said.append(f"Cancelled {plural(count, f'{system.name} job')} of the tree.")
     return said
 
