@@ -45,12 +45,20 @@ def require_scheduler(name: str) -> None:
     import shutil
 
     command = SCHEDULER_COMMANDS.get(name)
+    missing = None
     if name == "drmaa":
         _drmaa_environment()
-    if command is None or shutil.which(command) is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("drmaa") is None:
+            missing = "the drmaa package is not installed (pip install -e '.[test]')"
+        elif not os.path.exists(os.environ["DRMAA_LIBRARY_PATH"]):
+            missing = (f"there is no DRMAA library at {os.environ['DRMAA_LIBRARY_PATH']} "
+                       f"(../shared/cluster/start-sge.sh installs Grid Engine's)")
+    if missing is None and (command is None or shutil.which(command) is not None):
         return
-    message = (f"{name} is not running here ({command} is not on PATH); start it with "
-               f"../shared/cluster/start-*.sh")
+    message = missing or (f"{name} is not running here ({command} is not on PATH); start "
+                          f"it with ../shared/cluster/start-*.sh")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
