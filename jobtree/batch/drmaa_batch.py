@@ -224,6 +224,7 @@ class Agent:
             SchedulerCommandError: no answer in time (transient), or the library refused.
         """
         self.start()
+        logger.debug("DRMAA request: %s", request)
         with self._lock:
             assert self._process is not None and self._process.stdin is not None
             try:
@@ -237,6 +238,7 @@ class Agent:
                 raise SchedulerCommandError(["drmaa", request["op"]], None,
                                             f"the DRMAA agent gave no answer within "
                                             f"{self.timeout:g}s", transient=True)
+        logger.debug("DRMAA answer: %s", answer)
         if "error" in answer:
             error = str(answer["error"])
             raise SchedulerCommandError(["drmaa", request["op"]], 1, error,
