@@ -36,7 +36,7 @@ def tree_dir(tmp_path: Path) -> Path:
 
 
 #: the command each real scheduler's tests need on PATH
-SCHEDULER_COMMANDS = {"slurm": "sbatch", "gridEngine": "qsub"}
+SCHEDULER_COMMANDS = {"slurm": "sbatch", "gridEngine": "qsub", "drmaa": "qsub"}
 
 
 def require_scheduler(name: str) -> None:
@@ -45,13 +45,35 @@ def require_scheduler(name: str) -> None:
     import shutil
 
     command = SCHEDULER_COMMANDS.get(name)
-    if command is None or shutil.which(command) is not None:
+    missing = None
+    if name == "drmaa":
+        _drmaa_environment()
+        import importlib.util
+
+        if importlib.util.find_spec("drmaa") is None:
+            missing = "the drmaa package is not installed (pip install -e '.[test]')"
+        elif not os.path.exists(os.environ["DRMAA_LIBRARY_PATH"]):
+            missing = (f"there is no DRMAA library at {os.environ['DRMAA_LIBRARY_PATH']} "
+                       f"(../shared/cluster/start-sge.sh installs Grid Engine's)")
+    if missing is None and (command is None or shutil.which(command) is not None):
         return
-    message = (f"{name} is not running here ({command} is not on PATH); start it with "
-               f"../shared/cluster/start-*.sh")
+    message = missing or (f"{name} is not running here ({command} is not on PATH); start "
+                          f"it with ../shared/cluster/start-*.sh")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+#: what a DRMAA session needs here: Grid Engine's DRMAA library and settings
+DRMAA_ENV = {"DRMAA_LIBRARY_PATH": "/usr/lib/gridengine-drmaa/lib/libdrmaa.so.1.0",
+             "SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+
+def _drmaa_environment() -> None:
+    """Points DRMAA at Grid Engine's library (unless the environment does),
+    for this process and the pipelines it starts."""
+    for key, value in DRMAA_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def memory_cgroups() -> Path:

@@ -65,7 +65,8 @@ def _no_workers_left(tree: Path) -> bool:
 #: the batch systems the crash test runs on: (name, kills, longest wait before a kill)
 SYSTEMS = [("singleMachine", KILLS, 1.2),
            ("slurm", min(KILLS, 10), 2.0),
-           ("gridEngine", min(KILLS, 10), 2.0)]
+           ("gridEngine", min(KILLS, 10), 2.0),
+           ("drmaa", min(KILLS, 5), 2.0)]  # the base is gridEngine's: fewer kills
 
 
 @pytest.mark.parametrize("system,kills_wanted,longest", SYSTEMS, ids=[s[0] for s in SYSTEMS])

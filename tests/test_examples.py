@@ -116,7 +116,7 @@ def test_sort_in_place(tmp_path: Path, name: str) -> None:
         assert to_sort.read_bytes() == sorted_bytes
 
 
-@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+@pytest.mark.parametrize("system", ["slurm", "gridEngine", "drmaa"])
 @pytest.mark.parametrize("name", ["tricky", "10KB-deep-tree"])
 def test_sort_on_a_cluster(tmp_path: Path, system: str, name: str) -> None:
     """The same sort, each target a job (or an array task) of a real scheduler."""

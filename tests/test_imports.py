@@ -135,7 +135,7 @@ def test_find_cycle_names_the_modules() -> None:
 LAYERS: dict[str, tuple[str, ...]] = {
     # import nothing of jobtree
     "leaves": ("_version", "errors", "metrics", "progress", "tempfiles", "workerjob",
-               "batch.supervise", "batch.wire", "batch.native"),
+               "batch.supervise", "batch.wire", "batch.native", "batch.drmaa_agent"),
     "foundations": ("paths", "resources", "escalation", "serialize", "options", "janitor",
                     "sshlink"),
     # the index, and what only reads it
@@ -144,12 +144,14 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "batch": ("batch", "batch.base", "batch.settings", "batch.commands", "batch.adapter",
               "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
               "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
-              "batch.scheduler", "batch.cluster", "batch.local"),
+              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch"),
     "targets": ("promise", "target"),
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
                     "pooltree", "poolcall", "pool", "remote", "remotepool"),
+    # the conformance suite, for jobtree's batch systems and plugins
+    "testing": ("testing*",),
     "commands": ("cli*", "scriptTree*", ""),
 }
 MAY_IMPORT: dict[str, set[str]] = {
@@ -160,6 +162,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "targets": {"leaves", "foundations"},
     "job side": {"leaves", "foundations", "targets"},
     "master side": {"leaves", "foundations", "store", "batch", "targets", "job side"},
+    "testing": {"leaves", "foundations", "batch", "targets", "job side"},
     "commands": set(LAYERS),
 }
 

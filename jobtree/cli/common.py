@@ -159,17 +159,21 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     said = []
     for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):
         name = options.get(key)
-        if not name or batch_systems.canonical_name(name) not in batch_systems.CLUSTERS:
+        if not name or batch_systems.canonical_name(name) == "singleMachine":
             continue
         system = batch_systems.create(
             name, options=argparse.Namespace(**options),
             workdir=tree.batch_workdir(paths, role, name), tree_id=meta.get("tree_id"))
         try:
+            if system.local:  # a plugin's jobs that end with their master
+                continue
             count = system.kill_tree()
         except SchedulerCommandError as err:
             raise CancelError(
                 f"The {system.name} jobs of {paths.root} could not be cancelled: {err} "
                 f"Run jobTreeKill again once the scheduler answers.") from err
+        finally:
+            system.close()
         said.append(f"Cancelled {plural(count, f'{system.name} job')} of the tree.")
     return said
 

@@ -1,6 +1,6 @@
 """A plain (non-worker) job for the batch-system conformance suite.
 
-Usage: ``python job.py COMMAND ARGS``:
+Usage: ``python -m jobtree.testing.job COMMAND ARGS``:
 
 - ``sleep RECORD SECONDS [--ignore-term]``: (optionally ignore SIGTERM, then)
   write RECORD, then sleep.

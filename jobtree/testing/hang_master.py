@@ -1,5 +1,5 @@
 """A master that issues one job and then hangs until it is SIGKILLed (the
-conformance suite's adoption test): ``python hang_master.py SPEC.json``.
+conformance suite's adoption test): ``python -m jobtree.testing.hang_master SPEC.json``.
 
 SPEC holds the batch system's name, its folder, config and tree id, and the
 job. Prints ``issued <batch id>`` once the job is issued.

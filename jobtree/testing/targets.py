@@ -1,7 +1,7 @@
 """Functions run as targets by real workers in the batch-system conformance suite.
 
-They are pickled by reference (``batchjobs.targets.NAME``), so the worker
-imports this module; the suite puts ``tests/`` on the worker's ``sys.path``.
+They are pickled by reference (``jobtree.testing.targets.NAME``), so the
+worker imports this module, as it can wherever jobtree is installed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from batchjobs.job import record
+from .job import record
 
 
 def sleep_recording(path: str, seconds: float) -> None:

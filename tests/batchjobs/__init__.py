@@ -1,1 +1,0 @@
-"""Jobs the batch-system conformance suite issues (tests/test_batch_conformance.py)."""
