@@ -8,6 +8,7 @@ the target added no children, it runs the follow-on itself as well while the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -129,6 +130,81 @@ def prepare_process(config: dict[str, Any]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+#: signals whose handlers cannot be changed
+_FIXED_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    """What a target may change in its process that the next target chained
+    in the same worker must not inherit: the working directory, the
+    environment, the umask, ``sys.path`` and ``sys.argv``, the signal
+    handlers and mask, a pending ``alarm()``/``setitimer`` and
+    ``tempfile.tempdir``. Taken before the first target, put back before each
+    chained one, so a chained follow-on starts as it would in a job of its own.
+    """
+
+    cwd: str | None
+    environ: dict[str, str]
+    umask: int
+    sys_path: tuple[str, ...]
+    argv: tuple[str, ...]
+    handlers: dict[int, Any]
+    blocked: frozenset[int]
+    timer: tuple[float, float]
+    tempdir: str | None
+
+    @classmethod
+    def capture(cls) -> ProcessState:
+        """The state of this process now."""
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None
+        umask = os.umask(0o077)
+        os.umask(umask)
+        handlers = {}
+        for sig in signal.valid_signals():
+            if sig not in _FIXED_SIGNALS:
+                handler = signal.getsignal(sig)
+                if handler is not None:  # None: set outside Python, left alone
+                    handlers[int(sig)] = handler
+        tempfile_module = sys.modules.get("tempfile")
+        return cls(cwd=cwd, environ=dict(os.environ), umask=umask, sys_path=tuple(sys.path),
+                   argv=tuple(sys.argv), handlers=handlers,
+                   blocked=frozenset(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ())),
+                   timer=signal.getitimer(signal.ITIMER_REAL),
+                   tempdir=getattr(tempfile_module, "tempdir", None))
+
+    def restore(self) -> None:
+        """Puts this process back in this state (what can be put back)."""
+        if self.cwd is not None:
+            try:
+                os.chdir(self.cwd)
+            except OSError:
+                logger.warning("cannot go back to %s; staying in %s", self.cwd, os.getcwd())
+        for key in [k for k in os.environ if k not in self.environ]:
+            del os.environ[key]
+        for key, value in self.environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        os.umask(self.umask)
+        sys.path[:] = self.sys_path
+        sys.argv[:] = self.argv
+        for sig, handler in self.handlers.items():
+            if signal.getsignal(sig) is not handler:
+                try:
+                    signal.signal(sig, handler)
+                except (OSError, ValueError, TypeError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.blocked)
+        if self.timer == (0.0, 0.0):
+            signal.setitimer(signal.ITIMER_REAL, 0)  # cancel an alarm a target left
+        tempfile_module = sys.modules.get("tempfile")
+        if tempfile_module is not None:
+            tempfile_module.tempdir = self.tempdir
+
+
 class Terminated(BaseException):
     """The worker was asked to stop (SIGTERM: a kill, or the master died)."""
 
@@ -182,6 +258,7 @@ class Worker:
         data, resources = job["pickle"], _resources(job["resources"])
         wait = started - job["issued_at"] if job.get("issued_at") else None
         values: dict[str, tuple[str, Any]] = dict(job.get("values") or {})
+        state = ProcessState.capture()
         while True:
             step, followon = self._run_one(data, job["chain"], wait, len(steps), values,
                                            resources)
@@ -197,6 +274,7 @@ class Worker:
                 break  # it needs values the master holds
             step["followon"] = None  # run here, as the next step
             data, wait = followon["pickle"], 0.0
+            state.restore()  # as it would start in a job of its own
             logger.debug("chaining the follow-on %s", followon["description"])
         result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
                   "run_id": self.run_id, "steps": steps}

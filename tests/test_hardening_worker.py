@@ -6,9 +6,14 @@ tree only once."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import run_script
 
 import jobtree
 from jobtree import Target
@@ -70,3 +75,25 @@ def test_the_mark_is_not_pickled_and_a_new_object_may_be_added() -> None:
     assert b"_jt_added" not in data
     parent.addChildTarget(pickle.loads(data))  # a copy is a new object
     assert len(parent.getChildren()) == 2
+
+
+# ------------------------------------- 14.3: a chained follow-on starts clean
+def _run(tmp_path: Path, mode: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_script("hardening_worker.py", "--mode", mode, "--out", str(tmp_path / "out"),
+                      "--jobTree", str(tmp_path / "tree"), "--logLevel", "INFO", *extra)
+
+
+def _read(tmp_path: Path, name: str) -> dict[str, Any]:
+    return dict(json.loads((tmp_path / "out" / name).read_text()))
+
+
+@pytest.mark.parametrize("job_time", ["30", "0"])
+def test_a_follow_on_does_not_inherit_its_predecessors_process_state(
+        tmp_path: Path, job_time: str) -> None:
+    done = _run(tmp_path, "state", "--jobTime", job_time)
+    assert done.returncode == 0, done.stderr
+    before, probe = _read(tmp_path, "before"), _read(tmp_path, "probe")
+    assert (probe["pid"] == before["pid"]) == (job_time != "0")  # chained, or a job of its own
+    del before["pid"], probe["pid"]
+    assert probe == before
+    assert before["probe"] is None and before["alarm"] == 0.0 and not before["nowhere"]
