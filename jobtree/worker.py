@@ -321,7 +321,7 @@ class Worker:
             follow = _new_job(followon) if followon is not None else None
             token = target.__dict__.get("_jt_token")
             _check_needs(description, token, children, follow)
-            stored = self._store_value(value, token, description, index)
+            stored = self._store_value(value, token, description, index, context.messages)
         finally:
             target._jt_runtime = None
             if context.local_made:
@@ -335,25 +335,36 @@ class Worker:
                 "stats": stats, "value": stored, "token": token}
         return step, follow
 
-    def _store_value(self, value: Any, token: str | None, description: str,
-                     index: int) -> tuple[str, Any] | None:
+    def _store_value(self, value: Any, token: str | None, description: str, index: int,
+                     messages: list[tuple[int, str]]) -> tuple[str, Any] | None:
         """Pickles what run() returned: ("inline", bytes) for the result file,
         ("file", name) for a large value written to the tree's values folder,
-        or None when there is nothing to keep."""
+        or None when there is nothing to keep.
+
+        A value that cannot be pickled and is not promised is kept as a
+        :class:`promise.Unstored` note (reading it raises ReturnValueError),
+        and a warning goes to ``messages``: to the master's log and the status.
+        """
         if value is None and token is None:
             return None
         try:
             data = serialize.dumps(value)
         except Exception as err:  # noqa: BLE001 - any pickling failure is reported
-            if token is None:
-                logger.warning("%s.run() returned a %s, which cannot be pickled (%s); it is "
-                               "not stored", description, type(value).__name__, err)
-                return None
-            raise UnpicklableTargetError(
-                f"{description}.run() returned a {type(value).__name__}, which cannot be "
-                f"pickled ({type(err).__name__}: {err}). Its value is promised with rv(), "
-                f"so it must be stored: return picklable data (numbers, strings, lists, "
-                f"dicts, file names) instead.") from err
+            kind, why = promise.type_name(value), f"{type(err).__name__}: {err}"
+            if token is not None:
+                raise UnpicklableTargetError(
+                    f"{description}.run() returned a {type(value).__name__}, which cannot be "
+                    f"pickled ({why}). Its value is promised with rv(), so it must be stored: "
+                    f"return picklable data (numbers, strings, lists, dicts, file names) "
+                    f"instead.") from err
+            logger.warning("%s.run() returned a %s, which cannot be pickled (%s); it is "
+                           "not stored", description, kind, why)
+            messages.append((logging.WARNING, (
+                f"run() returned a {kind}, which cannot be pickled ({why}); the value is not "
+                f"stored, and getReturnValue for this target raises ReturnValueError. "
+                f"Return picklable data (numbers, strings, lists, dicts, file names), or "
+                f"None.")))
+            data = serialize.dumps(promise.Unstored(description, kind, why))
         if len(data) <= promise.INLINE_LIMIT:
             return ("inline", data)
         os.makedirs(self.paths.values, exist_ok=True)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_script
+from conftest import run_command, run_script
+from test_status_data import SCHEMA, _errors
 
 import jobtree
 from jobtree import Target
@@ -97,3 +100,85 @@ def test_a_follow_on_does_not_inherit_its_predecessors_process_state(
     del before["pid"], probe["pid"]
     assert probe == before
     assert before["probe"] is None and before["alarm"] == 0.0 and not before["nowhere"]
+
+
+# ------------------------------- 14.4: a value that cannot be stored is a warning
+def test_an_unpicklable_value_is_a_lasting_warning_and_a_clear_error(tmp_path: Path) -> None:
+    done = _run(tmp_path, "lock")
+    assert done.returncode == 0, done.stderr  # the tree finishes: nothing needed the value
+    # the master's log says so (the worker's log is gone with its success)
+    assert "run() returned a lock (_thread.lock), which cannot be pickled" in done.stderr
+    tree = str(tmp_path / "tree")
+    status = run_command("status", "--jobTree", tree)
+    assert status.returncode == 0, status.stderr
+    assert "Warnings from targets (1):" in status.stdout, status.stdout
+    assert "returned a lock (_thread.lock), which cannot be pickled" in status.stdout
+    document = json.loads(run_command("status", "--jobTree", tree, "--json").stdout)
+    assert _errors(document, SCHEMA) == []
+    assert document["warnings"]["total"] == 1
+    (warning,) = document["warnings"]["latest"]
+    assert warning["id"] == 1 and "ReturnValueError" in warning["text"]
+    with pytest.raises(jobtree.ReturnValueError,
+                       match=r"Root\(.*\)\.run\(\) returned a lock \(_thread\.lock\), which "
+                             r"could not be pickled"):
+        jobtree.getReturnValue(tree)
+
+
+class Holder(Target):
+    def __init__(self, handle: object) -> None:
+        super().__init__()
+        self.handle = handle
+
+
+def test_a_target_holding_an_open_file_is_refused(tmp_path: Path) -> None:
+    from jobtree import serialize
+
+    path = tmp_path / "input.txt"
+    path.write_text("data\n")
+    for mode in ("r", "rb", "a"):
+        with open(path, mode) as handle:
+            with pytest.raises(jobtree.UnpicklableTargetError,
+                               match=r"attribute 'handle' holds a .*open file"):
+                serialize.dump_target(Holder(handle))
+    # in-memory buffers are data, and pickle as such
+    import io
+
+    assert pickle.loads(serialize.dumps(io.StringIO("kept"))).read() == "kept"
+
+
+# --------------------------------- 14.10: a damaged value file is named, once
+def test_a_damaged_value_file_is_named_and_fails_its_consumer_for_good(tmp_path: Path) -> None:
+    fixed = tmp_path / "fixed"
+    done = _run(tmp_path, "corrupt", "--fixed", str(fixed), "--retryCount", "0")
+    assert done.returncode == 1, done.stderr  # the consumer is not fixed yet
+    tree = tmp_path / "tree"
+    (value_file,) = (tree / "values").iterdir()
+    value_file.write_bytes(value_file.read_bytes()[:1000])  # cut short
+    with sqlite3.connect(tree / "tree.db") as db:
+        (big,) = db.execute("SELECT id FROM jobs WHERE cls = 'Big'").fetchone()
+    with pytest.raises(jobtree.ReturnValueError, match=re.escape(str(value_file))):
+        jobtree.getReturnValue(str(tree), big)
+    fixed.touch()
+    again = _run(tmp_path, "corrupt", "--fixed", str(fixed), "--retryCount", "3")
+    assert again.returncode == 1
+    with sqlite3.connect(tree / "tree.db") as db:
+        (attempt,) = db.execute("SELECT attempt FROM jobs WHERE cls = 'Consumer'").fetchone()
+        (message, permanent) = db.execute(
+            "SELECT message, permanent FROM failures WHERE job = (SELECT id FROM jobs "
+            "WHERE cls = 'Consumer') ORDER BY attempt DESC").fetchone()
+    assert attempt == 2  # the failed try of the first run, and one more: no retries
+    assert permanent == 1
+    assert "ReturnValueError" in message and str(value_file) in message, message
+    status = run_command("status", "--jobTree", str(tree), "--verbose").stdout
+    assert str(value_file) in status, status
+
+
+def test_garbage_in_a_value_file_is_named(tmp_path: Path) -> None:
+    from jobtree.promise import load_value
+
+    path = tmp_path / "1.1.0"
+    path.write_bytes(b"not a pickle at all")
+    with pytest.raises(jobtree.ReturnValueError, match=re.escape(str(path))):
+        load_value(("file", str(path)), "Big()")
+    with pytest.raises(jobtree.PromiseError, match="cannot be read"):
+        load_value(("file", str(tmp_path / "gone")), "Big()")
