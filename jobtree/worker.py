@@ -8,6 +8,7 @@ the target added no children, it runs the follow-on itself as well while the
 
 from __future__ import annotations
 
+import _locale
 import dataclasses
 import functools
 import json
@@ -138,9 +139,9 @@ _FIXED_SIGNALS = frozenset({signal.SIGKILL, signal.SIGSTOP})
 class ProcessState:
     """What a target may change in its process that the next target chained
     in the same worker must not inherit: the working directory, the
-    environment, the umask, ``sys.path`` and ``sys.argv``, the signal
-    handlers and mask, a pending ``alarm()``/``setitimer`` and
-    ``tempfile.tempdir``. Taken before the first target, put back before each
+    environment (and the time zone and locale that follow from it), the
+    umask, ``sys.path`` and ``sys.argv``, the signal handlers and mask, a
+    pending ``alarm()``/``setitimer`` and ``tempfile.tempdir``. Taken before the first target, put back before each
     chained one, so a chained follow-on starts as it would in a job of its own.
     """
 
@@ -153,6 +154,7 @@ class ProcessState:
     blocked: frozenset[int]
     timer: tuple[float, float]
     tempdir: str | None
+    locale: str | None
 
     @classmethod
     def capture(cls) -> ProcessState:
@@ -174,7 +176,7 @@ class ProcessState:
                    argv=tuple(sys.argv), handlers=handlers,
                    blocked=frozenset(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ())),
                    timer=signal.getitimer(signal.ITIMER_REAL),
-                   tempdir=getattr(tempfile_module, "tempdir", None))
+                   tempdir=getattr(tempfile_module, "tempdir", None), locale=_locale_now())
 
     def restore(self) -> None:
         """Puts this process back in this state (what can be put back)."""
@@ -183,11 +185,19 @@ class ProcessState:
                 os.chdir(self.cwd)
             except OSError:
                 logger.warning("cannot go back to %s; staying in %s", self.cwd, os.getcwd())
+        zone = os.environ.get("TZ")
         for key in [k for k in os.environ if k not in self.environ]:
             del os.environ[key]
         for key, value in self.environ.items():
             if os.environ.get(key) != value:
                 os.environ[key] = value
+        if os.environ.get("TZ") != zone:
+            time.tzset()  # the C library's idea of the local time follows TZ
+        if self.locale is not None and _locale_now() != self.locale:
+            try:
+                _locale.setlocale(_locale.LC_ALL, self.locale)
+            except _locale.Error:
+                pass
         os.umask(self.umask)
         sys.path[:] = self.sys_path
         sys.argv[:] = self.argv
@@ -203,6 +213,14 @@ class ProcessState:
         tempfile_module = sys.modules.get("tempfile")
         if tempfile_module is not None:
             tempfile_module.tempdir = self.tempdir
+
+
+def _locale_now() -> str | None:
+    """The process's C locale (all categories), or None if it cannot be read."""
+    try:
+        return str(_locale.setlocale(_locale.LC_ALL, None))
+    except _locale.Error:
+        return None
 
 
 class Terminated(BaseException):

@@ -2,7 +2,8 @@
 
 Modes:
   state    a target changes its process (folder, environment, umask, sys.path,
-           sys.argv, a signal handler, an alarm, tempfile.tempdir) and sets a
+           sys.argv, a signal handler, an alarm, tempfile.tempdir, the time zone,
+           the locale) and sets a
            follow-on, which notes what it finds (chained, or not with --jobTime 0)
   lock     the root returns a threading.Lock(), which cannot be stored
   corrupt  a child returns a large value (a file in values/), promised to the
@@ -13,22 +14,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import locale
 import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 
 from jobtree import Stack, Target
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _state() -> dict[str, object]:
     return {"pid": os.getpid(), "cwd": os.getcwd(), "probe": os.environ.get("JT_PROBE"),
-            "umask": os.umask(0o022), "nowhere": "/nowhere" in sys.path,
+            "umask": _umask(), "nowhere": "/nowhere" in sys.path,
             "argv": "--changed" in sys.argv,
             "usr1": signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL,
             "alarm": signal.getitimer(signal.ITIMER_REAL)[0],
-            "tempdir": tempfile.tempdir}
+            "tempdir": tempfile.tempdir, "tz": time.strftime("%Z"),
+            "locale": locale.setlocale(locale.LC_NUMERIC)}
 
 
 def _note(out: str, name: str, data: object) -> None:
@@ -60,6 +70,9 @@ class Changer(Target):
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         signal.setitimer(signal.ITIMER_REAL, 3600)
         tempfile.tempdir = "/nowhere"
+        os.environ["TZ"] = "XYZ+05"
+        time.tzset()
+        locale.setlocale(locale.LC_NUMERIC, "C.UTF-8")
         self.setFollowOnTarget(Probe(self.out))
 
 
