@@ -97,11 +97,8 @@ def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),
             sys.stdin = open(0, closefd=False)  # noqa: SIM115
             sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        from .. import worker
-
-        if config is not None:  # the server may have served another tree since
-            worker.prepare_process(config)
         os.environ["JOBTREE_MASTER_PID"] = str(os.getppid())
+        from .. import worker
 
         code = worker.main(argv, config, job)
     except SystemExit as exit_:
