@@ -47,12 +47,12 @@ def import_script(path: str) -> types.ModuleType:
     Its folder goes first on ``sys.path`` so its neighbours import too.
     """
     name = _script_module_name(path)
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # also for a module imported already: a chained
+        sys.path.insert(0, folder)  # target's sys.path is the one its job began with
     module = sys.modules.get(name)
     if module is not None:
         return module
-    folder = os.path.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import the script {path}")

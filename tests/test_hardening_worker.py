@@ -182,3 +182,21 @@ def test_garbage_in_a_value_file_is_named(tmp_path: Path) -> None:
         load_value(("file", str(path)), "Big()")
     with pytest.raises(jobtree.PromiseError, match="cannot be read"):
         load_value(("file", str(tmp_path / "gone")), "Big()")
+
+
+def test_a_scripts_folder_is_on_sys_path_again_for_a_chained_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chained target's sys.path is put back to its job's; loading a class of
+    the (already imported) script puts the script's folder back in front, so
+    the script's neighbours import in the chained target as in a job of its own."""
+    import sys
+
+    from jobtree import serialize
+
+    script = tmp_path / "pipe.py"
+    script.write_text("VALUE = 7\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert serialize.load_script_attribute(str(script), "VALUE") == 7
+    sys.path.remove(str(tmp_path))  # as ProcessState.restore() does
+    assert serialize.load_script_attribute(str(script), "VALUE") == 7
+    assert str(tmp_path) in sys.path
