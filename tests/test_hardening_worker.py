@@ -200,3 +200,15 @@ def test_a_scripts_folder_is_on_sys_path_again_for_a_chained_target(
     sys.path.remove(str(tmp_path))  # as ProcessState.restore() does
     assert serialize.load_script_attribute(str(script), "VALUE") == 7
     assert str(tmp_path) in sys.path
+
+
+def test_a_run_that_adds_one_object_twice_fails_for_good(tmp_path: Path) -> None:
+    done = _run(tmp_path, "twice", "--retryCount", "2")
+    assert done.returncode == 1, done.stderr
+    assert not (tmp_path / "out" / "probe").exists()  # the child never ran
+    with sqlite3.connect(tmp_path / "tree" / "tree.db") as db:
+        ((attempt, message),) = db.execute(
+            "SELECT j.attempt, f.message FROM jobs j JOIN failures f ON f.job = j.id "
+            "WHERE j.cls = 'Root'").fetchall()
+    assert attempt == 1  # a broken rule is not tried again
+    assert "TargetDefinitionError" in message and "already in the tree" in message, message

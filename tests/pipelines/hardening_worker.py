@@ -6,6 +6,7 @@ Modes:
            the locale) and sets a
            follow-on, which notes what it finds (chained, or not with --jobTime 0)
   lock     the root returns a threading.Lock(), which cannot be stored
+  twice    the root adds the same child object twice
   corrupt  a child returns a large value (a file in values/), promised to the
            follow-on, which fails until --fixed exists
 """
@@ -102,6 +103,10 @@ class Root(Target):
             self.addChildTarget(Changer(self.out))
         elif self.mode == "lock":
             return threading.Lock()
+        elif self.mode == "twice":
+            child = Probe(self.out)
+            self.addChildTarget(child)
+            self.addChildTarget(child)
         elif self.mode == "corrupt":
             big = self.addChildTarget(Big())
             self.setFollowOnTarget(Consumer(big.rv(), self.fixed))
