@@ -143,8 +143,11 @@ class ProcessState:
     in the same worker must not inherit: the working directory, the
     environment (and the time zone and locale that follow from it), the
     umask, ``sys.path`` and ``sys.argv``, the signal handlers and mask, a
-    pending ``alarm()``/``setitimer`` and ``tempfile.tempdir``. Taken before the first target, put back before each
-    chained one, so a chained follow-on starts as it would in a job of its own.
+    pending ``alarm()``/``setitimer`` and ``tempfile.tempdir``. Taken before
+    the first target, put back before each chained one, so that a chained
+    follow-on starts as it would in a job of its own. (Modules, threads, open
+    files and resource limits cannot be put back cheaply or safely: the guide
+    says so.)
     """
 
     cwd: str | None
@@ -184,8 +187,9 @@ class ProcessState:
         if self.cwd is not None:
             try:
                 os.chdir(self.cwd)
-            except OSError:
-                logger.warning("cannot go back to %s; staying in %s", self.cwd, os.getcwd())
+            except OSError as err:
+                logger.warning("cannot go back to %s (%s) before the chained target",
+                               self.cwd, err.strerror)
         zone = os.environ.get("TZ")
         for key in [k for k in os.environ if k not in self.environ]:
             del os.environ[key]
