@@ -56,7 +56,8 @@ __all__ = [
     "AsyncResult", "BadOptionError", "BatchSystemError", "CommandTarget",
     "FunctionWrappingTarget", "JobTreeError", "Pool", "PoolError", "Promise", "PromiseError",
     "ResourceError", "ReturnValueError", "SchedulerCommandError", "Stack", "Target",
-    "TargetDefinitionError", "TargetFunctionWrappingTarget", "TaskFailure", "TreeError", "TreeLockedError",
+    "TargetDefinitionError", "TargetFunctionWrappingTarget", "TaskFailure", "TreeError",
+    "TreeLockedError",
     "TreeStopped", "UnpicklableTargetError", "__version__", "getReturnValue", "getTempDirectory",
     "getTempFile",
 ]
