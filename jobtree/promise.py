@@ -187,6 +187,8 @@ def load_value(stored: tuple[str, Any], description: str = "") -> Any:
                 f"target again in a new tree.") from None
     try:
         value = pickle.loads(data)
+    except JobTreeError:
+        raise  # a promise inside the value that cannot be resolved says why itself
     except Exception as err:  # noqa: BLE001 - damage shows in many ways
         raise ReturnValueError(
             f"The value that {target}.run() returned, stored in {where}, cannot be "
