@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_command, run_script
+from conftest import quick_cluster_config, require_scheduler, run_command, run_script
 from test_status_data import SCHEMA, _errors
 
 import jobtree
@@ -212,3 +212,15 @@ def test_a_run_that_adds_one_object_twice_fails_for_good(tmp_path: Path) -> None
             "WHERE j.cls = 'Root'").fetchall()
     assert attempt == 1  # a broken rule is not tried again
     assert "TargetDefinitionError" in message and "already in the tree" in message, message
+
+
+def test_on_a_cluster_a_chained_follow_on_starts_clean_too(tmp_path: Path) -> None:
+    """The node runner's worker chains as singleMachine's fork-server child
+    does, and puts the state back the same way."""
+    require_scheduler("slurm")
+    done = _run(tmp_path, "state", "--batchSystem", "slurm",
+                "--clusterConfig", str(quick_cluster_config(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    before, probe = _read(tmp_path, "before"), _read(tmp_path, "probe")
+    assert probe.pop("pid") == before.pop("pid")  # chained in the same worker
+    assert probe == before
