@@ -22,7 +22,7 @@ from .errors import (
                      TreeStopped,
                      UnpicklableTargetError,
 )
-from .promise import Promise, PromiseError
+from .promise import Promise, PromiseError, ReturnValueError
 from .target import CommandTarget, FunctionWrappingTarget, Target, TargetFunctionWrappingTarget
 from .tempfiles import getTempDirectory, getTempFile
 
@@ -55,8 +55,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AsyncResult", "BadOptionError", "BatchSystemError", "CommandTarget",
     "FunctionWrappingTarget", "JobTreeError", "Pool", "PoolError", "Promise", "PromiseError",
-    "ResourceError", "SchedulerCommandError", "Stack", "Target", "TargetDefinitionError",
-    "TargetFunctionWrappingTarget", "TaskFailure", "TreeError", "TreeLockedError",
+    "ResourceError", "ReturnValueError", "SchedulerCommandError", "Stack", "Target",
+    "TargetDefinitionError", "TargetFunctionWrappingTarget", "TaskFailure", "TreeError",
+    "TreeLockedError",
     "TreeStopped", "UnpicklableTargetError", "__version__", "getReturnValue", "getTempDirectory",
     "getTempFile",
 ]

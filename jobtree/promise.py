@@ -34,6 +34,52 @@ class PromiseError(JobTreeError):
     may run before the promised one."""
 
 
+class ReturnValueError(PromiseError):
+    """A stored return value cannot be read back: its file in the tree's
+    ``values/`` folder is missing or damaged, or ``run()`` returned a value
+    that could not be pickled. The message names the target, and the file or
+    the value's type. A target that needs such a value fails for good (trying
+    it again cannot bring the value back)."""
+
+
+class Unstored:
+    """Kept in place of a value ``run()`` returned that could not be pickled,
+    so that whoever reads the value learns why there is none.
+
+    Args:
+        description: the target whose run() returned it.
+        kind: the value's type, as :func:`type_name` names it.
+        error: why it could not be pickled (``TypeError: ...``).
+    """
+
+    __slots__ = ("description", "kind", "error")
+
+    def __init__(self, description: str, kind: str, error: str) -> None:
+        self.description = description
+        self.kind = kind
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Unstored, (self.description, self.kind, self.error))
+
+    def message(self) -> str:
+        """The error of a reader of the value."""
+        return (f"{self.description}.run() returned a {self.kind}, which could not be "
+                f"pickled ({self.error}), so its value was not stored (the tree warned of "
+                f"it when the target ran). Make run() return picklable data (numbers, "
+                f"strings, lists, dicts, file names), then run the pipeline again in a new "
+                f"tree.")
+
+
+def type_name(value: Any) -> str:
+    """The type of ``value`` as messages name it: ``Class (module.Class)``,
+    or ``Class`` for a builtin."""
+    kind = type(value)
+    module = getattr(kind, "__module__", "builtins")
+    name = kind.__qualname__
+    return name if module == "builtins" else f"{name} ({module}.{name})"
+
+
 class Promise:
     """The value ``run()`` of a target will return (or a part of it).
 
@@ -123,19 +169,36 @@ def load_value(stored: tuple[str, Any], description: str = "") -> Any:
     """Unpickles a stored value: ("inline", pickle) or ("file", path).
 
     Raises:
-        PromiseError: its file cannot be read.
+        ReturnValueError: its file is missing or damaged (naming the file), or
+            run() returned a value that could not be pickled.
     """
     kind, data = stored
+    target = description or "a target"
+    where = "the tree's index"
     if kind == "file":
+        where = str(data)
         try:
             with open(data, "rb") as handle:
                 data = handle.read()
         except OSError as err:
-            raise PromiseError(
-                f"The value of {description or 'a target'} is stored in {data}, which "
-                f"cannot be read ({err.strerror}). If the file was removed, the value is "
-                f"lost: run that target again in a new tree.") from None
-    return pickle.loads(data)
+            raise ReturnValueError(
+                f"The value of {target} is stored in {where}, which cannot be read "
+                f"({err.strerror}). If the file was removed, the value is lost: run that "
+                f"target again in a new tree.") from None
+    try:
+        value = pickle.loads(data)
+    except JobTreeError:
+        raise  # a promise inside the value that cannot be resolved says why itself
+    except Exception as err:  # noqa: BLE001 - damage shows in many ways
+        raise ReturnValueError(
+            f"The value that {target}.run() returned, stored in {where}, cannot be "
+            f"unpickled ({type(err).__name__}: {err}). Either it is damaged (cut short or "
+            f"overwritten: the value is lost, so run that target again in a new tree), or "
+            f"a module or class it needs is missing here (install or restore it, then "
+            f"continue the tree).") from None
+    if isinstance(value, Unstored):
+        raise ReturnValueError(value.message())
+    return value
 
 
 _resolving: list[_Values] = []

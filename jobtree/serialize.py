@@ -47,12 +47,12 @@ def import_script(path: str) -> types.ModuleType:
     Its folder goes first on ``sys.path`` so its neighbours import too.
     """
     name = _script_module_name(path)
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # also for a module imported already: a chained
+        sys.path.insert(0, folder)  # target's sys.path is the one its job began with
     module = sys.modules.get(name)
     if module is not None:
         return module
-    folder = os.path.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import the script {path}")
@@ -135,6 +135,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, but script-level definitions go by (path, qualname)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)) \
+                and obj not in (sys.stdout, sys.stderr):
+            _refuse_open_file(obj)
         if isinstance(obj, (type, types.FunctionType)):
             qualname = getattr(obj, "__qualname__", "")
             module = getattr(obj, "__module__", None)
@@ -145,6 +148,20 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
                 if module == "__main__" and _main_module_name():
                     return load_module_attribute, (_main_module_name(), qualname)
         return super().reducer_override(obj)
+
+
+def _refuse_open_file(handle: Any) -> None:
+    """Refuses to pickle an open file (cloudpickle would keep a snapshot of a
+    text file's contents, which is not the file a target would read later).
+
+    Raises:
+        pickle.PicklingError: naming the file.
+    """
+    name = getattr(handle, "name", None)
+    shown = f" {name!r}" if isinstance(name, (str, bytes)) else ""
+    raise pickle.PicklingError(
+        f"cannot pickle the open file{shown} ({type(handle).__name__}); keep its name and "
+        f"open it inside run()")
 
 
 def _defined_unindented(obj: Any) -> bool:

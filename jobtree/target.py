@@ -108,9 +108,15 @@ class Target:
 
         Returns:
             the child, for chaining.
+
+        Raises:
+            TargetDefinitionError: ``childTarget`` is already in the tree (a
+                child or the follow-on of this or another target): one
+                target object runs once, so make a new one for each place.
         """
         self._check_new(childTarget, "addChildTarget")
         self._jt_children.append(childTarget)
+        childTarget._jt_added = self._jt_place("a child")
         return childTarget
 
     def addChildFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
@@ -141,7 +147,8 @@ class Target:
         their descendants have finished. A target has at most one.
 
         Raises:
-            TargetDefinitionError: a follow-on is already set.
+            TargetDefinitionError: a follow-on is already set, or
+                ``followOnTarget`` is already in the tree.
         """
         self._check_new(followOnTarget, "setFollowOnTarget")
         if self._jt_followon is not None:
@@ -150,6 +157,7 @@ class Target:
                 f"({self._jt_followon._jt_describe()}); a target has at most one. To run "
                 f"several targets afterwards, make them children of the follow-on.")
         self._jt_followon = followOnTarget
+        followOnTarget._jt_added = self._jt_place("the follow-on")
         return followOnTarget
 
     def setFollowOnFn(self, fn: Callable[..., Any], args: Sequence[Any] = (),
@@ -256,11 +264,18 @@ class Target:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_jt_runtime", None)
+        state.pop("_jt_added", None)  # where it was added: known again when loaded
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._jt_runtime = None
+        # what was added to this target before it was pickled is in the tree
+        for child in self.__dict__.get("_jt_children") or ():
+            child.__dict__.setdefault("_jt_added", self._jt_place("a child"))
+        followon = self.__dict__.get("_jt_followon")
+        if followon is not None:
+            followon.__dict__.setdefault("_jt_added", self._jt_place("the follow-on"))
 
     def _context(self, method: str) -> Runtime:
         runtime: Runtime | None = getattr(self, "_jt_runtime", None)
@@ -281,6 +296,11 @@ class Target:
         return dataclasses.replace(effective, memory=_larger(effective.memory, granted.memory),
                                    time=_larger(effective.time, granted.time))
 
+    def _jt_place(self, how: str) -> tuple[str, int, str]:
+        """Where a target added to this one is: (how, this one's id, its class);
+        cheap, and small (no reference to this target, which it must not pickle)."""
+        return how, id(self), type(self).__qualname__
+
     def _check_new(self, other: object, method: str) -> None:
         if not isinstance(other, Target):
             raise TargetDefinitionError(
@@ -292,6 +312,15 @@ class Target:
                 f"`super().__init__()` (or Target.__init__(self, ...)) to it.")
         if other is self:
             raise TargetDefinitionError(f"{self._jt_describe()} cannot be its own {method[3:]}.")
+        added = other.__dict__.get("_jt_added")
+        if added is not None:
+            how, owner_id, owner_class = added
+            owner = "this target" if owner_id == id(self) else f"another target ({owner_class})"
+            raise TargetDefinitionError(
+                f"{method}({other._jt_describe()}) on {self._jt_describe()}: that target "
+                f"object is already in the tree, as {how} of {owner}. A target object is "
+                f"added once (as one child, or as one follow-on) and runs once; to run the "
+                f"same work twice, or in two places, make a new object for each.")
         runtime = getattr(self, "_jt_runtime", None)
         if runtime is not None:
             runtime.check_fits(other)

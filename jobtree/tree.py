@@ -385,6 +385,9 @@ def getReturnValue(jobTree: str, target: int = 1) -> Any:
     Raises:
         TreeError: the tree cannot be read, has no such target, or the target
             has not run successfully yet.
+        ReturnValueError: the value cannot be read back: its file in values/
+            is missing or damaged (the message names it), or run() returned a
+            value that could not be pickled (named with its type).
     """
     from .jobstore import JobState
     from .promise import load_value

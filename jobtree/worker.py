@@ -8,6 +8,9 @@ the target added no children, it runs the follow-on itself as well while the
 
 from __future__ import annotations
 
+import _locale
+import _signal
+import dataclasses
 import functools
 import json
 import logging
@@ -129,6 +132,102 @@ def prepare_process(config: dict[str, Any]) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+#: the signals whose handlers a chained target gets back (all that can be set)
+_SIGNALS = tuple(int(s) for s in signal.valid_signals()
+                 if s not in (signal.SIGKILL, signal.SIGSTOP))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessState:
+    """What a target may change in its process that the next target chained
+    in the same worker must not inherit: the working directory, the
+    environment (and the time zone and locale that follow from it), the
+    umask, ``sys.path`` and ``sys.argv``, the signal handlers and mask, a
+    pending ``alarm()``/``setitimer`` and ``tempfile.tempdir``. Taken before
+    the first target, put back before each chained one, so that a chained
+    follow-on starts as it would in a job of its own. (Modules, threads, open
+    files and resource limits cannot be put back cheaply or safely: the guide
+    says so.)
+    """
+
+    cwd: str | None
+    environ: dict[str, str]
+    umask: int
+    sys_path: tuple[str, ...]
+    argv: tuple[str, ...]
+    handlers: dict[int, Any]
+    blocked: frozenset[int]
+    timer: tuple[float, float]
+    tempdir: str | None
+    locale: str | None
+
+    @classmethod
+    def capture(cls) -> ProcessState:
+        """The state of this process now."""
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None
+        umask = os.umask(0o077)
+        os.umask(umask)
+        handlers = {}
+        for sig in _SIGNALS:  # _signal: signal's wrappers make enums, 30 times slower
+            handler = _signal.getsignal(sig)
+            if handler is not None:  # None: set outside Python, left alone
+                handlers[sig] = handler
+        tempfile_module = sys.modules.get("tempfile")
+        return cls(cwd=cwd, environ=dict(os.environ), umask=umask, sys_path=tuple(sys.path),
+                   argv=tuple(sys.argv), handlers=handlers,
+                   blocked=frozenset(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ())),
+                   timer=signal.getitimer(signal.ITIMER_REAL),
+                   tempdir=getattr(tempfile_module, "tempdir", None), locale=_locale_now())
+
+    def restore(self) -> None:
+        """Puts this process back in this state (what can be put back)."""
+        if self.cwd is not None:
+            try:
+                os.chdir(self.cwd)
+            except OSError as err:
+                logger.warning("cannot go back to %s (%s) before the chained target",
+                               self.cwd, err.strerror)
+        zone = os.environ.get("TZ")
+        for key in [k for k in os.environ if k not in self.environ]:
+            del os.environ[key]
+        for key, value in self.environ.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        if os.environ.get("TZ") != zone:
+            time.tzset()  # the C library's idea of the local time follows TZ
+        if self.locale is not None and _locale_now() != self.locale:
+            try:
+                _locale.setlocale(_locale.LC_ALL, self.locale)
+            except _locale.Error:
+                pass
+        os.umask(self.umask)
+        sys.path[:] = self.sys_path
+        sys.argv[:] = self.argv
+        for sig, handler in self.handlers.items():
+            if _signal.getsignal(sig) != handler:
+                try:
+                    _signal.signal(sig, handler)
+                except (OSError, ValueError, TypeError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.blocked)
+        if self.timer == (0.0, 0.0):
+            signal.setitimer(signal.ITIMER_REAL, 0)  # cancel an alarm a target left
+        tempfile_module = sys.modules.get("tempfile")
+        if tempfile_module is not None:
+            tempfile_module.tempdir = self.tempdir
+
+
+def _locale_now() -> str | None:
+    """The process's C locale (all categories), or None if it cannot be read."""
+    try:
+        return str(_locale.setlocale(_locale.LC_ALL, None))
+    except _locale.Error:
+        return None
+
+
 class Terminated(BaseException):
     """The worker was asked to stop (SIGTERM: a kill, or the master died)."""
 
@@ -182,6 +281,7 @@ class Worker:
         data, resources = job["pickle"], _resources(job["resources"])
         wait = started - job["issued_at"] if job.get("issued_at") else None
         values: dict[str, tuple[str, Any]] = dict(job.get("values") or {})
+        state = ProcessState.capture()
         while True:
             step, followon = self._run_one(data, job["chain"], wait, len(steps), values,
                                            resources)
@@ -197,6 +297,7 @@ class Worker:
                 break  # it needs values the master holds
             step["followon"] = None  # run here, as the next step
             data, wait = followon["pickle"], 0.0
+            state.restore()  # as it would start in a job of its own
             logger.debug("chaining the follow-on %s", followon["description"])
         result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
                   "run_id": self.run_id, "steps": steps}
@@ -243,7 +344,7 @@ class Worker:
             follow = _new_job(followon) if followon is not None else None
             token = target.__dict__.get("_jt_token")
             _check_needs(description, token, children, follow)
-            stored = self._store_value(value, token, description, index)
+            stored = self._store_value(value, token, description, index, context.messages)
         finally:
             target._jt_runtime = None
             if context.local_made:
@@ -257,25 +358,36 @@ class Worker:
                 "stats": stats, "value": stored, "token": token}
         return step, follow
 
-    def _store_value(self, value: Any, token: str | None, description: str,
-                     index: int) -> tuple[str, Any] | None:
+    def _store_value(self, value: Any, token: str | None, description: str, index: int,
+                     messages: list[tuple[int, str]]) -> tuple[str, Any] | None:
         """Pickles what run() returned: ("inline", bytes) for the result file,
         ("file", name) for a large value written to the tree's values folder,
-        or None when there is nothing to keep."""
+        or None when there is nothing to keep.
+
+        A value that cannot be pickled and is not promised is kept as a
+        :class:`promise.Unstored` note (reading it raises ReturnValueError),
+        and a warning goes to ``messages``: to the master's log and the status.
+        """
         if value is None and token is None:
             return None
         try:
             data = serialize.dumps(value)
         except Exception as err:  # noqa: BLE001 - any pickling failure is reported
-            if token is None:
-                logger.warning("%s.run() returned a %s, which cannot be pickled (%s); it is "
-                               "not stored", description, type(value).__name__, err)
-                return None
-            raise UnpicklableTargetError(
-                f"{description}.run() returned a {type(value).__name__}, which cannot be "
-                f"pickled ({type(err).__name__}: {err}). Its value is promised with rv(), "
-                f"so it must be stored: return picklable data (numbers, strings, lists, "
-                f"dicts, file names) instead.") from err
+            kind, why = promise.type_name(value), f"{type(err).__name__}: {err}"
+            if token is not None:
+                raise UnpicklableTargetError(
+                    f"{description}.run() returned a {type(value).__name__}, which cannot be "
+                    f"pickled ({why}). Its value is promised with rv(), so it must be stored: "
+                    f"return picklable data (numbers, strings, lists, dicts, file names) "
+                    f"instead.") from err
+            logger.warning("%s.run() returned a %s, which cannot be pickled (%s); it is "
+                           "not stored", description, kind, why)
+            messages.append((logging.WARNING, (
+                f"run() returned a {kind}, which cannot be pickled ({why}); the value is not "
+                f"stored, and getReturnValue for this target raises ReturnValueError. "
+                f"Return picklable data (numbers, strings, lists, dicts, file names), or "
+                f"None.")))
+            data = serialize.dumps(promise.Unstored(description, kind, why))
         if len(data) <= promise.INLINE_LIMIT:
             return ("inline", data)
         os.makedirs(self.paths.values, exist_ok=True)

@@ -207,7 +207,16 @@ def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
                     for row, _ in retried[:limit]],
         "truncated": {"running": len(running) > limit, "failed": len(failed) > limit,
                       "retried": len(retried) > limit},
+        "warnings": warnings(index, limit),
     }
+
+
+def warnings(index: TreeIndex, limit: int) -> dict[str, Any]:
+    """The targets' warnings: how many, and the latest ``limit``."""
+    count, latest = index.warnings(limit)
+    return {"total": count,
+            "latest": [{"id": job, "description": description, "at": at, "text": text}
+                       for at, job, description, text in latest]}
 
 
 def failed_targets(index: TreeIndex) -> list[dict[str, Any]]:

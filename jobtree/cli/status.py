@@ -161,6 +161,19 @@ def message_lines(index: TreeIndex) -> list[str]:
     return lines
 
 
+def warning_lines(index: TreeIndex) -> list[str]:
+    """The targets' warnings (a value that could not be stored, a
+    logToMaster at WARNING or above): how many, and the latest ones."""
+    count, latest = index.warnings(SHOWN_MESSAGES)
+    if not count:
+        return []
+    shown = f"; the latest {len(latest)}" if count > len(latest) else ""
+    lines = [f"Warnings from targets ({count}{shown}):"]
+    lines.extend(f"  {_when(at)}  {description} [job {job}]: {text}"
+                 for at, job, description, text in latest)
+    return lines
+
+
 def advice_lines(paths: TreePaths, counts: dict[JobState, int], master: MasterState,
                  verbose: bool) -> list[str]:
     """What the user can do next."""
@@ -279,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             issued = index.issued_summary()
         master = find_master(paths)
         lines = header_lines(paths, meta) + master_lines(master)
-        lines += count_lines(counts, issued, now)
+        lines += count_lines(counts, issued, now) + warning_lines(index)
         if options.verbose:
             lines += (issued_lines(index, now) + retried_lines(index) + failure_lines(index)
                       + message_lines(index))

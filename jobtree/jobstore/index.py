@@ -294,6 +294,19 @@ class TreeIndex:
             "ORDER BY m.rowid DESC LIMIT ?", (limit,)).fetchall()
         return [(at, description, text) for at, description, text in reversed(rows)]
 
+    def warnings(self, limit: int) -> tuple[int, list[tuple[float, int, str, str]]]:
+        """The targets' messages at level WARNING or above (jobtree's own, such
+        as a value that could not be stored, and logToMaster's): how many, and
+        the latest ``limit`` as (time, job, target, text), oldest first."""
+        (count,) = self._db.execute("SELECT COUNT(*) FROM messages WHERE level >= 30"
+                                    ).fetchone()
+        rows = self._db.execute(
+            "SELECT m.at, m.job, j.description, m.text FROM messages m JOIN jobs j "
+            "ON j.id = m.job WHERE m.level >= 30 ORDER BY m.rowid DESC LIMIT ?",
+            (limit,)).fetchall() if count else []
+        return int(count), [(at, job, description, text)
+                            for at, job, description, text in reversed(rows)]
+
     # ------------------------------------------------------------- values
     def returned(self, job_id: int) -> tuple[str, Any] | None:
         """What the job's run() returned, as ("inline", pickle) or ("file",
