@@ -396,6 +396,20 @@ def test_on_real_slurm_a_tree_path_with_a_blank_runs(tmp_path: Path) -> None:
     assert f'#SBATCH --chdir="{tree}' in script.read_text()
 
 
+def test_on_real_grid_engine_a_tree_path_with_a_blank_is_refused_before_the_tree_is_made(
+        tmp_path: Path) -> None:
+    """qsub splits a directive at blanks: the start says so, and makes nothing."""
+    require_scheduler("gridEngine")
+    tree = tmp_path / "my tree"
+    done = run_script("tiny.py", "--out", str(tmp_path / "out"), "--width", "1", "--sleep", "0",
+                      "--jobTree", str(tree), "--batchSystem", "gridEngine",
+                      "--clusterConfig", str(quick_cluster_config(tmp_path)), timeout=600)
+    assert done.returncode == 1, done.stderr  # a script's error exit
+    assert "cannot run this tree" in done.stderr and str(tree) in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not tree.exists()
+
+
 def test_on_real_slurm_a_hostile_queue_is_refused_before_anything_is_submitted(
         tmp_path: Path) -> None:
     require_scheduler("slurm")
