@@ -19,10 +19,12 @@ from jobtree.batch.lsf import LSF
 from jobtree.batch.native import Request, Submission
 from jobtree.batch.pbspro import PBSPro
 from jobtree.batch.runner import Runner
-from jobtree.batch.settings import cluster_settings, read_config
+from jobtree.batch.scheduler import Scheduler
+from jobtree.batch.settings import ClusterSettings, cluster_settings, read_config
 from jobtree.batch.slurm import Slurm
 from jobtree.batch.torque import Torque
-from jobtree.errors import BadOptionError, ResourceError, TempDirError, TreeError
+from jobtree.errors import (BadOptionError, BatchSystemError, ResourceError, TempDirError,
+                            TreeError)
 from jobtree.options import default_options, resolve
 from jobtree.paths import (LOCAL_ROOT_LEVELS, TreePaths, local_temp_root, make_private_dirs,
                            tree_root)
@@ -253,6 +255,26 @@ def test_schedulers_that_split_at_blanks_refuse_a_path_with_one(system: str) -> 
     with pytest.raises(ResourceError, match="blank"):
         ADAPTERS[system].directives(_job(workdir="/data/my tree/batch",
                                          log="/data/my tree/batch/out/s1"))
+
+
+@pytest.mark.parametrize("system", sorted(ADAPTERS))
+@pytest.mark.parametrize("tree", ["/data/my tree", '/data/a"b', "/data/a\\b"])
+def test_a_tree_path_an_adapter_cannot_carry_is_refused_at_start(system: str,
+                                                                  tree: str) -> None:
+    """The scheduler's check at start (before a tree is made) renders the
+    directives of the tree's own paths: Slurm and LSF quote a blank; a quote
+    or a backslash, and a blank on Grid Engine and PBS, are refused."""
+    settings = ClusterSettings(workdir=f"{tree}/batch/main-{system}", job_name="jt-0123")
+    check = Scheduler(ADAPTERS[system], settings).check
+    if system in ("slurm", "lsf") and " " in tree:
+        try:
+            check()
+        except BatchSystemError as err:
+            assert "not on PATH" in str(err)  # only the commands may be missing here
+        return
+    with pytest.raises(BatchSystemError, match="cannot run this tree") as caught:
+        check()
+    assert repr(tree)[1:-1] in str(caught.value)
 
 
 @pytest.mark.parametrize("system", sorted(ADAPTERS))
