@@ -117,8 +117,14 @@ DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
 
 
 def _lines(text: str) -> tuple[str, ...]:
-    """One directive per line (an indented continuation line is the next one)."""
-    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+    """One shell line per line (an indented continuation line is the next one)."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _directives(text: str) -> tuple[str, ...]:
+    """One directive per line, none with a control character (a directive
+    line of a job script is a shell comment: nothing may end it early)."""
+    lines = _lines(text)
     for line in lines:
         bad = control_character(line)
         if bad is not None:
@@ -201,7 +207,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "queue": ("queue", _name), "partition": ("queue", _name),
     "account": ("account", _name), "project": ("account", _name),
     "parallel_environment": ("parallel_environment", _name),
-    "extra": ("extra", _lines), "prologue": ("prologue", _lines),
+    "extra": ("extra", _directives), "prologue": ("prologue", _lines),
     "local_scratch": ("local_scratch", _text),
     "max_jobs": ("max_jobs", _positive_int), "submit_rate": ("submit_rate", _positive_float),
     "poll_interval": ("poll_interval", _seconds), "arrays": ("arrays", _boolean),
