@@ -76,6 +76,8 @@ def name_problem(value: str) -> str | None:
         odd = next((c for c in value if not _NAME.fullmatch(c)), "")
         return (f"holds {odd!r}, which a job script's directive line cannot carry safely "
                 f"(a name may hold only {NAME_CHARACTERS})" if odd else "is empty")
+    if value.startswith("-"):
+        return "starts with '-', which the scheduler would read as an option of its own"
     return None
 
 

@@ -191,7 +191,7 @@ def test_the_cluster_runner_makes_its_lock_folder_privately(shared_tmp: Path) ->
 
 HOSTILE_QUEUE = 'q"; touch INJECTED; echo "'
 HOSTILE_VALUES = ["normal\ntouch INJECTED", HOSTILE_QUEUE, "a b", "q\r", "q;touch${IFS}X",
-                  "q\x1b[2J"]
+                  "q\x1b[2J", "-notify", "q'x", "q$(id)"]
 ADAPTERS = {"slurm": Slurm(), "gridEngine": GridEngine(), "torque": Torque(),
             "pbspro": PBSPro(), "lsf": LSF()}
 
