@@ -39,6 +39,12 @@ class TreeLockedError(TreeError):
     """Another master holds the tree; the message names its host and pid."""
 
 
+class TempDirError(JobTreeError):
+    """A local temp directory cannot be made private (another user's folder,
+    a symbolic link, or a folder others may write is in its place); the
+    message names the path."""
+
+
 class BatchSystemError(JobTreeError):
     """A batch system could not be created or refused a request."""
 

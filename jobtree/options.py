@@ -13,9 +13,11 @@ import dataclasses
 import logging
 import optparse
 import os
+import re
 from typing import Any, Callable
 
 from .errors import BadOptionError, ResourceError
+from .paths import check_tree_path, control_character
 from .resources import format_bytes, parse_cpu, parse_duration, parse_factor, parse_size
 
 LOG_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
@@ -53,6 +55,43 @@ def _log_level(value: Any, name: str) -> str:
 
 def _text(value: Any, name: str) -> str:
     return str(value)
+
+
+#: what a queue, partition, account, project or parallel environment name may
+#: hold: it is written into the directive lines of job scripts (``#SBATCH``,
+#: ``#$``, ``#PBS``, ``#BSUB``), where a quote, a blank or a line break would
+#: change what the scheduler or the shell reads
+_NAME = re.compile(r"[A-Za-z0-9_.@,:+=/-]+")
+#: the characters :data:`_NAME` allows, as a message shows them
+NAME_CHARACTERS = "letters, digits and _ . - @ , : + = /"
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a scheduler name (queue, account, ...) on a
+    directive line, or None if it can."""
+    bad = control_character(value)
+    if bad is not None:
+        return f"holds a control character ({bad})"
+    if not _NAME.fullmatch(value):
+        odd = next((c for c in value if not _NAME.fullmatch(c)), "")
+        return (f"holds {odd!r}, which a job script's directive line cannot carry safely "
+                f"(a name may hold only {NAME_CHARACTERS})" if odd else "is empty")
+    if value.startswith("-"):
+        return "starts with '-', which the scheduler would read as an option of its own"
+    return None
+
+
+def _scheduler_name(value: Any, name: str) -> str:
+    text = str(value)
+    problem = name_problem(text)
+    if problem is not None:
+        raise BadOptionError(f"--{name} {text!r} {problem}. Give the name of a {name} "
+                             f"of your cluster.")
+    return text
+
+
+def _tree(value: Any, name: str) -> str:
+    return check_tree_path(str(value))
 
 
 def _path(value: Any, name: str) -> str:
@@ -94,7 +133,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("jobTree", _text, "./jobTree",
+    Option("jobTree", _tree, "./jobTree",
            "Directory holding the job tree; created if absent, continued if it exists "
            "(default: %(default)s).", metavar="DIR"),
     Option("batchSystem", _text, "singleMachine",
@@ -106,10 +145,10 @@ OPTIONS: tuple[Option, ...] = (
            "account, parallel environment, extra directives, prologue lines, local "
            "scratch, limits (default: $JOBTREE_CLUSTER_CONFIG, else "
            "~/.config/jobtree/cluster.ini if it exists).", metavar="FILE"),
-    Option("queue", _text, None,
+    Option("queue", _scheduler_name, None,
            "Partition or queue of cluster jobs (default: the config file's, else the "
            "scheduler's).", metavar="NAME"),
-    Option("account", _text, None,
+    Option("account", _scheduler_name, None,
            "Account or project cluster jobs are charged to (default: the config file's).",
            metavar="NAME"),
     Option("maxJobs", _int_at_least(1), None,

@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import JobTreeError
-from .paths import TreePaths, exists_but_empty
+from .paths import TreePaths, exists_but_empty, tree_root
 from .target import Target, class_name
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ def start_tree(paths: TreePaths, options: Any, pipeline: Pipeline | None = None,
         JobTreeError: the options, the root, the batch systems or the tree
             cannot be used; nothing is created then.
     """
+    paths = tree_root(paths)  # a link to a directory is followed
     new = pipeline is not None and (not os.path.exists(paths.root) or exists_but_empty(paths))
     if pipeline is not None:  # a script's start: overlaps its imports below
         warm_fork_server(options, pipeline.fingerprint["script"] if new else None)

@@ -26,7 +26,8 @@ from typing import Any
 
 from . import promise, serialize
 from .errors import JobTreeError, ResourceError, TargetDefinitionError, UnpicklableTargetError
-from .paths import TreePaths, local_temp_root, write_atomic
+from .paths import (LOCAL_ROOT_LEVELS, TreePaths, local_temp_root, make_private_dirs,
+                    write_atomic)
 from .promise import PromiseError
 from .resources import Resources
 from .target import Target, check_fits, class_name
@@ -59,7 +60,8 @@ class RunContext:
         self.local_made = False  # whether the run asked for its local temp dir
 
     def local_temp_dir(self) -> str:
-        os.makedirs(self._local_dir, mode=0o700, exist_ok=True)
+        # $TMPDIR/jobtree-<uid>/<tree>/<job>.<attempt>/<n>: each level private
+        make_private_dirs(self._local_dir, LOCAL_ROOT_LEVELS + 2)
         self.local_made = True
         return self._local_dir
 

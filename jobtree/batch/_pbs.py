@@ -31,7 +31,7 @@ import shlex
 from typing import Sequence
 
 from ..errors import ResourceError
-from .adapter import SchedulerDialect
+from .adapter import SchedulerDialect, checked_line, checked_name
 from .native import NativeState, Request, Submission, hms, mebibytes
 
 #: ``PBSE_*`` errors (pbs_error.h, shared by Torque and PBS Pro) worth a retry,
@@ -151,6 +151,7 @@ def check_path(what: str, path: str) -> str:
     Raises:
         ResourceError: the path holds a blank, a colon, a quote or a backslash.
     """
+    checked_line(path, what, "PBS")
     if _UNSAFE.search(path):
         raise ResourceError(
             f"The {what} {path!r} holds a blank, colon, quote or backslash, which a "
@@ -167,8 +168,9 @@ def check_counts(cores: int, processes: int, nodes: int) -> None:
 
 def extra_directive(prefix: str, extra: str) -> str:
     """One verbatim directive from the cluster config (``-l pmem=2gb``)."""
+    checked_line(extra, "extra directive", "PBS")
     extra = extra.strip()
-    if not extra or "\n" in extra:
+    if not extra:
         raise ResourceError(f"The extra directive {extra!r} must be one non-empty line.")
     try:
         shlex.split(extra)  # a quoting error shows here, not at qsub
@@ -192,9 +194,9 @@ class PBSDialect(SchedulerDialect):
         if request.walltime is not None:
             lines.append(f"{pbs} -l walltime={hms(request.walltime)}")
         if request.queue:
-            lines.append(f"{pbs} -q {request.queue}")
+            lines.append(f"{pbs} -q {checked_name(request.queue, 'queue', 'PBS')}")
         if request.account:
-            lines.append(f"{pbs} -A {request.account}")
+            lines.append(f"{pbs} -A {checked_name(request.account, 'account', 'PBS')}")
         return lines
 
     def submit_command(self, job: Submission) -> tuple[list[str], str | None]:

@@ -15,6 +15,9 @@ import abc
 import re
 from typing import Sequence
 
+from ..errors import ResourceError
+from ..options import NAME_CHARACTERS, name_problem
+from ..paths import control_character
 from .native import NativeJob, NativeState, Submission
 
 #: what any job's output says of running out of memory: Python's own error
@@ -24,6 +27,38 @@ MEMORY_SIGNS: tuple[tuple[re.Pattern[str], NativeState], ...] = (
     (re.compile(r"\bMemoryError\b|Cannot allocate memory|std::bad_alloc"),
      NativeState.OUT_OF_MEMORY),
 )
+
+
+def checked_name(value: str, key: str, scheduler: str) -> str:
+    """``value`` (a queue, account, project or parallel environment) if it may
+    go into a directive line of a ``scheduler`` job script.
+
+    Raises:
+        ResourceError: naming the value and the key (see :func:`jobtree.options.name_problem`).
+    """
+    problem = name_problem(value)
+    if problem is not None:
+        raise ResourceError(
+            f"The {key} {value!r} cannot go into a {scheduler} job script: it {problem}. "
+            f"Give a {key} of {NAME_CHARACTERS} (the target's {key}=, --{key}, or the "
+            f"cluster config's {key}).")
+    return value
+
+
+def checked_line(value: str, key: str, scheduler: str) -> str:
+    """``value`` (a path or an extra directive) if it holds no control
+    character: a line break would end the directive line and start a shell one.
+
+    Raises:
+        ResourceError: naming the value, the key and the character.
+    """
+    bad = control_character(value)
+    if bad is not None:
+        raise ResourceError(
+            f"The {key} {value!r} cannot go into a {scheduler} job script: it holds a "
+            f"control character ({bad}), and a line break would start a shell command. "
+            f"Give it as one line of printable characters.")
+    return value
 
 
 class SchedulerDialect(abc.ABC):

@@ -56,7 +56,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Sequence
 
 from ..errors import ResourceError
-from .adapter import SchedulerDialect
+from .adapter import SchedulerDialect, checked_line, checked_name
 from .native import NativeJob, NativeState, Request, Submission, hms, mebibytes, parse_hms
 
 #: the parallel environment of a multi-slot job on one node when the request names none
@@ -94,7 +94,9 @@ class GridEngine(SchedulerDialect):
         lines = [f"-N {job.name}", "-S /bin/sh", f"-o {_path('log path', log, colon=True)}",
                  "-j y", f"-wd {_path('working directory', job.workdir)}", "-w e"]
         if request.slots > 1:
-            lines.append(f"-pe {_parallel_environment(request)} {request.slots}")
+            pe = checked_name(_parallel_environment(request), "parallel environment",
+                              "Grid Engine")
+            lines.append(f"-pe {pe} {request.slots}")
         per_slot = h_vmem(request)
         if per_slot is not None:
             lines.append(f"-l h_vmem={mebibytes(per_slot)}M")
@@ -108,9 +110,9 @@ class GridEngine(SchedulerDialect):
         if request.disk is not None and request.disk_resource:
             lines.append(f"-l {request.disk_resource}={mebibytes(request.disk)}M")
         if request.queue:
-            lines.append(f"-q {request.queue}")
+            lines.append(f"-q {checked_name(request.queue, 'queue', 'Grid Engine')}")
         if request.account:
-            lines.append(f"-A {request.account}")
+            lines.append(f"-A {checked_name(request.account, 'account', 'Grid Engine')}")
         if job.is_array:
             lines.append(f"-t 1-{job.tasks}")
         lines.extend(_extra(extra) for extra in request.extra)
@@ -335,11 +337,13 @@ def _parallel_environment(request: Request) -> str:
 
 
 def _path(what: str, path: str, colon: bool = False) -> str:
-    if re.search(r"\s", path) or (colon and ":" in path):
+    checked_line(path, what, "Grid Engine")
+    if re.search(r"[\s'\"\\]", path) or (colon and ":" in path):
         raise ResourceError(
-            f"The {what} {path!r} holds a blank{' or colon' if colon else ''}, which a "
-            f"Grid Engine directive cannot carry (qsub reads -o host:path); use a "
-            f"--jobTree path without them.")
+            f"The {what} {path!r} holds a blank, a quote{', a colon' if colon else ''} "
+            f"or a backslash, which a Grid Engine directive cannot carry "
+            f"(qsub splits its lines at blanks and reads -o host:path); use a --jobTree "
+            f"path without them.")
     return path
 
 
@@ -352,8 +356,9 @@ def _check_name(name: str) -> None:
 
 
 def _extra(extra: str) -> str:
+    checked_line(extra, "extra directive", "Grid Engine")
     extra = extra.strip()
-    if not extra or "\n" in extra:
+    if not extra:
         raise ResourceError(f"The extra directive {extra!r} must be one non-empty line.")
     try:
         shlex.split(extra)

@@ -21,6 +21,12 @@ Assumptions about the cluster's configuration:
 * A run-limit kill is reported as ``TERM_RUNLIMIT`` (exit code 140, after the
   SIGUSR2 LSF sends at the limit), a memory-limit kill as ``TERM_MEMLIMIT``,
   ``bkill`` as ``TERM_OWNER`` (or ``TERM_ADMIN``/``TERM_FORCE_*``).
+
+A ``#BSUB`` value that is not a plain word is written in double quotes; one
+that holds a double quote, a backslash or a control character could end the
+quoted value (bsub would read the rest as further options) or the line, so it
+is refused, as is a queue or project that is not a plain name
+(:func:`jobtree.batch.adapter.checked_name`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import shlex
 from typing import Sequence
 
 from ..errors import ResourceError
-from .adapter import SchedulerDialect
+from .adapter import SchedulerDialect, checked_line, checked_name
 from .native import NativeJob, NativeState, Submission, mebibytes
 
 #: the ``bjobs -o`` fields the status command asks for, in order; the name
@@ -107,7 +113,8 @@ class LSF(SchedulerDialect):
                 f"{request.cores} core(s).")
         per_host = request.processes * request.cores
         lines = [self._line("-J", self._job_name(job)),
-                 self._line("-o", job.log_stem + (".%I.out" if job.is_array else ".out")),
+                 self._line("-o", job.log_stem + (".%I.out" if job.is_array else ".out"),
+                            "log path"),
                  self._line("-n", str(request.slots))]
         requirement = ["span[hosts=1]" if request.nodes == 1 else f"span[ptile={per_host}]"]
         usage = []
@@ -131,18 +138,35 @@ class LSF(SchedulerDialect):
             if warning is not None and warning >= 60:  # -wt is in whole minutes
                 lines += [self._line("-wa", "USR1"), self._line("-wt", str(warning // 60))]
         if request.queue:
-            lines.append(self._line("-q", request.queue))
+            lines.append(self._line("-q", checked_name(request.queue, "queue", "LSF")))
         if request.account:
-            lines.append(self._line("-P", request.account))
+            lines.append(self._line("-P", checked_name(request.account, "account", "LSF")))
         if request.gpus:
             lines.append(self._line("-gpu", f"num={request.gpus}"))
-        lines.append(self._line("-cwd", job.workdir))
-        lines.extend(f"{self.directive_prefix} {extra}" for extra in request.extra)
+        lines.append(self._line("-cwd", job.workdir, "working folder"))
+        lines.extend(f"{self.directive_prefix} {checked_line(extra, 'extra directive', 'LSF')}"
+                     for extra in request.extra)
         return lines
 
-    def _line(self, option: str, value: str) -> str:
-        quoted = f'"{value}"' if re.search(r"[\s\[\]%*?=]", value) else shlex.quote(value)
-        return f"{self.directive_prefix} {option} {quoted}"
+    def _line(self, option: str, value: str, key: str | None = None) -> str:
+        """``#BSUB option value``, the value in double quotes unless it is a
+        plain word.
+
+        Raises:
+            ResourceError: the value holds a double quote, a backslash or a
+                control character (named as ``key``, else as the option).
+        """
+        what = key or f"{option} value"
+        checked_line(value, what, "LSF")
+        if '"' in value or "\\" in value:
+            raise ResourceError(
+                f"The {what} {value!r} holds a double quote or a backslash, which a #BSUB "
+                f"line cannot carry (it would end the quoted value, and bsub would read "
+                f"the rest as options of its own); use a --jobTree path or a value "
+                f"without them.")
+        plain = shlex.quote(value) == value and not re.search(r"[\[\]%*?=]", value)
+        shown = value if plain else '"' + value + '"'
+        return f"{self.directive_prefix} {option} {shown}"
 
     @staticmethod
     def _job_name(job: Submission) -> str:

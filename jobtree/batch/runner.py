@@ -46,7 +46,8 @@ import sys
 import time
 from typing import Any
 
-from ..paths import local_temp_root, write_atomic
+from ..errors import TempDirError
+from ..paths import LOCAL_ROOT_LEVELS, local_temp_root, make_private_dirs, write_atomic
 from ..workerjob import worker_args
 from .supervise import KILL_GRACE, Stopping, oom_kills
 from .wire import claim, marker, settle_once
@@ -192,10 +193,13 @@ class Runner:
             return None
         path = self._local_dir(entry)
         try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            fd = os.open(path, os.O_RDONLY)
+            make_private_dirs(path, LOCAL_ROOT_LEVELS + 1)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
+        except TempDirError as err:  # the worker says so too, when its target asks
+            print(f"jobtree: {err}", file=sys.stderr)
+            return None
         except OSError:
             return None
 

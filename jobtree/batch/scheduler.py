@@ -10,14 +10,15 @@ reached, and says so in the log once, and again when it answers.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from typing import Callable, Sequence
 
-from ..errors import BatchSystemError, SchedulerCommandError
+from ..errors import BatchSystemError, ResourceError, SchedulerCommandError
 from .adapter import SchedulerDialect
 from .commands import CommandRunner
-from .native import NativeJob, Submission
+from .native import NativeJob, Request, Submission
 from .settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Scheduler:
         self.dialect = dialect
         self.name = dialect.name
         self.job_name = settings.job_name
+        self.workdir = settings.workdir
         self.commands = runner_ or CommandRunner(dialect.transient,
                                                  timeout=settings.command_timeout)
         self._monotonic = monotonic
@@ -49,11 +51,24 @@ class Scheduler:
         self.unreachable_since: float | None = None
 
     def check(self) -> None:
-        """Checks that the scheduler's commands can be run here.
+        """Checks that the scheduler's commands can be run here, and that the
+        tree's paths can go into its job scripts' directives (a Grid Engine
+        or PBS directive cannot carry a blank, for one), before a tree is made.
 
         Raises:
-            BatchSystemError: they are not on PATH (say where to run instead).
+            BatchSystemError: the commands are not on PATH (say where to run
+                instead), or the tree's path cannot be used (say why).
         """
+        if self.workdir is not None:
+            probe = Submission(self.job_name, os.path.join(self.workdir, "subs", "probe.sh"),
+                               os.path.join(self.workdir, "out", "probe"), 1, Request(),
+                               self.workdir)
+            try:
+                self.dialect.directives(probe)
+            except ResourceError as err:
+                raise BatchSystemError(
+                    f"--batchSystem {self.name} cannot run this tree: {err} Nothing was "
+                    f"run.") from None
         command = self.dialect.status_command(self.job_name)[0]
         if shutil.which(command) is None:
             raise BatchSystemError(

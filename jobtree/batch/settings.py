@@ -18,6 +18,8 @@ import re
 from typing import Any, Callable
 
 from ..errors import BadOptionError, ResourceError
+from ..options import name_problem
+from ..paths import control_character
 from ..resources import parse_cpu, parse_duration, parse_size
 
 
@@ -115,7 +117,33 @@ DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
 
 
 def _lines(text: str) -> tuple[str, ...]:
+    """One shell line per line (an indented continuation line is the next one)."""
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _directives(text: str) -> tuple[str, ...]:
+    """One directive per line, none with a control character (a directive
+    line of a job script is a shell comment: nothing may end it early)."""
+    lines = _lines(text)
+    for line in lines:
+        bad = control_character(line)
+        if bad is not None:
+            raise ValueError(f"has a line {line!r} with a control character ({bad})")
+    return lines
+
+
+def _name(text: str) -> str | None:
+    """A queue, account or parallel environment: one plain name. An indented
+    continuation line makes the value two lines, which is refused: it would
+    reach the job script's directive line."""
+    name = text.strip()
+    if not name:
+        return None
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{problem}; give one name"
+                         + (" on one line" if "\n" in name else ""))
+    return name
 
 
 def _positive_int(text: str) -> int:
@@ -176,10 +204,10 @@ def _resource(text: str) -> str | None:
 
 #: every key of the file: the ClusterSettings field it sets, and its parser
 KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "queue": ("queue", _text), "partition": ("queue", _text),
-    "account": ("account", _text), "project": ("account", _text),
-    "parallel_environment": ("parallel_environment", _text),
-    "extra": ("extra", _lines), "prologue": ("prologue", _lines),
+    "queue": ("queue", _name), "partition": ("queue", _name),
+    "account": ("account", _name), "project": ("account", _name),
+    "parallel_environment": ("parallel_environment", _name),
+    "extra": ("extra", _directives), "prologue": ("prologue", _lines),
     "local_scratch": ("local_scratch", _text),
     "max_jobs": ("max_jobs", _positive_int), "submit_rate": ("submit_rate", _positive_float),
     "poll_interval": ("poll_interval", _seconds), "arrays": ("arrays", _boolean),
@@ -268,6 +296,12 @@ def cluster_settings(batch_system: str, options: Any, workdir: str | None,
         values["max_memory"] = max_memory
     if max_threads is not None:  # at most this many jobs at once, as on singleMachine
         values["max_jobs"] = min(values.get("max_jobs", max_threads), max_threads)
+    for field in ("queue", "account"):  # also a value stored by an older jobtree
+        value = values.get(field)
+        problem = name_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise BadOptionError(f"The {field} {value!r} {problem}. Give --{field} the name "
+                                 f"of a {field} of your cluster.")
     name = f"jt-{tree_id[:10]}" if tree_id else "jobtree"
     return dataclasses.replace(ClusterSettings(), workdir=workdir, tree_id=tree_id,
                                job_name=name, **values)

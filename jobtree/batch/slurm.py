@@ -16,6 +16,14 @@ array of N tasks        ``--array=1-N``
 extras                  ``#SBATCH <extra>`` verbatim
 =====================  ===========================================
 
+Paths (the log, the working folder) are written in double quotes when they
+hold anything beyond letters, digits and ``_ . , : / @ + = -``: sbatch reads
+a quoted ``#SBATCH`` value whole, blanks, ``#`` and ``$`` included, and a
+``%`` of the log path is doubled so that sbatch takes it literally. A path
+with a double quote, a backslash or a control character cannot be carried and
+is refused, as is a queue or account that is not a plain name
+(:func:`jobtree.batch.adapter.checked_name`).
+
 Status is one ``squeue`` for every job of the tree (they share a name, and
 ``-t all`` keeps finished jobs for ``MinJobAge``); accounting is ``sacct``.
 """
@@ -27,7 +35,7 @@ import re
 from typing import Sequence
 
 from ..errors import ResourceError
-from .adapter import SchedulerDialect
+from .adapter import SchedulerDialect, checked_line, checked_name
 from .native import (NativeJob, NativeState, Submission, hms, mebibytes, parse_hms,
                      whole_minutes)
 
@@ -61,6 +69,8 @@ _OUTPUT_SIGNS = (
     (re.compile(r"DUE TO (?:PREEMPTION|JOB REQUEUE)"), NativeState.PREEMPTED),
     (re.compile(r"DUE TO NODE FAILURE"), NativeState.NODE_FAILURE),
 )
+#: what a path in an ``#SBATCH`` line may hold without quotes
+_PLAIN = re.compile(r"[A-Za-z0-9_.,:/@+=-]+")
 #: squeue's fields: id (123 or 123_4), job name, long state, time used, array job id, task
 _SQUEUE_FORMAT = "%i|%j|%T|%M"
 
@@ -81,9 +91,9 @@ class Slurm(SchedulerDialect):
 
     def directives(self, job: Submission) -> list[str]:
         r = job.request
-        lines = [f"--job-name={job.name}", "--output=" + job.log_stem
-                 + (".%a.out" if job.is_array else ".out"),
-                 f"--chdir={job.workdir}", "--export=ALL"]
+        log = job.log_stem.replace("%", "%%") + (".%a.out" if job.is_array else ".out")
+        lines = [f"--job-name={job.name}", "--output=" + _path(log, "log path"),
+                 "--chdir=" + _path(job.workdir, "working folder"), "--export=ALL"]
         if r.mpi:
             lines += [f"--nodes={r.nodes}", f"--ntasks-per-node={r.processes}"]
         else:
@@ -102,12 +112,13 @@ class Slurm(SchedulerDialect):
         if r.gpus:
             lines.append(f"--gres=gpu:{r.gpus}")
         if r.queue:
-            lines.append(f"--partition={r.queue}")
+            lines.append(f"--partition={checked_name(r.queue, 'queue', 'Slurm')}")
         if r.account:
-            lines.append(f"--account={r.account}")
+            lines.append(f"--account={checked_name(r.account, 'account', 'Slurm')}")
         if job.is_array:
             lines.append(f"--array=1-{job.tasks}")
         for extra in r.extra:
+            checked_line(extra, "extra directive", "Slurm")
             if not extra.startswith("-"):
                 raise ResourceError(
                     f"the Slurm directive {extra!r} does not start with '-'; give it as "
@@ -181,6 +192,22 @@ class Slurm(SchedulerDialect):
 
     def no_jobs(self, returncode: int | None, stderr: str) -> bool:
         return "invalid job id" in stderr.lower()
+
+
+def _path(path: str, key: str) -> str:
+    """A path as an ``#SBATCH`` value: as it is, or in double quotes.
+
+    Raises:
+        ResourceError: the path holds a control character, a double quote or
+            a backslash, which sbatch cannot read back.
+    """
+    checked_line(path, key, "Slurm")
+    if '"' in path or "\\" in path:
+        raise ResourceError(
+            f"The {key} {path!r} holds a double quote or a backslash, which an #SBATCH "
+            f"line cannot carry (sbatch reads the value in double quotes and has no "
+            f"escape); use a --jobTree path without them.")
+    return path if _PLAIN.fullmatch(path) else f'"{path}"'
 
 
 def _expand(job_id: str) -> list[str]:
