@@ -3,6 +3,7 @@ one (checking its format, and upgrading an older one for a writer)."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pathlib
@@ -80,12 +81,10 @@ def connect(path: str, readonly: bool) -> sqlite3.Connection:
     """A connection to the index at ``path``: a reader's (see :func:`reader_mode`;
     it never blocks the writer), or the writer's, in WAL mode."""
     if readonly:
-        uri = pathlib.Path(path).absolute().as_uri()
         mode = reader_mode(path)
-        db = sqlite3.connect(uri + {"shared": "?mode=ro", "alone": "",
-                                    "immutable": "?mode=ro&immutable=1"}[mode],
-                             uri=True, isolation_level=None, timeout=30)
-        if mode == "alone":
+        db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + mode.value, uri=True,
+                             isolation_level=None, timeout=30)
+        if mode is ReaderMode.ALONE:
             db.execute("PRAGMA query_only=1")
     else:
         db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -95,28 +94,33 @@ def connect(path: str, readonly: bool) -> sqlite3.Connection:
     return db
 
 
-def reader_mode(path: str) -> str:
-    """How a reader opens the index at ``path``, so that it sees what a master
-    commits yet leaves no files behind on a tree nobody runs.
+class ReaderMode(enum.Enum):
+    """How a reader opens the index (the value is its URI's query), so that it
+    sees what a master commits yet leaves no files behind on a tree nobody runs."""
 
-    - "shared": ``tree.db-wal`` is there (a master has the index open, or one
-      stopped without closing it): read-only (``mode=ro``), through the
-      master's write-ahead log and its shared-memory index.
-    - "alone": no write-ahead log and the tree is writable: a read-write
-      connection that refuses every change (``PRAGMA query_only``); SQLite
-      makes the -wal and -shm files it needs and, as the last connection to
-      close, removes them again (a read-only one would leave them behind).
-      A master that starts meanwhile shares them as usual.
-    - "immutable": no write-ahead log in a tree nobody can write in (no
-      master can run it): the file is read as it is (``immutable=1``), which
-      needs no -shm file.
-    """
+    SHARED = "?mode=ro"
+    """``tree.db-wal`` is there (a master has the index open, or one stopped
+    without closing it): read-only, through the master's write-ahead log and
+    its shared-memory index."""
+    ALONE = "?mode=rw"
+    """No write-ahead log, and the tree is writable: a read-write connection
+    that refuses every change (``PRAGMA query_only``). SQLite makes the -wal
+    and -shm files it needs and, as the last connection to close, removes
+    them again (a read-only one would leave them behind). A master that
+    starts meanwhile shares them as usual."""
+    IMMUTABLE = "?mode=ro&immutable=1"
+    """No write-ahead log in a tree nobody can write in (no master can run
+    it): the file is read as it is, which needs no -shm file."""
+
+
+def reader_mode(path: str) -> ReaderMode:
+    """How a reader opens the index at ``path`` now."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path + "-wal"):
-        return "shared"
+        return ReaderMode.SHARED
     if os.access(folder, os.W_OK) and os.access(path, os.W_OK):
-        return "alone"
-    return "immutable"
+        return ReaderMode.ALONE
+    return ReaderMode.IMMUTABLE
 
 
 def check_writable(paths: TreePaths) -> None:
