@@ -123,17 +123,38 @@ def _existing_meta(paths: TreePaths, pipeline: Pipeline | None) -> dict[str, Any
     """What the tree in ``paths`` keeps about itself, once it is known to be
     the user's own tree (and, if ``pipeline`` is given, of that pipeline)."""
     from . import tree
-    from .jobstore import JobStore
+    from .jobstore import JobStore, check_writable
 
     tree.check_owner(paths)
+    check_writable(paths)  # a read-only tree is said to be one, not damaged
     store = JobStore.open(paths, readonly=True)
     try:
         if pipeline is not None:
             tree.check_same_pipeline(store, {key: pipeline.fingerprint.get(key)
                                              for key in ("script", "root_class")})
-        return store.meta()
+        meta = store.meta()
     finally:
         store.close()
+    make_folders(paths)
+    return meta
+
+
+def make_folders(paths: TreePaths) -> None:
+    """Makes again the tree's folders that someone removed (logs/, ...), as a
+    new tree has them: a worker cannot write its log into a missing folder.
+
+    Raises:
+        TreeError: a folder cannot be made.
+    """
+    from .errors import TreeError
+
+    for folder in paths.folders():
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise TreeError(f"The folder {folder} of the job tree {paths.root} is missing "
+                            f"and cannot be made again ({err.strerror}). Make it yourself "
+                            f"(mkdir -p {folder}), then run again.") from err
 
 
 def _root_ignored(paths: TreePaths, meta: dict[str, Any],

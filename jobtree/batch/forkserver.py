@@ -64,10 +64,28 @@ def _become_job(log: str, close: tuple[int, ...]) -> None:
         os.close(fd)
     for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
-    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = _open_log(log)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
+
+
+def _open_log(log: str) -> int:
+    """The job's log, opened to append; its folder (the tree's logs/) is made
+    again if someone removed it. A log that cannot be opened ends the job
+    (exit status 2) with a line on standard error saying why."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        try:
+            return os.open(log, flags, 0o600)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(log), mode=0o700, exist_ok=True)
+            return os.open(log, flags, 0o600)
+    except OSError as err:
+        print(f"jobtree: the job cannot open its log file {log} ({err.strerror}), so it "
+              f"does not run; check that the tree's logs folder is writable.",
+              file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def run_child(argv: list[str], log: str, close: tuple[int, ...] = (),

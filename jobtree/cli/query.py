@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 from ..errors import BadOptionError
-from ..jobstore import LISTING_COLUMNS, STATES, ConditionError, JobState, TreeIndex, state_name
+from ..jobstore import (LISTING_COLUMNS, STATES, ConditionError, ConditionTimeout, JobState,
+                        TreeIndex, state_name)
 from ..paths import TreePaths
 from ..report import failed_for_good, tree_defaults, tries_of
 from ..resources import format_seconds
@@ -65,7 +66,7 @@ def parse_state(value: str) -> str:
 
 def targets(index: TreeIndex, state: str | None = None, cls: str | None = None,
             select: str | None = None, limit: int | None = None,
-            now: float | None = None) -> list[Listed]:
+            now: float | None = None, timeout: float | None = None) -> list[Listed]:
     """The targets that match every filter given, by id.
 
     Args:
@@ -74,12 +75,20 @@ def targets(index: TreeIndex, state: str | None = None, cls: str | None = None,
         select: an SQL condition over COLUMNS, e.g. ``"attempts > 1"``.
         limit: the most to return.
         now: the time running targets' seconds are counted to.
+        timeout: the seconds the listing may take (--selectTimeout; None: no limit).
 
     Raises:
-        BadOptionError: the --select condition is not valid.
+        BadOptionError: the --select condition is not valid, or ran over ``timeout``.
     """
     try:
-        rows = index.listing(state, cls, select, limit)
+        rows = index.listing(state, cls, select, limit, timeout)
+    except ConditionTimeout:
+        what = f"--select {select!r}" if select else "The listing"
+        raise BadOptionError(
+            f"{what} ran for more than --selectTimeout {timeout:g} seconds and was stopped "
+            f"(a condition that never ends, such as an unbounded WITH RECURSIVE, or a heavy "
+            f"one on a big tree). Simplify the condition, or give it more time with "
+            f"--selectTimeout SECONDS (0: no limit).") from None
     except ConditionError as err:
         raise BadOptionError(
             f"--select {select!r} is not a valid condition ({err}); write an SQL condition "

@@ -34,6 +34,8 @@ SHOWN_FAILED = 20
 SHOWN_MESSAGES = 5
 #: running and failed targets listed in --json unless --limit says otherwise
 JSON_LIMIT = 1000
+#: seconds a listing (--state, --class, --select) may run unless --selectTimeout says
+SELECT_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------- printing
@@ -233,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select", metavar="EXPR",
                         help="list the targets for which the SQL condition EXPR holds, over "
                              f"the columns {', '.join(query.COLUMNS)}; e.g. 'attempts > 1'")
+    parser.add_argument("--selectTimeout", type=_seconds, default=SELECT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="stop a listing (--state, --class, --select) that runs longer "
+                             f"than SECONDS, with a message (default {SELECT_TIMEOUT:g}; 0: no "
+                             "limit); Ctrl-C stops it at any time")
     parser.add_argument("--limit", type=_positive, metavar="N",
                         help="list at most N targets (with --json: at most N running and N "
                              "failed ones; default 1000)")
@@ -301,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if options.check or options.dot:
             from .. import graph  # networkx, imported only when needed
         if options.check:
+            index.check_whole()  # a damaged index is an error (exit 2), not a problem
             problems = graph.check(index)
             lines += ([f"Check: {len(problems)} problems:"] + [f"  {p}" for p in problems]
                       if problems else ["Check: the tree is consistent."])
@@ -339,7 +347,8 @@ def _query(paths: TreePaths, options: argparse.Namespace) -> int:
             else:
                 print("\n".join(query.class_lines(summaries)))
             return 0
-        found = query.targets(index, options.state, options.cls, options.select, options.limit)
+        found = query.targets(index, options.state, options.cls, options.select, options.limit,
+                              timeout=options.selectTimeout or None)
     finally:
         index.close()
     if options.json:
@@ -358,6 +367,16 @@ def _positive(value: str) -> int:
         number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds (0 or more)")
     return number
 
 

@@ -7,6 +7,11 @@
   and the readers of stored values make, through a read-only connection.
 - :mod:`.store`: :class:`JobStore`, the one writer (the master's), a
   TreeIndex with the writes.
+- :mod:`.views`: the records the readers return.
+- :mod:`.guard`: SQLite's errors as the user should see them (a damaged
+  index), and stopping a long query (Ctrl-C, a time limit).
+- :mod:`.commits`: the commit counter beside the index, which tells an index
+  that lost its write-ahead log.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from .index import (
     STATES,
     ClassUse,
     ConditionError,
+    ConditionTimeout,
     FailedTries,
     Issued,
     ListingRow,
@@ -27,8 +33,10 @@ from .index import (
     peek,
     state_name,
 )
+from .commits import RolledBackError
+from .guard import IndexDamagedError
 from .records import JobId, JobRow, JobState, NewJob, Settled, Step
-from .schema import FORMAT_VERSION
+from .schema import FORMAT_VERSION, check_writable
 from .store import JobStore
 
 __all__ = [
@@ -38,7 +46,9 @@ __all__ = [
     "STATES",
     "ClassUse",
     "ConditionError",
+    "ConditionTimeout",
     "FailedTries",
+    "IndexDamagedError",
     "Issued",
     "JobId",
     "JobRow",
@@ -48,10 +58,12 @@ __all__ = [
     "NewJob",
     "Peek",
     "ReadError",
+    "RolledBackError",
     "Settled",
     "Spread",
     "Step",
     "TreeIndex",
+    "check_writable",
     "peek",
     "state_name",
 ]

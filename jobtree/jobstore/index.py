@@ -11,7 +11,6 @@ with the writes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sqlite3
@@ -20,8 +19,13 @@ from typing import Any, Iterator, Sequence
 from .. import metrics
 from ..paths import TreePaths
 from ..resources import Resources
-from . import schema
+from . import commits, guard, schema
 from .records import JobRow, JobState, job_row
+from .views import ClassUse, FailedTries, Issued, ListingRow, Peek, Spread, peek
+
+__all__ = ["LISTING_COLUMNS", "RUN_MEASURES", "STATES", "ClassUse", "ConditionError",
+           "ConditionTimeout", "FailedTries", "Issued", "ListingRow", "Peek", "ReadError",
+           "Spread", "TreeIndex", "peek", "state_name"]
 
 #: the states a listing can name, and the index states each covers
 STATES: dict[str, tuple[JobState, ...]] = {
@@ -57,142 +61,48 @@ class ConditionError(ValueError):
     """A listing's condition that SQLite cannot run (the message is SQLite's)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Issued:
-    """How many issued targets have started, and the oldest of each kind."""
-
-    running: int
-    queued: int
-    oldest_start: float | None
-    oldest_issue: float | None
+class ConditionTimeout(ConditionError):
+    """A listing's condition ran over the time it was given, and was stopped."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ListingRow:
-    """One target of a listing, as the index holds it (the commands make their
-    rows from it)."""
-
-    id: int
-    cls: str
-    state: str
-    """Its name in STATES."""
-    attempts: int
-    description: str
-    started_at: float | None
-    wall: float | None
-    """Its recorded run time (a tree run with --stats), if any."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Spread:
-    """One measure over recorded runs (None where no run recorded it)."""
-
-    low: float | None
-    median: float | None
-    mean: float | None
-    high: float | None
-    total: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassUse:
-    """What the runs of one class recorded with --stats were granted and used.
-
-    "Asked" is the request as the master granted it: the target's own, the
-    tree's defaults filling what it did not say; a follow-on chained into
-    its predecessor's job had what that job was granted. Peaks, CPU and wall
-    times are the recorded ones (seconds, bytes); None where no run
-    recorded that measure.
-    """
-
-    cls: str
-    runs: int
-    memory_asked: tuple[int | None, int | None]
-    """The least and the most memory asked."""
-    memory_peak: int | None
-    """The highest peak."""
-    memory_over: int
-    """Runs whose peak was over what they asked."""
-    cpu_asked: tuple[float | None, float | None]
-    cpu_time: float | None
-    """CPU time of the runs that recorded both CPU and wall time."""
-    cpu_wall: float | None
-    """Wall time of those runs."""
-    cpu_reserved: float | None
-    """Cores asked times wall time, over those runs."""
-    time_asked: tuple[float | None, float | None]
-    """The shortest and longest estimate (``time``) given."""
-    estimated: int
-    """Runs that had an estimate."""
-    wall_high: float | None
-    wall_over: int
-    """Runs that took longer than their estimate."""
-    ranks: dict[str, dict[int, float]] = dataclasses.field(default_factory=dict)
-    """Percentiles (nearest rank) of "memory" and "wall": {measure: {percent: value}}."""
-
-
-@dataclasses.dataclass(frozen=True)
-class FailedTries:
-    """The failed tries of one class for one reason, and the most they asked
-    (as granted: defaults applied)."""
-
-    count: int
-    memory: int | None
-    cpu: float | None
-    time: float | None
-    """The longest estimate."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Peek:
-    """What a tree is, read without trusting its index to be whole."""
-
-    tree_id: str | None
-    """The tree's id, if it is stored as a string."""
-    done: int
-    total: int
-
-
-def peek(paths: TreePaths) -> Peek | None:
-    """The tree's id and how many of its targets are done, read without checking
-    the index's format; None if the index cannot be read."""
-    try:
-        db = schema.connect(paths.db, readonly=True)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'tree_id'").fetchone()
-            total, done = db.execute(
-                "SELECT COUNT(*), COUNT(CASE WHEN state = ? THEN 1 END) FROM jobs",
-                (int(JobState.DONE),)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return None
-    try:
-        tree_id = json.loads(row[0]) if row else None
-    except ValueError:
-        tree_id = None
-    return Peek(tree_id if isinstance(tree_id, str) else None, done, total)
-
-
+@guard.guard_class
 class TreeIndex:
-    """The index of one tree, read-only. Open it with :meth:`open`."""
+    """The index of one tree, read-only. Open it with :meth:`open`.
+
+    Its methods raise :class:`~jobtree.jobstore.guard.IndexDamagedError` (a
+    TreeError) when they find the index damaged.
+    """
 
     def __init__(self, paths: TreePaths, connection: sqlite3.Connection) -> None:
         self.paths = paths
         self._db = connection
         self._in_transaction = False
+        self._watch: guard.Watch | None = None
         if metrics.ENABLED:
             connection.set_trace_callback(lambda _: metrics.count("statements"))
         self._select = schema.job_columns(connection)
 
     @classmethod
     def open(cls, paths: TreePaths) -> TreeIndex:
-        """Opens the index of an existing tree read-only.
+        """Opens the index of an existing tree read-only, for a command: Ctrl-C
+        stops a long query (KeyboardInterrupt), and :meth:`listing` can be given
+        a time limit.
 
         Raises:
-            TreeError: there is no index, or a newer jobtree wrote it.
+            TreeError: there is no index, it is damaged or rolled back
+                (:class:`~jobtree.jobstore.commits.RolledBackError`), or a newer
+                jobtree wrote it.
         """
-        return cls(paths, schema.open_index(paths, readonly=True))
+        mark = commits.read(paths)  # before the index, which a master may be ahead of
+        index = cls(paths, schema.open_index(paths, readonly=True))
+        try:
+            index._watch = guard.Watch()
+            index._db.set_progress_handler(index._watch, guard.WATCH_STEPS)
+            commits.rolled_back(paths, mark, index.commits())
+        except BaseException:
+            index.close()
+            raise
+        return index
 
     def close(self) -> None:
         """Closes the index."""
@@ -205,13 +115,46 @@ class TreeIndex:
         if self._in_transaction:
             yield
             return
-        self._db.execute("BEGIN")
+        self._execute("BEGIN")
         self._in_transaction = True
         try:
             yield
-        finally:
+        except BaseException:
             self._in_transaction = False
-            self._db.execute("COMMIT")
+            with contextlib.suppress(sqlite3.Error):  # the error in flight says more
+                self._db.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        self._execute("COMMIT")
+
+    def _execute(self, sql: str) -> None:
+        """Runs one statement that is not inside a guarded method."""
+        try:
+            self._db.execute(sql)
+        except sqlite3.DatabaseError as err:
+            raise self._translated(err) from err
+
+    def _translated(self, err: sqlite3.DatabaseError) -> BaseException:
+        """What to raise for an SQLite error outside a guarded method."""
+        return guard.translate(self.paths, err, self._watch)
+
+    def commits(self) -> int | None:
+        """How many transactions the master committed (None for a tree made
+        before jobtree counted them); see :mod:`.commits`."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                               (commits.META_KEY,)).fetchone()
+        return int(json.loads(row[0])) if row else None
+
+    def check_whole(self) -> None:
+        """Reads every page of the index (SQLite's ``quick_check``): slow on a
+        huge tree.
+
+        Raises:
+            IndexDamagedError: a page is damaged.
+        """
+        found = [row[0] for row in self._db.execute("PRAGMA quick_check(10)")]
+        if found != ["ok"]:
+            raise guard.damaged(self.paths, "; ".join(found))
 
     # --------------------------------------------------------------- jobs
     def meta(self) -> dict[str, Any]:
@@ -248,9 +191,17 @@ class TreeIndex:
         chain_closed) of every job (a walk over the whole index), or of the
         first ``limit`` by id: those form the top of the tree, since a job's
         parent and predecessor are always older than it."""
-        return iter(self._db.execute(
+        cursor = self._db.execute(
             "SELECT id, state, parent, predecessor, chain, pending, cls, description, "
-            "chain_closed FROM jobs ORDER BY id LIMIT ?", (-1 if limit is None else limit,)))
+            "chain_closed FROM jobs ORDER BY id LIMIT ?", (-1 if limit is None else limit,))
+        return self._rows(cursor)
+
+    def _rows(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+        """The rows of a cursor read lazily, its errors as guarded methods give them."""
+        try:
+            yield from cursor
+        except sqlite3.DatabaseError as err:
+            raise self._translated(err) from err
 
     def issued_summary(self) -> Issued:
         """Counts issued targets that started running and those still queued."""
@@ -271,7 +222,25 @@ class TreeIndex:
             f"{where} ORDER BY f.at", args)
         keys = ("job", "attempt", "at", "reason", "exit_code", "batch", "batch_id", "log",
                 "message", "cls", "description")
-        return [dict(zip(keys, r)) for r in rows]
+        found = [dict(zip(keys, r)) for r in rows]
+        for failure in found:
+            failure["log"] = self.log_path(failure["log"], failure["job"], failure["attempt"])
+        return found
+
+    def log_path(self, stored: str | None, job: int, attempt: int) -> str | None:
+        """Where the log of a failed try recorded as ``stored`` is now: in this
+        tree, wherever it was when the try failed. Format 6 stores it relative
+        to the tree; an older tree's absolute path to ``logs/<job>.<attempt>.log``
+        is mapped into this tree, and any other path is shown as it is."""
+        if not stored:
+            return stored
+        if not os.path.isabs(stored):
+            return os.path.join(self.paths.root, stored)
+        name = os.path.basename(stored)
+        if (name == f"{job}.{attempt}.log"
+                and os.path.basename(os.path.dirname(stored)) == "logs"):
+            return os.path.join(self.paths.logs, name)
+        return stored
 
     def retried(self, limit: int, jobs: Sequence[int] | None = None
                 ) -> list[tuple[JobRow, list[dict[str, Any]]]]:
@@ -340,7 +309,8 @@ class TreeIndex:
 
     # ----------------------------------------------------------- listings
     def listing(self, state: str | None = None, cls: str | None = None,
-                condition: str | None = None, limit: int | None = None) -> list[ListingRow]:
+                condition: str | None = None, limit: int | None = None,
+                timeout: float | None = None) -> list[ListingRow]:
         """The targets that match every filter given, by id.
 
         Args:
@@ -348,9 +318,12 @@ class TreeIndex:
             cls: a class, as jobtree records it (``module.Class``) or by its last part.
             condition: an SQL condition over LISTING_COLUMNS, e.g. ``"attempts > 1"``.
             limit: the most to return.
+            timeout: the seconds the query may run (an index opened with
+                :meth:`open`; None: no limit).
 
         Raises:
             ConditionError: SQLite cannot run ``condition``.
+            ConditionTimeout: the query ran over ``timeout``.
         """
         where: list[str] = []
         args: list[Any] = []
@@ -368,13 +341,23 @@ class TreeIndex:
                f"started_at FROM t" + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY id LIMIT ?")
         args.append(-1 if limit is None else limit)
+        if self._watch is not None:
+            self._watch.limit(timeout)
         try:
             rows = self._db.execute(sql, args).fetchall()
+            walls = self._walls([row[0] for row in rows])
         except sqlite3.Error as err:
+            found = guard.translate(self.paths, err, self._watch)
+            if isinstance(found, guard.QueryTimeout):
+                raise ConditionTimeout(str(timeout)) from None
+            if found is not err:
+                raise found from err
             if condition is None:
                 raise
             raise ConditionError(str(err)) from None
-        walls = self._walls([row[0] for row in rows])
+        finally:
+            if self._watch is not None:
+                self._watch.limit(None)
         return [ListingRow(*row, wall=walls.get(row[0])) for row in rows]
 
     def _walls(self, jobs: list[int]) -> dict[int, float]:

@@ -3,6 +3,7 @@ one (checking its format, and upgrading an older one for a writer)."""
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pathlib
@@ -11,14 +12,16 @@ import sqlite3
 from .. import _version
 from ..errors import TreeError
 from ..paths import TreePaths, pool_trees
+from . import guard
 from .records import COLUMNS
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
 #: failures.started (when a failed attempt started, for the timeline); 4 added
 #: return values: the tables returned and promised, and jobs.needs; 5 added what
 #: each try asked for: jobs.asked (the current try's request beyond the
-#: target's own, as JSON) and failures.asked (each failed try's, as JSON)
+#: target's own, as JSON) and failures.asked (each failed try's, as JSON); 6
+#: stores failures.log relative to the tree (a copied tree shows its own logs)
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,17 +78,67 @@ _ADDED = (("jobs", "extra", "TEXT"),  # format 2
 
 
 def connect(path: str, readonly: bool) -> sqlite3.Connection:
-    """A connection to the index at ``path``: read-only (``mode=ro``, which never
-    blocks the writer), or the writer's, in WAL mode."""
+    """A connection to the index at ``path``: a reader's (see :func:`reader_mode`;
+    it never blocks the writer), or the writer's, in WAL mode."""
     if readonly:
-        db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + "?mode=ro", uri=True,
+        mode = reader_mode(path)
+        db = sqlite3.connect(pathlib.Path(path).absolute().as_uri() + mode.value, uri=True,
                              isolation_level=None, timeout=30)
+        if mode is ReaderMode.ALONE:
+            db.execute("PRAGMA query_only=1")
     else:
         db = sqlite3.connect(path, isolation_level=None, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA busy_timeout=30000")
     return db
+
+
+class ReaderMode(enum.Enum):
+    """How a reader opens the index (the value is its URI's query), so that it
+    sees what a master commits yet leaves no files behind on a tree nobody runs."""
+
+    SHARED = "?mode=ro"
+    """``tree.db-wal`` is there (a master has the index open, or one stopped
+    without closing it): read-only, through the master's write-ahead log and
+    its shared-memory index."""
+    ALONE = "?mode=rw"
+    """No write-ahead log, and the tree is writable: a read-write connection
+    that refuses every change (``PRAGMA query_only``). SQLite makes the -wal
+    and -shm files it needs and, as the last connection to close, removes
+    them again (a read-only one would leave them behind). A master that
+    starts meanwhile shares them as usual."""
+    IMMUTABLE = "?mode=ro&immutable=1"
+    """No write-ahead log in a tree nobody can write in (no master can run
+    it): the file is read as it is, which needs no -shm file."""
+
+
+def reader_mode(path: str) -> ReaderMode:
+    """How a reader opens the index at ``path`` now."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path + "-wal"):
+        return ReaderMode.SHARED
+    if os.access(folder, os.W_OK) and os.access(path, os.W_OK):
+        return ReaderMode.ALONE
+    return ReaderMode.IMMUTABLE
+
+
+def check_writable(paths: TreePaths) -> None:
+    """Refuses to continue a tree that cannot be written (a read-only directory,
+    index or file system), before a master starts on it.
+
+    Raises:
+        TreeError: saying that the tree is read-only, not damaged.
+    """
+    for path in (paths.root, paths.db, paths.db + "-wal", paths.db + "-shm"):
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            what = "directory" if path == paths.root else "file"
+            raise TreeError(
+                f"The job tree {paths.root} is read-only (the {what} {path} cannot be "
+                f"written): jobtree can show it (jobTreeStatus, jobTreeStats) and read its "
+                f"values, but continuing it writes in it. The tree itself is intact. Make it "
+                f"writable again (chmod -R u+w {paths.root}, or mount its file system "
+                f"read-write), then continue with:  jobTreeRun --jobTree {paths.root}")
 
 
 def open_index(paths: TreePaths, readonly: bool) -> sqlite3.Connection:
@@ -110,11 +163,7 @@ def open_index(paths: TreePaths, readonly: bool) -> sqlite3.Connection:
         db = connect(paths.db, readonly)
         rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.DatabaseError as err:
-        raise TreeError(
-            f"The index {paths.db} cannot be read ({err}). If the disk or file system "
-            f"is at fault, fix it and try again; if another program overwrote the "
-            f"file, the tree cannot be recovered: remove it with jobTreeClean and start "
-            f"again.") from err
+        raise _unreadable(paths, err) from err
     version = json.loads(rows.get("format_version", "0"))
     if version > FORMAT_VERSION:
         db.close()
@@ -128,12 +177,33 @@ def open_index(paths: TreePaths, readonly: bool) -> sqlite3.Connection:
     return db
 
 
+def _unreadable(paths: TreePaths, err: sqlite3.DatabaseError) -> TreeError:
+    """The error that says why the index cannot be opened; never advice to
+    remove a tree that may well be intact."""
+    if guard.is_damaged(err):
+        return guard.damaged(paths, err)
+    if guard.is_read_only(err) or not os.access(paths.root, os.W_OK):
+        return TreeError(
+            f"The index {paths.db} cannot be read ({err}): the tree is read-only and its "
+            f"index has a write-ahead log (tree.db-wal) left by a master that did not close "
+            f"it, which only a writable tree can read. The tree is intact: make it writable "
+            f"again (chmod -R u+w {paths.root}), then look again.")
+    return TreeError(
+        f"The index {paths.db} cannot be read ({err}). Check that the file and its "
+        f"directory can be read and that the disk and file system are sound, then try "
+        f"again.")
+
+
 def _upgrade(db: sqlite3.Connection) -> None:
     """Brings an index of an older format to FORMAT_VERSION."""
     for table, column, kind in _ADDED:
         if column not in _columns(db, table):
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     db.executescript(SCHEMA_4)
+    # format 6: a failed try's log as a path in the tree (logs/<job>.<attempt>.log),
+    # wherever the tree was when it was recorded
+    db.execute("UPDATE failures SET log = 'logs/' || job || '.' || attempt || '.log' "
+               "WHERE log LIKE '%/logs/' || job || '.' || attempt || '.log'")
     db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                (json.dumps(FORMAT_VERSION),))
 

@@ -11,20 +11,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
+import os
 import sqlite3
 import time
 from typing import Any, Iterator, Sequence
 
 from .. import _version, metrics
 from ..paths import TreePaths
-from . import schema
+from . import commits, guard, schema
 from .index import TreeIndex
 from .records import JobId, JobRow, JobState, NewJob, Settled, Step, job_row
 
 #: whether this SQLite has UPDATE ... RETURNING (3.35 and newer)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
+logger = logging.getLogger(__name__)
 
+
+@guard.guard_class
 class JobStore(TreeIndex):
     """The index of one tree, and its writes. Make one with :meth:`initialise`,
     open it with :meth:`open`."""
@@ -33,9 +38,17 @@ class JobStore(TreeIndex):
                  readonly: bool) -> None:
         super().__init__(paths, connection)
         self._readonly = readonly
+        self._counter: commits.Counter | None = None
         self._next_id = 0
         if not readonly:
-            self._next_id = (self._db.execute("SELECT MAX(id) FROM jobs").fetchone()[0] or 0) + 1
+            self._next_id = (self._first_id() or 0) + 1
+
+    def _first_id(self) -> int | None:
+        """The largest job id so far (None: no job)."""
+        try:
+            return self._db.execute("SELECT MAX(id) FROM jobs").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise self._translated(err) from err
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -47,7 +60,8 @@ class JobStore(TreeIndex):
             db.executescript(schema.SCHEMA)
             db.execute("BEGIN IMMEDIATE")
             meta = dict(meta, format_version=schema.FORMAT_VERSION,
-                        jobtree_version=_version.__version__, created=time.time())
+                        jobtree_version=_version.__version__, created=time.time(),
+                        **{commits.META_KEY: 0})
             db.executemany("INSERT INTO meta VALUES (?, ?)",
                            [(k, json.dumps(v)) for k, v in meta.items()])
             db.execute(
@@ -68,9 +82,35 @@ class JobStore(TreeIndex):
         unless ``readonly``).
 
         Raises:
-            TreeError: there is no index, or a newer jobtree wrote it.
+            TreeError: there is no index, it is damaged or rolled back
+                (:class:`~jobtree.jobstore.commits.RolledBackError`), or a newer
+                jobtree wrote it.
         """
-        return cls(paths, schema.open_index(paths, readonly), readonly)
+        mark = commits.read(paths)  # before the index, which a master may be ahead of
+        store = cls(paths, schema.open_index(paths, readonly), readonly)
+        try:
+            stored = store.commits()
+            if commits.rolled_back(paths, mark, stored) and not readonly:
+                logger.warning(
+                    "the index of %s holds %d of the %d transactions committed before this "
+                    "machine restarted: the last ones were lost with it (a power loss can do "
+                    "that); the targets they recorded as done run again", paths.root,
+                    stored or 0, mark.commits if mark else 0)
+            if not readonly:
+                if stored is None:  # a tree made before jobtree counted its commits
+                    store._db.execute("INSERT OR IGNORE INTO meta VALUES (?, '0')",
+                                      (commits.META_KEY,))
+                store._counter = commits.Counter(paths, stored or 0)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Closes the index (and the counter file)."""
+        if self._counter is not None:
+            self._counter.close()
+        super().close()
 
     # -------------------------------------------------------- transactions
     @contextlib.contextmanager
@@ -79,16 +119,24 @@ class JobStore(TreeIndex):
         if self._in_transaction:
             yield
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._execute("BEGIN IMMEDIATE")
         self._in_transaction = True
         try:
             yield
         except BaseException:
             self._in_transaction = False
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # the error in flight says more
+                self._db.execute("ROLLBACK")
             raise
         self._in_transaction = False
-        self._db.execute("COMMIT")
+        counter = self._counter
+        if counter is not None:  # counted in the index and, once committed, beside it
+            counter.commits += 1
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'commits'",
+                             (str(counter.commits),))
+        self._execute("COMMIT")
+        if counter is not None:
+            counter.write()
         metrics.count("transactions")
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -360,6 +408,8 @@ class JobStore(TreeIndex):
             return None
         tries_left, batch, stored_id, seen_start = row
         batch_id = batch_id or stored_id
+        if log and os.path.isabs(log) and log.startswith(self.paths.root + os.sep):
+            log = os.path.relpath(log, self.paths.root)  # a copied tree shows its own
         permanent = counted and (permanent or tries_left <= 0)
         self._db.execute(
             "INSERT OR REPLACE INTO failures (job, attempt, at, reason, exit_code, batch, "
