@@ -330,7 +330,7 @@ class Pool:
                         chunksize or default_chunksize(len(items), self._slots), resources,
                         self.folder, initializer=self._initializer,
                         initargs=self._initargs, callback=callback,
-                        error_callback=error_callback)
+                        error_callback=error_callback, size_given=chunksize is not None)
         self._calls.put(call)
         return call
 
@@ -461,11 +461,14 @@ class Pool:
             counts = store.counts()
         finally:
             store.close()
-        if (meta.get("pool") or {}).get("key") != call.key:
+        stored = meta.get("pool") or {}
+        if stored.get("key") != call.key:
             raise TreeError(
                 f"{paths.root} holds another call than this one of {call.name}. Remove "
                 f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
                 f"folder.")
+        # a default chunk size of another pool's size: the tree's chunks hold
+        call.chunksize = int(stored.get("chunksize") or call.chunksize)
         if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
             return True
         if tree.is_locked(paths):

@@ -96,10 +96,14 @@ def new_call(mode: str, function: Callable[..., Any], items: list[Any], size: in
              resources: dict[str, Any], folder: str, *,
              initializer: Callable[..., Any] | None, initargs: Sequence[Any],
              callback: Callable[[Any], Any] | None = None,
-             error_callback: Callable[[BaseException], Any] | None = None) -> Call:
+             error_callback: Callable[[BaseException], Any] | None = None,
+             size_given: bool = True) -> Call:
     """A call of ``function`` on ``items`` (``size`` to a chunk), named by its
-    key (the mode, the function, the chunk size and the inputs): its tree in
-    the pool's ``folder`` is the same whenever the same call is made.
+    key (the mode, the function, the chunk size if ``size_given`` and the
+    inputs): its tree in the pool's ``folder`` is the same whenever the same
+    call is made. A default chunk size depends on the pool's processes, so it
+    is not part of the key: the same call from a pool of another size
+    continues the same tree (with the chunks it has).
 
     Raises:
         TargetDefinitionError: the function, the initializer or an input
@@ -108,7 +112,7 @@ def new_call(mode: str, function: Callable[..., Any], items: list[Any], size: in
     name = function_name(function)
     pickled = pickled_function(function, initializer, initargs)
     digest = hashlib.sha256()
-    for part in (mode, function_id(function), str(size)):
+    for part in (mode, function_id(function), str(size) if size_given else "default"):
         digest.update(part.encode() + b"\0")
     digest.update(pickled_inputs(items))
     key = digest.hexdigest()

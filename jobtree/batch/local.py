@@ -78,8 +78,10 @@ def prestart_fork_server(script: str | None = None, sys_path: Sequence[str] = ()
 
 
 def _start_server(args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    # the jobs see this process's sys.argv as their own, as multiprocessing's spawn gives
+    env = {**os.environ, wire.PARENT_ARGV: json.dumps(sys.argv)}
     return subprocess.Popen([*_SERVER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            close_fds=True)
+                            env=env, close_fds=True)
 
 
 def _server_process() -> subprocess.Popen[bytes]:
