@@ -141,6 +141,10 @@ class _ForkServer:
             self.process.wait(timeout=KILL_GRACE * 2 + 5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        # the reader ends with the server's output; then its pipe is closed
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()
 
 
 class SingleMachine(BatchSystem):
