@@ -135,6 +135,11 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, but script-level definitions go by (path, qualname)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.MethodType) and isinstance(obj.__self__, type) and getattr(
+                obj.__self__, obj.__name__, None) == obj:
+            # a classmethod, by its class and name: the class goes by reference
+            # when it can, so the method's code is imported (not copied)
+            return getattr, (obj.__self__, obj.__name__)
         if isinstance(obj, (type, types.FunctionType)):
             qualname = getattr(obj, "__qualname__", "")
             module = getattr(obj, "__module__", None)
