@@ -148,7 +148,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
-                    "pooltree", "poolcall", "pool"),
+                    "pooltree", "poolcall", "poolserve", "poolecho", "pool"),
     "commands": ("cli*", "scriptTree*", ""),
 }
 MAY_IMPORT: dict[str, set[str]] = {
