@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from . import serialize
 from .errors import BadOptionError, TargetDefinitionError, TreeError
 from .paths import POOL_MARKER, TreePaths, write_atomic
-from .poolcall import AsyncResult, Call, default_chunksize, new_call, stream, waves
+from .poolcall import AsyncResult, Call, Waves, default_chunksize, new_call, stream
 from .poolserve import Server, wait_done
 from .pooltree import PoolError, TaskFailure
 from .resources import SizeLike
@@ -155,6 +155,7 @@ class Pool:
         self._settings = {"retry": bool(retryErrors),
                           "echo": self._echo.address if self._echo else None}
         self._lock = threading.Lock()
+        self._waves: weakref.WeakSet[Waves] = weakref.WeakSet()  # imaps over iterators
         self._server = Server(_copy(self._options), self.folder, not self._temporary,
                               self._echo)
         _live_pools.add(self)
@@ -286,11 +287,15 @@ class Pool:
 
     # ---------------------------------------------------- the lifecycle
     def close(self) -> None:
-        """Takes no more calls; those made still run (see :meth:`join`)."""
+        """Takes no more calls; those made still run (see :meth:`join`). The
+        inputs an imap has not read yet are read now."""
         with self._lock:
-            if self._state == RUN:
-                self._state = CLOSE
-                self._server.calls.put(None)
+            if self._state != RUN:
+                return
+            self._state = CLOSE
+        for waves in list(self._waves):
+            waves.read_all()
+        self._server.calls.put(None)
 
     def terminate(self) -> None:
         """Stops at once: the running tree's master stops its targets (its tree
@@ -351,8 +356,9 @@ class Pool:
                 chunksize: int | None, resources: dict[str, Any],
                 callback: Callable[[Any], Any] | None = None,
                 error_callback: Callable[[BaseException], Any] | None = None, *,
-                blocking: bool = False, single: bool = False) -> Call:
-        self._check(function, chunksize)
+                blocking: bool = False, single: bool = False, running: bool = True) -> Call:
+        if running:  # (a later part of an imap made while the pool ran need not be)
+            self._check(function, chunksize)
         if resources.get("cpu") is None and self._cpu:
             resources = {**resources, "cpu": self._cpu}
         items = list(iterable)
@@ -365,8 +371,11 @@ class Pool:
                         error_callback=error_callback, size_given=chunksize is not None,
                         settings=self._settings, fresh=self._temporary)
         call.blocking, call.single = blocking, single
-        if not items:  # nothing to run: done at once
-            call.results = []
+        if not items or self._state == TERMINATE:  # nothing to run: done at once
+            call.results = [] if not items else None
+            if items:
+                call.error = PoolError("The pool was terminated before this call ran.",
+                                       call.tree)
             call.placed.set()
             self._server.finish(call)
         else:
@@ -389,9 +398,12 @@ class Pool:
             return stream(self._submit("map", function, iterable, chunksize, resources),
                           ordered)
         self._check(function, chunksize)
-        return waves(lambda items: self._submit("map", function, items, chunksize, resources),
-                     iter(iterable), chunksize or 1,
-                     WAVE if chunksize is None else chunksize * WAVE_CHUNKS, ordered)
+        waves = Waves(lambda items: self._submit("map", function, items, chunksize, resources,
+                                                 running=False),
+                      iter(iterable), chunksize or 1,
+                      WAVE if chunksize is None else chunksize * WAVE_CHUNKS, ordered)
+        self._waves.add(waves)
+        return iter(waves)
 
     def _wait(self, call: Call) -> list[Any]:
         """Waits for a call made by a blocking method; Ctrl-C stops its tree

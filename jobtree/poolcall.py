@@ -184,7 +184,10 @@ class AsyncResult:
 
         Raises:
             multiprocessing.TimeoutError: it did not finish in time.
-            PoolError: an input failed for good (or the pool was stopped).
+            Exception: what the function raised on the first failing input,
+                as itself (its ``__cause__`` names the input, log and tree).
+            PoolError: a chunk was killed, lost or out of memory on every
+                try (or the pool was stopped).
         """
         if not self._call.done.wait(timeout):
             import multiprocessing
@@ -240,41 +243,63 @@ def stream(call: Call, ordered: bool) -> Iterator[Any]:
         reader.close()
 
 
-def waves(submit: Callable[[list[Any]], Call], items: Iterator[Any], unit: int,
-          size: int, ordered: bool) -> Iterator[Any]:
+class Waves:
     """Streams a call over an iterator of inputs, read as they are needed:
     ``size`` inputs at a time make one call (``submit``), the next made while
     the results of the one before are yielded. An error of the iterator is
     raised once the inputs before it are yielded; the inputs of a chunk (of
-    ``unit`` inputs) that it cut short are not run, as with multiprocessing."""
-    error: list[BaseException] = []
+    ``unit`` inputs) that it cut short are not run, as with multiprocessing.
 
-    def pull() -> tuple[list[Any], bool]:
+    When the pool is closed, :meth:`read_all` reads the rest of the inputs
+    at once (the calls they make were made before the pool was closed)."""
+
+    def __init__(self, submit: Callable[[list[Any]], Call], items: Iterator[Any], unit: int,
+                 size: int, ordered: bool) -> None:
+        self._submit = submit
+        self._items = items
+        self._unit, self._size, self._ordered = unit, size, ordered
+        self._calls: list[Call] = []  # made, not yielded yet
+        self._error: BaseException | None = None
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def _pull(self, size: float) -> None:
+        """Reads up to ``size`` inputs and makes their call (holding the lock)."""
         taken: list[Any] = []
-        while len(taken) < size:
+        while len(taken) < size and not self._ended:
             chunk = []
             try:
-                for _ in range(unit):
-                    chunk.append(next(items))
+                for _ in range(self._unit):
+                    chunk.append(next(self._items))
             except StopIteration:
-                return taken + chunk, True
+                self._ended = True
+                taken.extend(chunk)
+                break
             except Exception as err:  # noqa: BLE001 - raised at its place in the results
-                error.append(err)
-                return taken, True
+                self._ended, self._error = True, err
+                break
             taken.extend(chunk)
-        return taken, False
+        if taken:
+            self._calls.append(self._submit(taken))
 
-    current, ended = pull()
-    call = submit(current) if current else None
-    while call is not None:
-        following = None
-        if not ended:
-            more, ended = pull()
-            following = submit(more) if more else None
-        yield from stream(call, ordered)
-        call = following
-    if error:
-        raise error[0]
+    def read_all(self) -> None:
+        """Reads every input left now, making its calls."""
+        with self._lock:
+            self._pull(float("inf"))
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._lock:
+            self._pull(self._size)
+        while True:
+            with self._lock:
+                if not self._calls:
+                    break
+                call = self._calls.pop(0)
+                if not self._calls:
+                    self._pull(self._size)  # the next, while this one's results come
+            yield from stream(call, self._ordered)
+        if self._error is not None:
+            raise self._error
 
 
 def split(results: list[Any], size: int) -> list[list[Any]]:

@@ -218,6 +218,12 @@ def test_imap_reads_its_input_as_it_needs_it() -> None:
         assert sorted(itertools.islice(it, 5)) == [0, 1, 2, 3, 4]
         with pytest.raises(LookupError):
             next(it)
+        # closing the pool reads what is left, so join() waits for it all
+        it = pool.imap(abs, (-x for x in range(700)))
+        assert next(it) == 0
+        pool.close()
+        pool.join()
+        assert list(it) == list(range(1, 700))
 
 
 def test_the_smaller_differences_are_gone(recwarn: pytest.WarningsRecorder) -> None:
