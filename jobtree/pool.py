@@ -12,9 +12,9 @@ returns its stored results if it has finished.
 Without a folder given (``jobTree=``), every call is new: nothing is read
 back from an earlier identical call, as in multiprocessing.
 
-One thread of the pool runs the trees' masters, one tree at a time; calls
-made together (``apply_async`` in a loop) run in one tree, at the same time
-(:mod:`jobtree.poolserve`). What a call is, its key, and how its results
+Threads of the pool run the trees' masters, several at once within the
+pool's processes; calls made together (``apply_async`` in a loop) run in
+one tree (:mod:`jobtree.poolserve`). What a call is, its key, and how its results
 reach the caller are in :mod:`jobtree.poolcall`; the targets of a call's
 tree, and the reading of its results and failures, in :mod:`jobtree.pooltree`.
 """
@@ -157,7 +157,8 @@ class Pool:
         self._lock = threading.Lock()
         self._waves: weakref.WeakSet[Waves] = weakref.WeakSet()  # imaps over iterators
         self._server = Server(_copy(self._options), self.folder, not self._temporary,
-                              self._echo)
+                              self._echo, self._slots,
+                              "maxThreads" if self._local else "maxJobs")
         _live_pools.add(self)
 
     # -------------------------------------------------------- the folder
@@ -305,10 +306,8 @@ class Pool:
             if self._state == TERMINATE:
                 return
             self._state = TERMINATE
-            self._server.terminated = True
-            self._server.calls.put(None)
-        self._server.stop("the pool was terminated")
-        if threading.current_thread() is not self._server.thread:  # not from a callback
+        self._server.terminate()
+        if not self._server.owns(threading.current_thread()):  # not from a callback
             self._server.thread.join()
             self._server.fail_queued()
             self._drop_folder()
@@ -321,7 +320,7 @@ class Pool:
         """
         if self._state == RUN:
             raise ValueError("Pool.join() needs Pool.close() (or terminate()) first")
-        if threading.current_thread() is self._server.thread:
+        if self._server.owns(threading.current_thread()):
             raise RuntimeError("Pool.join() cannot be called from a callback of the pool")
         self._server.thread.join()
         self._drop_folder()

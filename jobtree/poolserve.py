@@ -1,8 +1,10 @@
-"""The thread of a Pool that runs its calls' trees: it takes the calls as
-they are made, runs those made together in one tree (many small
-``apply_async`` calls pay for one tree, not one each, and run at the same
-time within the pool's processes), and hands each call its results or its
-error, after its callback has run.
+"""The threads of a Pool that run its calls' trees: one takes the calls as
+they are made and puts those made together in one tree (many small
+``apply_async`` calls pay for one tree, not one each); each tree's master
+runs in a thread of its own, so calls made while others run start at once.
+The trees share the pool's processes: each gets as many as it has chunks,
+of those free, and waits while none is. Each call gets its results or its
+error after its callback has run (one callback at a time).
 
 A call that has a tree in the pool's folder already (made before, by this
 pool or an earlier one on the same folder) continues that tree, or reads its
@@ -56,22 +58,42 @@ class Server:
         resumable: whether calls continue the trees of earlier identical
             calls (a folder given by the user); else every call is new.
         echo: where the chunks' output is also copied, if anywhere.
+        slots: the pool's processes, shared by the trees that run at once.
+        limit: the option that gives a tree its share (``maxThreads``, or
+            ``maxJobs`` on a cluster).
     """
 
     def __init__(self, options: Any, folder: str, resumable: bool,
-                 echo: Echo | None = None) -> None:
+                 echo: Echo | None = None, slots: int = 1,
+                 limit: str = "maxThreads") -> None:
         self.options = options
         self.folder = folder
         self.resumable = resumable
         self.echo = echo
+        self.slots, self.free, self.limit = slots, slots, limit
         self.calls: queue.Queue[Call | None] = queue.Queue()
         self.terminated = False
         self.lock = threading.Lock()
-        self.master: Master | None = None
-        self.running: list[Call] = []
+        self.changed = threading.Condition(self.lock)  # a tree ended, or the pool stops
+        self.masters: dict[str, Master] = {}  # tree -> its running master
+        self.running: dict[str, list[Call]] = {}  # tree -> its calls
+        self.runners: list[threading.Thread] = []
+        self._callbacks = threading.Lock()
         self._known: dict[str, tuple[str, int | None, int, int]] | None = None
         self.thread = threading.Thread(target=self.serve, name="jobtree-pool", daemon=True)
         self.thread.start()
+
+    def owns(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of the pool's (a callback runs in one)."""
+        return thread is self.thread or thread in self.runners
+
+    def terminate(self) -> None:
+        """Stops every running tree; calls not started fail."""
+        with self.changed:
+            self.terminated = True
+            self.changed.notify_all()
+        self.calls.put(None)
+        self.stop("the pool was terminated")
 
     # ----------------------------------------------------------- the loop
     def serve(self) -> None:
@@ -81,6 +103,8 @@ class Server:
                 self._run_batch(batch)
             del batch
             if last:
+                for runner in list(self.runners):
+                    runner.join()
                 if self.terminated:
                     self.fail_queued()
                 return
@@ -122,11 +146,12 @@ class Server:
         """Hands a call its outcome: its callback runs first, as in
         multiprocessing, then get() and wait() return."""
         try:
-            if call.error is None and call.callback is not None:
-                value = call.results
-                call.callback(value[0] if call.single and value else value)
-            elif call.error is not None and call.error_callback is not None:
-                call.error_callback(call.error)
+            with self._callbacks:
+                if call.error is None and call.callback is not None:
+                    value = call.results
+                    call.callback(value[0] if call.single and value else value)
+                elif call.error is not None and call.error_callback is not None:
+                    call.error_callback(call.error)
         except Exception:  # noqa: BLE001 - as multiprocessing, a callback must not kill the pool
             logger.exception("a callback of %s raised", call.name)
         finally:
@@ -151,7 +176,27 @@ class Server:
         elif new:
             groups.setdefault(self._place(new), []).extend(new)
         for tree, calls in groups.items():
-            self._run_group(tree, calls)
+            self._start(tree, calls)
+
+    def _start(self, tree: str, calls: list[Call]) -> None:
+        """Starts the tree of ``calls`` in a thread of its own, once some of
+        the pool's processes are free (and the tree is not running)."""
+        wanted = max(1, min(self.slots, sum(c.chunk_count for c in calls)))
+        with self.changed:
+            while not self.terminated and (tree in self.running or self.free < 1):
+                self.changed.wait()
+            if not self.terminated:
+                share = min(wanted, self.free)
+                self.free -= share
+                self.running[tree] = calls
+        if self.terminated:
+            for call in calls:
+                self._stopped(call)
+            return
+        runner = threading.Thread(target=self._run_group, args=(tree, calls, share),
+                                  name="jobtree-pool-tree", daemon=True)
+        self.runners = [r for r in self.runners if r.is_alive()] + [runner]
+        runner.start()
 
     def _where(self, call: Call) -> str | None:
         """The tree that holds this call already, if one does (its position
@@ -199,14 +244,13 @@ class Server:
                 self._known[call.key] = (tree, index, call.first_chunk, call.chunksize)
         return tree
 
-    def _run_group(self, tree: str, calls: list[Call]) -> None:
-        """Runs (or continues, or reads) one tree, and finishes its calls."""
+    def _run_group(self, tree: str, calls: list[Call], share: int) -> None:
+        """Runs (or continues, or reads) one tree with ``share`` of the pool's
+        processes, and finishes its calls."""
         for call in calls:
             call.placed.set()
-        with self.lock:
-            self.running = calls
         try:
-            failed = self._run_tree(TreePaths(tree), calls)
+            failed = self._run_tree(TreePaths(tree), calls, share)
         except BaseException as err:  # noqa: BLE001 - handed to the callers
             if isinstance(err, TreeStopped):
                 err = PoolError(
@@ -226,15 +270,17 @@ class Server:
                     call.error = as_raised(failure(paths, call.name, call.index),
                                            call.function_file) if failed else missing
         finally:
-            with self.lock:
-                self.running = []
+            with self.changed:
+                self.free += share
+                self.running.pop(tree, None)
+                self.changed.notify_all()
         if self.echo is not None:
             self.echo.drain()
         for call in calls:
             call.items = []  # no references kept to the inputs
             self.finish(call)
 
-    def _run_tree(self, paths: TreePaths, calls: list[Call]) -> int:
+    def _run_tree(self, paths: TreePaths, calls: list[Call], share: int) -> int:
         """Runs the tree of ``calls``: the number of its targets that failed
         for good (0 if it had finished already)."""
         from . import tree
@@ -247,10 +293,10 @@ class Server:
         else:
             pipeline = _pipeline(calls, pipeline_script())
         failed = start_tree(
-            paths, _copy(self.options, jobTree=paths.root), pipeline,
+            paths, _copy(self.options, jobTree=paths.root, **{self.limit: share}), pipeline,
             # the versions given now run
             before_run=lambda: [write_function(c.function_file, c.pickled) for c in calls],
-            on_master=self.on_master)
+            on_master=lambda master: self.on_master(paths.root, master))
         return failed
 
     def _finished(self, paths: TreePaths, calls: list[Call]) -> bool:
@@ -285,20 +331,24 @@ class Server:
                 f"then make the call again to read its results.")
         return False
 
-    def on_master(self, master: Master | None) -> None:
+    def on_master(self, tree: str, master: Master | None) -> None:
         if master is not None:
             master.report_failures = False  # the call raises its error instead
         with self.lock:
-            self.master = master
+            if master is None:
+                self.masters.pop(tree, None)
+            else:
+                self.masters[tree] = master
             stop = master is not None and self.terminated
         if stop and master is not None:
             master.request_stop("the pool was terminated")
 
     def stop(self, reason: str, only: Call | None = None) -> None:
-        """Stops the running tree (if it runs ``only``, when given)."""
+        """Stops the running trees (only that of ``only``, when given)."""
         with self.lock:
-            master = self.master if only is None or only in self.running else None
-        if master is not None:
+            masters = [master for tree, master in self.masters.items()
+                       if only is None or only in self.running.get(tree, ())]
+        for master in masters:
             master.request_stop(reason)
 
 

@@ -172,6 +172,30 @@ def test_async_calls_made_together_run_at_the_same_time_in_one_tree(tmp_path: Pa
         assert len({r.tree for r in results}) == 1
 
 
+def wait_for(path: str) -> bool:
+    """Waits (at most a minute) until ``path`` exists."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_call_made_while_another_runs_starts_at_once(tmp_path: Path) -> None:
+    """The first call waits for a file that only the second call makes: it
+    finishes only if the second runs while it does, on the processes it
+    left free."""
+    flag = str(tmp_path / "flag")
+    with Pool(2) as pool:
+        first = pool.apply_async(wait_for, (flag,))
+        while not first.ready() and not list(Path(pool.folder).glob("*/tree.db")):
+            time.sleep(0.05)  # (its tree exists: it runs)
+        assert pool.apply(Path.touch, (Path(flag),)) is None
+        assert first.get(timeout=120) is True
+        assert first.tree != pool.apply_async(abs, (1,)).tree
+
+
 def test_calls_made_together_continue_from_their_tree(tmp_path: Path) -> None:
     folder = str(tmp_path / "pool")
     with Pool(2, jobTree=folder) as pool:
