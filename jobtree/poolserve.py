@@ -42,6 +42,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def _not_a_function_error(record: logging.LogRecord) -> bool:
+    """Keeps the master's line on a chunk whose function raised out of the
+    log: the caller gets the exception itself, as with multiprocessing (the
+    failure stays in the tree, for jobTreeStatus)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not any(isinstance(arg, str) and arg.startswith("FunctionError: ") for arg in args)
+
+
+logging.getLogger("jobtree.master").addFilter(_not_a_function_error)
+
 #: seconds the thread waits for more calls after one made without waiting
 #: for its result (apply_async in a loop), to run them in one tree
 GATHER_SECONDS = 0.02

@@ -114,10 +114,11 @@ def talk(x: int) -> int:
     return x
 
 
-def test_an_exception_of_the_function_is_raised_as_itself_at_once(tmp_path: Path) -> None:
+def test_an_exception_of_the_function_is_raised_as_itself_at_once(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """No retry (retryCount=2 is for chunks killed or lost); the cause names
     the input, the traceback, the log and the tree; the error_callback gets
-    the exception itself."""
+    the exception itself; nothing else is printed."""
     work = [(str(tmp_path), x) for x in range(6)]
     seen: list[BaseException] = []
     with Pool(2, retryCount=2) as pool:
@@ -134,6 +135,7 @@ def test_an_exception_of_the_function_is_raised_as_itself_at_once(tmp_path: Path
     error = cause.error  # type: ignore[attr-defined]
     assert isinstance(error, PoolError) and error.failures[0].attempts == 1
     assert _runs(tmp_path).count(3) == 2  # once per call: never retried
+    assert "raises_key" not in capfd.readouterr().err
 
 
 def test_a_killed_chunk_is_retried_then_a_pool_error(tmp_path: Path) -> None:
