@@ -421,7 +421,8 @@ def main() -> None:
     # what the server imported is shared with every child: keep the children's
     # garbage collector off it, so it is not copied page by page after fork
     gc.freeze()
-    Server(requests, replies).serve()
+    server = Server(requests, replies)  # held: no "unclosed file" warning before the exit
+    server.serve()
     os._exit(0)  # no flush of a pipe whose reader may be gone
 
 
