@@ -9,11 +9,14 @@ and a hash of the function's name and the inputs), so making the same call
 again, in this process or after a crash in a new one, continues its tree, or
 returns its stored results if it has finished.
 
-Calls run one after another, in the order they were made, by one thread of
-the pool that runs each tree's master; the caller waits on the results. What
-a call is, its key, and how its results reach the caller are in
-:mod:`jobtree.poolcall`; the targets of a call's tree, and the reading of its
-results and failures, in :mod:`jobtree.pooltree`.
+Without a folder given (``jobTree=``), every call is new: nothing is read
+back from an earlier identical call, as in multiprocessing.
+
+Threads of the pool run the trees' masters, several at once within the
+pool's processes; calls made together (``apply_async`` in a loop) run in
+one tree (:mod:`jobtree.poolserve`). What a call is, its key, and how its results
+reach the caller are in :mod:`jobtree.poolcall`; the targets of a call's
+tree, and the reading of its results and failures, in :mod:`jobtree.pooltree`.
 """
 
 from __future__ import annotations
@@ -21,40 +24,36 @@ from __future__ import annotations
 import atexit
 import difflib
 import json
-import logging
 import os
-import queue
 import shutil
-import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import serialize
-from .errors import BadOptionError, JobTreeError, TargetDefinitionError, TreeError, TreeStopped
+from .errors import BadOptionError, TargetDefinitionError, TreeError
 from .paths import POOL_MARKER, TreePaths, write_atomic
-from .poolcall import AsyncResult, Call, default_chunksize, new_call, stream
-from .pooltree import (
-    ROOT_CLASS,
-    MapRoot,
-    PoolError,
-    TaskFailure,
-    collect,
-    failure,
-    make_chunks,
-    write_function,
-)
+from .poolcall import AsyncResult, Call, Waves, default_chunksize, new_call, stream
+from .poolserve import Server, wait_done
+from .pooltree import PoolError, TaskFailure
 from .resources import SizeLike
 from .sshlink import is_remote
 
-if TYPE_CHECKING:
-    from .master import Master
-
 __all__ = ["AsyncResult", "Pool", "PoolError", "TaskFailure"]
 
-logger = logging.getLogger(__name__)
+#: inputs of an iterator that one call of imap reads at a time (no chunksize given)
+WAVE = 256
+#: chunks of an iterator that one call of imap reads at a time (a chunksize given)
+WAVE_CHUNKS = 64
+# the states, named as multiprocessing names them
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+
+class PoolArgumentError(BadOptionError, ValueError):
+    """An argument of a Pool has a bad value (a ValueError, as multiprocessing raises)."""
 
 
 class Pool:
@@ -63,8 +62,10 @@ class Pool:
 
     Args:
         processes: how many inputs run at once: ``--maxThreads`` on
-            singleMachine, ``--maxJobs`` on a cluster (default: the cores of
-            this machine; the cluster's default).
+            singleMachine (on a machine with fewer cores, each input asks
+            for a share of one, so that as many run at once as with
+            multiprocessing), ``--maxJobs`` on a cluster (default: the cores of this machine; the cluster's
+            default).
         initializer: called with ``initargs`` at the start of every chunk's
             process (each chunk is a fresh process, so ``maxtasksperchild``
             is accepted and has nothing to do).
@@ -78,9 +79,14 @@ class Pool:
         **more: any other jobtree option by its name (``retryCount=1``,
             ``maxMemory="8G"``, ``clusterConfig=...``, ``logLevel="INFO"``).
             The pool logs warnings and errors only unless ``logLevel`` is given.
+        retryErrors: retry a chunk whose function raised, as any failed
+            target (``retryCount`` times). By default, as in multiprocessing,
+            a Python exception of the function fails the call at once; chunks
+            killed, lost or out of memory are retried either way.
 
     Raises:
-        BadOptionError: an option is unknown or has a bad value.
+        BadOptionError: an option is unknown or has a bad value (also a
+            ValueError for ``processes`` and ``maxtasksperchild``).
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
@@ -94,10 +100,18 @@ class Pool:
                  initializer: Callable[..., Any] | None = None, initargs: Sequence[Any] = (),
                  maxtasksperchild: int | None = None, *, jobTree: str | None = None,
                  batchSystem: str | None = None, options: Any = None,
-                 **more: Any) -> None:
+                 retryErrors: bool = False, **more: Any) -> None:
         from .options import OPTIONS, default_options, resolve
 
         _refuse_when_imported()
+        self._state = RUN  # (so that a failed __init__ warns of nothing)
+        if processes is not None and (not isinstance(processes, int) or processes < 1):
+            raise PoolArgumentError(f"Pool(processes=...) must be at least 1, not "
+                                    f"{processes!r}.")
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int) or maxtasksperchild < 1):
+            raise PoolArgumentError(f"maxtasksperchild must be a whole number of at least "
+                                    f"1 (or None), not {maxtasksperchild!r}.")
         names = {o.name for o in OPTIONS}
         options_given = {n: getattr(options, n) for n in names
                          if getattr(options, n, None) not in (None, False)}
@@ -125,10 +139,12 @@ class Pool:
 
         self._local = canonical_name(batchSystem) == "singleMachine"
         if processes is not None:
-            if not isinstance(processes, int) or processes < 1:
-                raise BadOptionError(f"Pool(processes=...) must be at least 1, not "
-                                     f"{processes!r}.")
             setattr(self._options, "maxThreads" if self._local else "maxJobs", processes)
+        # on fewer cores than processes, each input asks for a share of a core,
+        # so that as many run at once as with multiprocessing
+        cores = os.cpu_count() or 1
+        self._cpu = (cores / processes if self._local and processes and processes > cores
+                     else None)
         self._options.jobTree = os.devnull  # checked per call
         config, _ = resolve(self._options)  # checks every option now
         self._slots = (config.maxThreads or os.cpu_count() or 1) if self._local else (
@@ -139,13 +155,18 @@ class Pool:
         del maxtasksperchild  # every chunk runs in a process of its own
         self._temporary = jobTree is None
         self.folder = self._make_folder(jobTree)
-        self._calls: queue.Queue[Call | None] = queue.Queue()
-        self._state = "run"
-        self._master: Master | None = None
-        self._current: Call | None = None
+        self._echo = None
+        if self._local and os.path.isdir("/proc/self/fd"):
+            from .poolecho import Echo
+
+            self._echo = Echo()
+        self._settings = {"retry": bool(retryErrors),
+                          "echo": self._echo.address if self._echo else None}
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, name="jobtree-pool", daemon=True)
-        self._thread.start()
+        self._waves: weakref.WeakSet[Waves] = weakref.WeakSet()  # imaps over iterators
+        self._server = Server(_copy(self._options), self.folder, not self._temporary,
+                              self._echo, self._slots,
+                              "maxThreads" if self._local else "maxJobs")
         _live_pools.add(self)
 
     # -------------------------------------------------------- the folder
@@ -191,25 +212,30 @@ class Pool:
                 a target that runs past it is stopped (see docs/resources.md).
 
         Raises:
-            PoolError: an input failed on every try; the call's tree is kept.
+            Exception: what ``func`` raised on the first failing input, as
+                itself; its ``__cause__`` names the input, its log and the tree.
+            PoolError: a chunk was killed, ran out of memory or time, or was
+                lost, on every try; the call's tree is kept.
         """
-        call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
-        return list(self._wait(call))
+        return self._wait(self._submit("map", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
+            blocking=True))
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
                 chunksize: int | None = None, *, memory: SizeLike = None,
                 cpu: SizeLike = None, time: SizeLike = None,
                 disk: SizeLike = None, timeLimit: SizeLike = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, like :meth:`map`."""
-        call = self._submit("starmap", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
-        return list(self._wait(call))
+        return self._wait(self._submit("starmap", func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
+            blocking=True))
 
     def apply(self, func: Callable[..., Any], args: Sequence[Any] = (),
               kwds: dict[str, Any] | None = None) -> Any:
         """``func(*args, **kwds)``, run as one target."""
-        return self.apply_async(func, args, kwds).get()
+        call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, {},
+                            blocking=True)
+        return self._wait(call)[0]
 
     def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                   chunksize: int | None = None,
@@ -241,11 +267,11 @@ class Pool:
                     error_callback: Callable[[BaseException], Any] | None = None, *,
                     memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
                     disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
-        """``func(*args, **kwds)`` as one target, without waiting."""
+        """``func(*args, **kwds)`` as one target, without waiting. Calls made
+        one after another run together, in one tree."""
         call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, dict(
             memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            callback, error_callback)
-        call.single = True
+            callback, error_callback, single=True)
         return AsyncResult(call, self)
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
@@ -253,43 +279,45 @@ class Pool:
              cpu: SizeLike = None, time: SizeLike = None,
              disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
         """Like :meth:`map`, but yields each result, in input order, as soon as
-        it and those before it are done. Unlike multiprocessing, the default
-        chunksize is that of :meth:`map`."""
-        call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
-        return stream(call, ordered=True)
+        it and those before it are done. An iterator's inputs are read as they
+        are needed (a few hundred at a time, each such run a call of its own)
+        and an error it raises is raised by the matching ``next()``. Unlike
+        multiprocessing, the default chunksize is that of :meth:`map`."""
+        return self._stream(func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit), True)
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int | None = None, *, memory: SizeLike = None,
                        cpu: SizeLike = None, time: SizeLike = None,
                        disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
         """Like :meth:`imap`, but yields results in the order they finish."""
-        call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit))
-        return stream(call, ordered=False)
+        return self._stream(func, iterable, chunksize, dict(
+            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit), False)
 
     # ---------------------------------------------------- the lifecycle
     def close(self) -> None:
-        """Takes no more calls; those made still run (see :meth:`join`)."""
+        """Takes no more calls; those made still run (see :meth:`join`). The
+        inputs an imap has not read yet are read now."""
         with self._lock:
-            if self._state == "run":
-                self._state = "close"
-                self._calls.put(None)
+            if self._state != RUN:
+                return
+            self._state = CLOSE
+        for waves in list(self._waves):
+            waves.read_all()
+        self._server.calls.put(None)
 
     def terminate(self) -> None:
-        """Stops at once: the running call's master stops its targets (its tree
+        """Stops at once: the running tree's master stops its targets (its tree
         is kept, so the same call continues it later) and calls not started
         fail with a PoolError."""
         with self._lock:
-            if self._state == "terminate":
+            if self._state == TERMINATE:
                 return
-            self._state = "terminate"
-            master = self._master
-            self._calls.put(None)
-        if master is not None:
-            master.request_stop("the pool was terminated")
-        if threading.current_thread() is not self._thread:  # not from a callback
-            self._thread.join()
+            self._state = TERMINATE
+        self._server.terminate()
+        if not self._server.owns(threading.current_thread()):  # not from a callback
+            self._server.thread.join()
+            self._server.fail_queued()
             self._drop_folder()
 
     def join(self) -> None:
@@ -298,14 +326,16 @@ class Pool:
         Raises:
             ValueError: the pool was not closed.
         """
-        if self._state == "run":
+        if self._state == RUN:
             raise ValueError("Pool.join() needs Pool.close() (or terminate()) first")
-        if threading.current_thread() is self._thread:
+        if self._server.owns(threading.current_thread()):
             raise RuntimeError("Pool.join() cannot be called from a callback of the pool")
-        self._thread.join()
+        self._server.thread.join()
         self._drop_folder()
 
     def __enter__(self) -> Pool:
+        if self._state != RUN:
+            raise ValueError("Pool not running: it was closed or terminated")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -313,9 +343,18 @@ class Pool:
 
     def __repr__(self) -> str:
         return (f"<jobtree.Pool {self._options.batchSystem} in {self.folder} "
-                f"({self._state})>")
+                f"({self._state.lower()})>")
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) == RUN and hasattr(self, "_server"):
+            warnings.warn(f"unclosed running multiprocessing pool {self!r} (a jobtree.Pool: "
+                          f"close() or terminate() it)", ResourceWarning, source=self)
+            self._server.calls.put(None)
 
     def _drop_folder(self) -> None:
+        if self._echo is not None:
+            self._echo.close()
+            self._echo = None
         if self._temporary:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -323,14 +362,12 @@ class Pool:
     def _submit(self, mode: str, function: Callable[..., Any], iterable: Iterable[Any],
                 chunksize: int | None, resources: dict[str, Any],
                 callback: Callable[[Any], Any] | None = None,
-                error_callback: Callable[[BaseException], Any] | None = None) -> Call:
-        if self._state != "run":
-            raise ValueError("Pool not running: it was closed or terminated")
-        if not callable(function):
-            raise TargetDefinitionError(f"{function!r} is not a function; pass a callable.")
-        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
-            raise BadOptionError(f"chunksize must be a whole number of at least 1, not "
-                                 f"{chunksize!r}.")
+                error_callback: Callable[[BaseException], Any] | None = None, *,
+                blocking: bool = False, single: bool = False, running: bool = True) -> Call:
+        if running:  # (a later part of an imap made while the pool ran need not be)
+            self._check(function, chunksize)
+        if resources.get("cpu") is None and self._cpu:
+            resources = {**resources, "cpu": self._cpu}
         items = list(iterable)
         if mode == "starmap":
             items = [tuple(item) for item in items]
@@ -338,160 +375,50 @@ class Pool:
                         chunksize or default_chunksize(len(items), self._slots), resources,
                         self.folder, initializer=self._initializer,
                         initargs=self._initargs, callback=callback,
-                        error_callback=error_callback)
-        self._calls.put(call)
+                        error_callback=error_callback, size_given=chunksize is not None,
+                        settings=self._settings, fresh=self._temporary)
+        call.blocking, call.single = blocking, single
+        if not items or self._state == TERMINATE:  # nothing to run: done at once
+            call.results = [] if not items else None
+            if items:
+                call.error = PoolError("The pool was terminated before this call ran.",
+                                       call.tree)
+            call.placed.set()
+            self._server.finish(call)
+        else:
+            self._server.calls.put(call)
         return call
+
+    def _check(self, function: Callable[..., Any], chunksize: int | None) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running: it was closed or terminated")
+        if not callable(function):
+            raise TargetDefinitionError(f"{function!r} is not a function; pass a callable.")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise BadOptionError(f"chunksize must be a whole number of at least 1, not "
+                                 f"{chunksize!r}.")
+
+    def _stream(self, function: Callable[[Any], Any], iterable: Iterable[Any],
+                chunksize: int | None, resources: dict[str, Any],
+                ordered: bool) -> Iterator[Any]:
+        if isinstance(iterable, (list, tuple, range)):
+            return stream(self._submit("map", function, iterable, chunksize, resources),
+                          ordered)
+        self._check(function, chunksize)
+        waves = Waves(lambda items: self._submit("map", function, items, chunksize, resources,
+                                                 running=False),
+                      iter(iterable), chunksize or 1,
+                      WAVE if chunksize is None else chunksize * WAVE_CHUNKS, ordered)
+        self._waves.add(waves)
+        return iter(waves)
 
     def _wait(self, call: Call) -> list[Any]:
         """Waits for a call made by a blocking method; Ctrl-C stops its tree
         (kept, to be continued by the same call) before it is raised."""
-        try:
-            while not call.done.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            self._stop_call(call)
-            raise
+        wait_done(call, lambda: self._server.stop("interrupted (Ctrl-C)", call))
         if call.error is not None:
             raise call.error
         return call.results or []
-
-    def _stop_call(self, call: Call) -> None:
-        with self._lock:
-            master = self._master if self._current is call else None
-        if master is not None:
-            master.request_stop("interrupted (Ctrl-C)")
-        call.done.wait(60)
-
-    # ---------------------------------------------------------- serving
-    def _serve(self) -> None:
-        while True:
-            call = self._calls.get()
-            if call is None:
-                if self._state == "terminate":
-                    self._fail_queued()
-                    self._drop_folder()  # (terminate() may have come from a callback)
-                    return
-                if self._calls.empty():
-                    return
-                continue
-            if self._state == "terminate":
-                call.error = PoolError("The pool was terminated before this call ran.",
-                                       call.tree)
-                call.done.set()
-                continue
-            with self._lock:
-                self._current = call
-            try:
-                call.results = self._run(call)
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                if not isinstance(err, JobTreeError):
-                    logger.debug("the call of %s failed", call.name, exc_info=True)
-                call.error = err
-            finally:
-                with self._lock:
-                    self._current = None
-            self._finish(call)
-
-    def _fail_queued(self) -> None:
-        while True:
-            try:
-                call = self._calls.get_nowait()
-            except queue.Empty:
-                return
-            if call is not None:
-                call.error = PoolError("The pool was terminated before this call ran.",
-                                       call.tree)
-                call.done.set()
-
-    def _finish(self, call: Call) -> None:
-        call.done.set()
-        try:
-            if call.error is None and call.callback is not None:
-                value = call.results
-                call.callback(value[0] if call.single and value else value)
-            elif call.error is not None and call.error_callback is not None:
-                call.error_callback(call.error)
-        except Exception:  # noqa: BLE001 - as multiprocessing, a callback must not kill the pool
-            logger.exception("a callback of %s raised", call.name)
-
-    def _on_master(self, master: Master | None) -> None:
-        if master is not None:
-            master.report_failures = False  # the call raises a PoolError instead
-        with self._lock:
-            self._master = master
-            stop = master is not None and self._state == "terminate"
-        if stop and master is not None:
-            master.request_stop("the pool was terminated")
-
-    def _run_tree(self, call: Call) -> list[Any]:
-        from . import tree
-        from .start import Pipeline, pipeline_script, start_tree
-
-        paths = TreePaths(call.tree)
-        function_file = os.path.join(paths.root, "pool", "function")
-        pipeline = None
-        if tree.is_tree(paths):
-            if self._finished(paths, call):
-                return collect(paths, call.name, call.chunk_count)
-        else:
-            module = getattr(call.function, "__module__", None)
-            pipeline = Pipeline(MapRoot(make_chunks(function_file, call.name, call.mode,
-                                                    call.items, call.chunksize,
-                                                    call.resources),
-                                        call.name, len(call.items)), {
-                "script": pipeline_script(), "root_class": ROOT_CLASS, "pool": {
-                    "key": call.key, "function": call.name, "mode": call.mode,
-                    "inputs": len(call.items), "chunksize": call.chunksize,
-                    # what the fork server imports for the chunks (a script's own
-                    # functions come with the script)
-                    "module": module if isinstance(module, str) and module != "__main__"
-                    and module in sys.modules else None}})
-        failed = start_tree(
-            paths, _copy(self._options, jobTree=paths.root), pipeline,
-            # the version given now runs
-            before_run=lambda: write_function(function_file, call.pickled),
-            on_master=self._on_master)
-        if failed:
-            raise failure(paths, call.name)
-        return collect(paths, call.name, call.chunk_count)
-
-    @staticmethod
-    def _finished(paths: TreePaths, call: Call) -> bool:
-        """Whether the call's tree that exists has finished; refuses the tree
-        of another call, and one that another process runs."""
-        from . import tree
-        from .jobstore import JobStore
-
-        tree.check_owner(paths)
-        store = JobStore.open(paths, readonly=True)
-        try:
-            meta = store.meta()
-            counts = store.counts()
-        finally:
-            store.close()
-        if (meta.get("pool") or {}).get("key") != call.key:
-            raise TreeError(
-                f"{paths.root} holds another call than this one of {call.name}. Remove "
-                f"it with jobTreeClean --jobTree {paths.root}, or give the Pool another "
-                f"folder.")
-        if counts and all(n == 0 for state, n in counts.items() if state.name != "DONE"):
-            return True
-        if tree.is_locked(paths):
-            raise TreeError(
-                f"Another process runs the tree of this call of {call.name} "
-                f"({paths.root}, {tree.describe_holder(paths)}). Wait for it to finish, "
-                f"then make the call again to read its results.")
-        return False
-
-    def _run(self, call: Call) -> list[Any]:
-        """Runs (or continues, or reads) the call's tree; returns its results."""
-        try:
-            return self._run_tree(call)
-        except TreeStopped as err:
-            raise PoolError(
-                f"{call.name} was stopped ({err.reason}) before it finished. Its tree "
-                f"{call.tree} is kept: the same call continues it, without running "
-                f"finished inputs again.", call.tree) from None
 
 
 def _copy(options: Any, **changes: Any) -> Any:

@@ -16,7 +16,6 @@ import types
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import serialize
-from .errors import TargetDefinitionError
 from .pooltree import Reader, function_name, pickled_function, short
 
 #: seconds between looks at the index while an imap waits for results
@@ -39,14 +38,32 @@ class Call:
     callback: Callable[[Any], Any] | None = None
     error_callback: Callable[[BaseException], Any] | None = None
     single: bool = False  # apply: the result is the one value, not a list
+    blocking: bool = False  # made by map, starmap or apply, which wait for it
+    count: int = 0  # how many inputs
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     results: list[Any] | None = None
     error: BaseException | None = None
+    #: where it runs: its tree is known (``tree``, and in a tree of several
+    #: calls, its position ``index`` there and its first chunk's number)
+    placed: threading.Event = dataclasses.field(default_factory=threading.Event)
+    index: int | None = None
+    first_chunk: int = 0
 
     @property
     def chunk_count(self) -> int:
         """How many chunks (targets) the inputs make."""
-        return -(-len(self.items) // self.chunksize) if self.items else 0
+        return -(-self.count // self.chunksize)
+
+    @property
+    def chunks(self) -> range:
+        """The numbers of its chunks in its tree."""
+        return range(self.first_chunk, self.first_chunk + self.chunk_count)
+
+    @property
+    def function_file(self) -> str:
+        """Where its tree keeps its function."""
+        name = "function" if self.index is None else f"function-{self.index}"
+        return os.path.join(self.tree, "pool", name)
 
 
 def function_id(function: Callable[..., Any]) -> str:
@@ -68,7 +85,9 @@ def function_id(function: Callable[..., Any]) -> str:
 
 
 def pickled_inputs(items: list[Any]) -> bytes:
-    """The inputs, pickled (for the call's key), naming one that cannot be."""
+    """The inputs, pickled (for the call's key). One that cannot be pickled
+    raises its pickling error as itself (as multiprocessing raises it), with
+    a note that names it."""
     try:
         return serialize.dumps(items)
     except Exception as err:  # noqa: BLE001 - find and name the culprit
@@ -76,12 +95,13 @@ def pickled_inputs(items: list[Any]) -> bytes:
             try:
                 serialize.dumps(item)
             except Exception as inner:  # noqa: BLE001
-                raise TargetDefinitionError(
-                    f"Input #{index} ({short(item)}) cannot be pickled "
-                    f"({type(inner).__name__}: {inner}). A Pool sends its inputs to "
-                    f"other processes and keeps them in a job tree, so pass picklable "
-                    f"values (numbers, strings, file names, lists, dicts).") from None
-        raise TargetDefinitionError(f"The inputs cannot be pickled: {err}.") from None
+                inner.add_note(
+                    f"Input #{index} ({short(item)}) of a jobtree.Pool call cannot be "
+                    f"pickled. A Pool sends its inputs to other processes and keeps them "
+                    f"in a job tree, so pass picklable values (numbers, strings, file "
+                    f"names, lists, dicts).")
+                raise inner.with_traceback(None) from None
+        raise err
 
 
 def default_chunksize(count: int, slots: int) -> int:
@@ -96,28 +116,37 @@ def new_call(mode: str, function: Callable[..., Any], items: list[Any], size: in
              resources: dict[str, Any], folder: str, *,
              initializer: Callable[..., Any] | None, initargs: Sequence[Any],
              callback: Callable[[Any], Any] | None = None,
-             error_callback: Callable[[BaseException], Any] | None = None) -> Call:
+             error_callback: Callable[[BaseException], Any] | None = None,
+             size_given: bool = True, settings: dict[str, Any] | None = None,
+             fresh: bool = False) -> Call:
     """A call of ``function`` on ``items`` (``size`` to a chunk), named by its
-    key (the mode, the function, the chunk size and the inputs): its tree in
-    the pool's ``folder`` is the same whenever the same call is made.
+    key (the mode, the function, the chunk size if ``size_given`` and the
+    inputs): its tree in the pool's ``folder`` is the same whenever the same
+    call is made. A default chunk size depends on the pool's processes, so it
+    is not part of the key: the same call from a pool of another size
+    continues the same tree (with the chunks it has). A ``fresh`` call (of a
+    pool without a folder of its own) is a new one every time: its key is
+    unique.
 
     Raises:
         TargetDefinitionError: the function, the initializer or an input
             cannot be pickled.
     """
     name = function_name(function)
-    pickled = pickled_function(function, initializer, initargs)
+    pickled = pickled_function(function, initializer, initargs, settings)
     digest = hashlib.sha256()
-    for part in (mode, function_id(function), str(size)):
+    for part in (mode, function_id(function), str(size) if size_given else "default"):
         digest.update(part.encode() + b"\0")
     digest.update(pickled_inputs(items))
+    if fresh:
+        digest.update(os.urandom(16))
     key = digest.hexdigest()
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "call"
     return Call(mode=mode, function=function, items=items, chunksize=size,
                 resources={k: v for k, v in resources.items() if v is not None},
                 tree=os.path.join(folder, f"{mode}-{safe}-{key[:12]}"), key=key,
                 name=name, pickled=pickled, callback=callback,
-                error_callback=error_callback)
+                error_callback=error_callback, count=len(items))
 
 
 class AsyncResult:
@@ -155,7 +184,10 @@ class AsyncResult:
 
         Raises:
             multiprocessing.TimeoutError: it did not finish in time.
-            PoolError: an input failed for good (or the pool was stopped).
+            Exception: what the function raised on the first failing input,
+                as itself (its ``__cause__`` names the input, log and tree).
+            PoolError: a chunk was killed, lost or out of memory on every
+                try (or the pool was stopped).
         """
         if not self._call.done.wait(timeout):
             import multiprocessing
@@ -174,6 +206,8 @@ def stream(call: Call, ordered: bool) -> Iterator[Any]:
     waiting: dict[int, list[Any]] = {}  # finished chunks not yielded yet
     taken: set[int] = set()  # chunks read so far
     following = 0  # the next chunk to yield, in order
+    while not call.placed.wait(POLL_SECONDS):
+        pass
     reader = Reader(call.tree)
     try:
         while True:
@@ -182,7 +216,8 @@ def stream(call: Call, ordered: bool) -> Iterator[Any]:
             if finished and call.results is not None:
                 fresh = enumerate(split(call.results, call.chunksize))
             else:
-                fresh = reader.new_chunks()
+                fresh = ((number - call.first_chunk, results)
+                         for number, results in reader.new_chunks() if number in call.chunks)
             for number, results in fresh:
                 if number not in taken:
                     taken.add(number)
@@ -206,6 +241,65 @@ def stream(call: Call, ordered: bool) -> Iterator[Any]:
                 call.done.wait(POLL_SECONDS)
     finally:
         reader.close()
+
+
+class Waves:
+    """Streams a call over an iterator of inputs, read as they are needed:
+    ``size`` inputs at a time make one call (``submit``), the next made while
+    the results of the one before are yielded. An error of the iterator is
+    raised once the inputs before it are yielded; the inputs of a chunk (of
+    ``unit`` inputs) that it cut short are not run, as with multiprocessing.
+
+    When the pool is closed, :meth:`read_all` reads the rest of the inputs
+    at once (the calls they make were made before the pool was closed)."""
+
+    def __init__(self, submit: Callable[[list[Any]], Call], items: Iterator[Any], unit: int,
+                 size: int, ordered: bool) -> None:
+        self._submit = submit
+        self._items = items
+        self._unit, self._size, self._ordered = unit, size, ordered
+        self._calls: list[Call] = []  # made, not yielded yet
+        self._error: BaseException | None = None
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def _pull(self, size: float) -> None:
+        """Reads up to ``size`` inputs and makes their call (holding the lock)."""
+        taken: list[Any] = []
+        while len(taken) < size and not self._ended:
+            chunk = []
+            try:
+                for _ in range(self._unit):
+                    chunk.append(next(self._items))
+            except StopIteration:
+                self._ended = True
+                taken.extend(chunk)
+                break
+            except Exception as err:  # noqa: BLE001 - raised at its place in the results
+                self._ended, self._error = True, err
+                break
+            taken.extend(chunk)
+        if taken:
+            self._calls.append(self._submit(taken))
+
+    def read_all(self) -> None:
+        """Reads every input left now, making its calls."""
+        with self._lock:
+            self._pull(float("inf"))
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._lock:
+            self._pull(self._size)
+        while True:
+            with self._lock:
+                if not self._calls:
+                    break
+                call = self._calls.pop(0)
+                if not self._calls:
+                    self._pull(self._size)  # the next, while this one's results come
+            yield from stream(call, self._ordered)
+        if self._error is not None:
+            raise self._error
 
 
 def split(results: list[Any], size: int) -> list[list[Any]]:

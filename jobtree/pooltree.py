@@ -86,8 +86,15 @@ class PoolError(JobTreeError):
 
 
 class TaskError(Exception):
-    """Raised on the worker when the function raised on an input; the chunk's
-    failure record keeps its message (the input and the traceback)."""
+    """Raised on the worker when the function raised on an input and the pool
+    retries such chunks (``retryErrors=True``); the chunk's failure record
+    keeps its message (the input and the traceback)."""
+
+
+class FunctionError(TargetDefinitionError):
+    """Raised on the worker when the function raised on an input (or returned
+    what cannot be pickled): as in multiprocessing, the call fails at once,
+    without trying the chunk again (a definition error is never retried)."""
 
 
 # ---------------------------------------------------------------- targets
@@ -100,22 +107,57 @@ def short(value: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def load_function(path: str) -> Callable[..., Any]:
-    """The call's function, after running the pool's initializer, if any."""
+def load_function(path: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The call's function and the pool's settings for its chunks (see
+    :func:`pickled_function`), after running the pool's initializer, if any."""
     with open(path, "rb") as handle:
         stored = serialize.loads(handle.read())
-    function, initializer, initargs = stored if isinstance(stored, tuple) else (
-        stored, None, ())
+    if not isinstance(stored, tuple):
+        stored = (stored, None, ())
+    function, initializer, initargs = stored[:3]
+    settings = stored[3] if len(stored) > 3 else {"retry": True}
     if initializer is not None:
         initializer(*initargs)
-    return function  # type: ignore[no-any-return]
+    return function, settings
+
+
+def error_file(function_file: str, index: int) -> str:
+    """Where a chunk keeps the exception its function raised on input ``index``."""
+    return f"{function_file}.error-{index}"
+
+
+def keep_error(function_file: str, index: int, err: BaseException) -> None:
+    """Keeps the exception in the call's tree, pickled, for the caller to
+    raise as itself; one that cannot be pickled is not kept (the caller then
+    raises a PoolError with its text)."""
+    try:
+        data = serialize.dumps(err)
+        serialize.loads(data)  # one that pickles but cannot be rebuilt is not kept
+        write_atomic(error_file(function_file, index), data)
+    except Exception:  # noqa: BLE001 - the text in the failure record remains
+        pass
+
+
+def _unpicklable(results: list[Any], items: list[Any]) -> tuple[int, BaseException]:
+    """The first result that cannot be pickled, and the error of pickling it."""
+    for offset, value in enumerate(results):
+        try:
+            serialize.dumps(value)
+        except Exception as err:  # noqa: BLE001
+            return offset, err
+    return 0, TypeError("the results cannot be pickled")
 
 
 class Chunk(Target):
-    """Calls the function on consecutive inputs; returns (number, results)."""
+    """Calls the function on consecutive inputs; returns (number, results),
+    the results pickled (so that one that cannot be is found here).
+
+    ``call`` is the position of the chunk's call among those its tree runs
+    (a tree may run several small calls made together); ``first`` is the
+    position of its first input in that call."""
 
     def __init__(self, function_file: str, name: str, mode: str, number: int, first: int,
-                 items: list[Any], **resources: Any) -> None:
+                 items: list[Any], call: int | None = None, **resources: Any) -> None:
         super().__init__(**resources)
         self.function_file = function_file
         self.name = name
@@ -123,9 +165,22 @@ class Chunk(Target):
         self.number = number
         self.first = first
         self.items = items
+        self.call = call
 
-    def run(self) -> tuple[int, list[Any]]:
-        function = load_function(self.function_file)
+    def run(self) -> tuple[int, Any]:
+        function, settings = load_function(self.function_file)
+        echo = settings.get("echo")
+        if not echo:
+            return self._run(function, bool(settings.get("retry")))
+        from .poolecho import tee
+
+        restore = tee(echo)
+        try:
+            return self._run(function, bool(settings.get("retry")))
+        finally:
+            restore()
+
+    def _run(self, function: Callable[..., Any], retry: bool) -> tuple[int, Any]:
         results = []
         for offset, item in enumerate(self.items):
             try:
@@ -136,20 +191,37 @@ class Chunk(Target):
                 else:
                     results.append(function(*item[0], **item[1]))
             except Exception as err:
-                shown = short(item[0] if self.mode == "apply" else item)
                 # from the function's frame down: this method's is not the user's
                 trace = "".join(traceback.format_exception(
                     type(err), err, err.__traceback__.tb_next if err.__traceback__ else None))
-                raise TaskError(
-                    f"input #{self.first + offset} ({shown}) raised "
-                    f"{''.join(traceback.format_exception_only(type(err), err)).strip()}"
-                    f"\n\nRemote traceback:\n{trace.rstrip()}") from err
-        return self.number, results
+                self._fail(offset, err, trace, retry)
+        try:
+            return self.number, serialize.dumps(results)
+        except Exception:  # noqa: BLE001 - name the culprit
+            offset, err = _unpicklable(results, self.items)
+            from multiprocessing.pool import MaybeEncodingError
+
+            self._fail(offset, MaybeEncodingError(err, results[offset]),
+                       f"{type(err).__name__}: {err}: the result {short(results[offset])} "
+                       f"of type {type(results[offset]).__qualname__} cannot be pickled, "
+                       f"so it cannot reach the caller; return picklable values", False)
+            raise  # not reached
+
+    def _fail(self, offset: int, err: BaseException, trace: str, retry: bool) -> None:
+        item = self.items[offset]
+        shown = short(item[0] if self.mode == "apply" else item)
+        keep_error(self.function_file, self.first + offset, err)
+        error = TaskError if retry else FunctionError
+        raise error(
+            f"input #{self.first + offset} ({shown}) raised "
+            f"{''.join(traceback.format_exception_only(type(err), err)).strip()}"
+            f"{_TRACE_MARK}{trace.rstrip()}") from err
 
     def _jt_describe(self) -> str:
         last = self.first + len(self.items) - 1
         where = f"input {self.first}" if last == self.first else f"inputs {self.first}-{last}"
-        return f"{self.name}: {where}"
+        call = "" if self.call is None else f" #{self.call}"
+        return f"{self.name}{call}: {where}"
 
 
 class Group(Target):
@@ -190,18 +262,21 @@ class MapRoot(Target):
 
 
 CHUNK_CLASS = f"{__name__}.Chunk"
+_TRACE_MARK = "\n\nRemote traceback:\n"
 ROOT_CLASS = f"{__name__}.MapRoot"
 
 
 def pickled_function(function: Callable[..., Any], initializer: Callable[..., Any] | None,
-                      initargs: Sequence[Any]) -> bytes:
-    """The function and the pool's initializer, pickled as the call's tree keeps them.
+                      initargs: Sequence[Any], settings: dict[str, Any] | None = None) -> bytes:
+    """The function, the pool's initializer and its settings for the chunks
+    (``retry``: retry a chunk whose function raised; ``echo``: where its
+    output also goes), pickled as the call's tree keeps them.
 
     Raises:
         TargetDefinitionError: one of them cannot be pickled.
     """
     try:
-        return serialize.dumps((function, initializer, tuple(initargs)))
+        return serialize.dumps((function, initializer, tuple(initargs), settings or {}))
     except Exception as err:  # noqa: BLE001 - any pickling failure is reported
         raise TargetDefinitionError(
             f"The function {function_name(function)} (or the pool's initializer and its "
@@ -218,19 +293,22 @@ def write_function(path: str, data: bytes) -> None:
 
 
 def make_chunks(function_file: str, name: str, mode: str, items: list[Any], size: int,
-                resources: dict[str, Any]) -> list[Chunk]:
+                resources: dict[str, Any], call: int | None = None,
+                numbered_from: int = 0) -> list[Chunk]:
     """The chunk targets of a call: ``size`` consecutive inputs each, asking
-    for ``resources`` (whose ``time`` and ``timeLimit`` are per input)."""
+    for ``resources`` (whose ``time`` and ``timeLimit`` are per input),
+    numbered from ``numbered_from`` (a tree of several calls numbers all
+    their chunks in one row; ``call`` is the call's position among them)."""
     resources = dict(resources)
     per_input = {key: resources.pop(key) for key in ("time", "timeLimit") if key in resources}
     chunks = []
-    for number, first in enumerate(range(0, len(items), size)):
+    for number, first in enumerate(range(0, len(items), size), numbered_from):
         part = items[first:first + size]
         wanted = dict(resources)
         for key, value in per_input.items():
             seconds = parse_duration(value, key)
             wanted[key] = None if seconds is None else seconds * len(part)
-        chunks.append(Chunk(function_file, name, mode, number, first, part, **wanted))
+        chunks.append(Chunk(function_file, name, mode, number, first, part, call, **wanted))
     return chunks
 
 
@@ -267,35 +345,42 @@ class Reader:
 def decode(stored: tuple[str, Any]) -> tuple[int, list[Any]]:
     """A chunk's stored value: its number and its results."""
     number, results = load_value(stored, "a chunk")
+    if isinstance(results, bytes):  # pickled by the chunk
+        results = serialize.loads(results)
     return int(number), list(results)
 
 
-def collect(paths: TreePaths, name: str, chunk_count: int) -> list[Any]:
-    """The results of a finished call's tree, in input order."""
+def collect(paths: TreePaths, name: str, chunks: range) -> list[Any]:
+    """The results of a finished call (the chunks numbered ``chunks`` of its
+    tree), in input order."""
     from .jobstore import JobStore
 
     store = JobStore.open(paths, readonly=True)
     try:
-        by_number = dict(decode(stored) for _, stored in
-                         store.returned_by_class(CHUNK_CLASS))
+        by_number = {}
+        for _, stored in store.returned_by_class(CHUNK_CLASS):
+            number, results = decode(stored)
+            if number in chunks:
+                by_number[number] = results
     finally:
         store.close()
-    missing = [n for n in range(chunk_count) if n not in by_number]
+    missing = [n for n in chunks if n not in by_number]
     if missing:
         raise PoolError(
             f"The tree {paths.root} of {name} finished, but it holds no results for "
-            f"{len(missing)} of its {chunk_count} chunks (the first is chunk "
+            f"{len(missing)} of its {len(chunks)} chunks (the first is chunk "
             f"{missing[0]}). The tree was changed outside jobtree; remove it with "
             f"jobTreeClean --jobTree {paths.root} and make the call again.", paths.root)
-    return list(itertools.chain.from_iterable(by_number[n] for n in range(chunk_count)))
+    return list(itertools.chain.from_iterable(by_number[n] for n in chunks))
 
 
 _INPUT = re.compile(r"input #(\d+) \((.*)\) raised (.*)", re.DOTALL)
-_TRACE_MARK = "\n\nRemote traceback:\n"
+_CALL = re.compile(r" #(\d+): inputs? \d+(?:-\d+)?$")
 
 
-def failure(paths: TreePaths, name: str) -> PoolError:
-    """The error of a call whose tree has targets that failed for good."""
+def failure(paths: TreePaths, name: str, call: int | None = None) -> PoolError:
+    """The error of a call whose tree has targets that failed for good (in a
+    tree of several calls, those of the call at position ``call``)."""
     from .jobstore import JobStore
 
     store = JobStore.open(paths, readonly=True)
@@ -306,11 +391,15 @@ def failure(paths: TreePaths, name: str) -> PoolError:
         store.close()
     failures = []
     for record in records:
+        description = record["description"] or ""
+        owner = _CALL.search(description)
+        if call is not None and (owner is None or int(owner.group(1)) != call):
+            continue
         message = str(record.get("message") or record["reason"])
-        message = message.split(": ", 1)[1] if message.startswith(
-            f"{__name__}.TaskError: ") else message
+        for prefix in (f"{__name__}.TaskError: ", "FunctionError: "):
+            message = message.split(": ", 1)[1] if message.startswith(prefix) else message
         found = _INPUT.match(message)
-        span = re.search(r"inputs? (\d+)(?:-(\d+))?$", record["description"] or "")
+        span = re.search(r"inputs? (\d+)(?:-(\d+))?$", description)
         inputs = (range(int(span.group(1)), int(span.group(2) or span.group(1)) + 1)
                   if span else range(0))
         index = shown = trace = None
@@ -337,7 +426,7 @@ def failure(paths: TreePaths, name: str) -> PoolError:
         more = len(failures) - 1
         others = (f" {more} more {'chunk' if more == 1 else 'chunks'} failed too (inputs {named}"
                   f"{', ...' if len(failures) > 6 else ''}).")
-    trace = f"\n\nRemote traceback:\n{first.traceback}" if first.traceback else ""
+    trace = f"{_TRACE_MARK}{first.traceback}" if first.traceback else ""
     log = f"\nLog: {first.log}" if first.log else ""
     return PoolError(
         f"{name} failed for good after {first.attempts} "
@@ -345,3 +434,29 @@ def failure(paths: TreePaths, name: str) -> PoolError:
         f"{paths.root}: fix the function and make the same call again to continue it "
         f"(finished inputs are not run again); jobTreeStatus --jobTree {paths.root} "
         f"--verbose shows every failure.{trace}{log}", paths.root, failures)
+
+
+def as_raised(error: PoolError, function_file: str) -> BaseException:
+    """What the caller raises for a failed call: the exception the function
+    raised on the first failing input, as itself (as multiprocessing raises
+    it), its ``__cause__`` a ``multiprocessing.pool.RemoteTraceback`` whose
+    text is the PoolError's (the input, the traceback on the worker, the log
+    and the tree; its ``error`` attribute is the PoolError); else (a chunk killed, out of memory or time, or lost; an
+    exception that cannot be pickled) the PoolError itself."""
+    first = next((f for f in error.failures if f.index is not None), None)
+    if first is None or first.index is None:
+        return error
+    try:
+        with open(error_file(function_file, first.index), "rb") as handle:
+            raised = serialize.loads(handle.read())
+    except Exception:  # noqa: BLE001 - not kept, or not readable: the PoolError says it
+        return error
+    if not isinstance(raised, BaseException):
+        return error
+    from multiprocessing.pool import RemoteTraceback
+
+    cause = RemoteTraceback(f"\n{error}")
+    cause.error = error  # type: ignore[attr-defined] # its tree and failures, for a program
+    raised.__cause__ = cause
+    raised.__traceback__ = None
+    return raised

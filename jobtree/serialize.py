@@ -138,6 +138,11 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         if isinstance(obj, io.IOBase) and not isinstance(obj, (io.BytesIO, io.StringIO)) \
                 and obj not in (sys.stdout, sys.stderr):
             _refuse_open_file(obj)
+        if isinstance(obj, types.MethodType) and isinstance(obj.__self__, type) and getattr(
+                obj.__self__, obj.__name__, None) == obj:
+            # a classmethod, by its class and name: the class goes by reference
+            # when it can, so the method's code is imported (not copied)
+            return getattr, (obj.__self__, obj.__name__)
         if isinstance(obj, (type, types.FunctionType)):
             qualname = getattr(obj, "__qualname__", "")
             module = getattr(obj, "__module__", None)

@@ -236,6 +236,12 @@ def close_batches(batches: dict[str, BatchSystem]) -> None:
         batch.close()
 
 
+#: the runs of this process that log now (a Pool runs several masters at
+#: once); the first sets up jobtree's log, the last takes it down
+_logging = threading.Lock()
+_logging_runs: list[Any] = []  # [saved level and propagate, handlers] while any run
+
+
 @contextlib.contextmanager
 def master_logging(config: Config) -> Iterator[Progress]:
     """Sends jobtree's log to stderr (and --logFile) for the length of a run.
@@ -243,7 +249,23 @@ def master_logging(config: Config) -> Iterator[Progress]:
     Yields:
         the run's progress: a line kept up to date on stderr when it is a
         terminal and the log level shows INFO, else a log line now and then.
+        A run while another of this process runs shares the other's log,
+        and its progress is log lines.
     """
+    with _logging:
+        if _logging_runs:
+            _logging_runs[0] += 1
+            shared = True
+        else:
+            shared = False
+    if shared:
+        progress = Progress(sys.stderr, live=False)
+        try:
+            yield progress
+        finally:
+            progress.finish()
+            _leave_logging()
+        return
     log = logging.getLogger("jobtree")
     progress = Progress(sys.stderr, live=is_terminal(sys.stderr)
                         and config.log_level <= logging.INFO)
@@ -262,7 +284,8 @@ def master_logging(config: Config) -> Iterator[Progress]:
                                  f"and that you can write.") from None
     formatter = logging.Formatter("%(asctime)s jobtree %(levelname)s: %(message)s",
                                   "%Y-%m-%d %H:%M:%S")
-    saved = (log.level, log.propagate)
+    with _logging:
+        _logging_runs[:] = [1, (log.level, log.propagate), handlers]
     for handler in handlers:
         handler.setFormatter(formatter)
         log.addHandler(handler)
@@ -272,11 +295,23 @@ def master_logging(config: Config) -> Iterator[Progress]:
         yield progress
     finally:
         progress.finish()
-        for handler in handlers:
-            log.removeHandler(handler)
-            handler.close()
-        log.setLevel(saved[0])
-        log.propagate = saved[1]
+        _leave_logging()
+
+
+def _leave_logging() -> None:
+    """The end of a run's logging: the last run takes jobtree's log down."""
+    with _logging:
+        _logging_runs[0] -= 1
+        if _logging_runs[0] > 0:
+            return
+        _, saved, handlers = _logging_runs
+        _logging_runs.clear()
+    log = logging.getLogger("jobtree")
+    for handler in handlers:
+        log.removeHandler(handler)
+        handler.close()
+    log.setLevel(saved[0])
+    log.propagate = saved[1]
 
 
 @contextlib.contextmanager

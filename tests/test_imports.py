@@ -149,7 +149,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
-                    "pooltree", "poolcall", "pool", "remote", "remotepool"),
+                    "pooltree", "poolcall", "poolserve", "poolecho", "pool", "remote",
+                    "remotepool"),
     # the conformance suite, for jobtree's batch systems and plugins
     "testing": ("testing*",),
     "commands": ("cli*", "scriptTree*", ""),

@@ -44,7 +44,7 @@ import time
 from typing import Any
 
 from .supervise import KILL_GRACE, Stopping, signal_group, stop_all
-from .wire import FRAME
+from .wire import FRAME, PARENT_ARGV
 
 #: seconds between SIGTERM and SIGKILL of children when the server stops
 STOP_GRACE = 5.0
@@ -429,14 +429,18 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # as the children's, whose output goes to logs
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
-    if len(sys.argv) == 3 and not NO_PRELOAD:
-        script, path = sys.argv[1], json.loads(sys.argv[2])
+    own = sys.argv
+    if PARENT_ARGV in os.environ:  # the jobs get the master's, as spawn gives
+        sys.argv = json.loads(os.environ.pop(PARENT_ARGV))
+    if len(own) == 3 and not NO_PRELOAD:
+        script, path = own[1], json.loads(own[2])
         sys.path[:0] = [entry for entry in path if entry not in sys.path]
         _early[script] = import_pipeline(script)
     # what the server imported is shared with every child: keep the children's
     # garbage collector off it, so it is not copied page by page after fork
     gc.freeze()
-    Server(requests, replies).serve()
+    server = Server(requests, replies)  # held: no "unclosed file" warning before the exit
+    server.serve()
     os._exit(0)  # no flush of a pipe whose reader may be gone
 
 

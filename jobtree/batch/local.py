@@ -78,8 +78,10 @@ def prestart_fork_server(script: str | None = None, sys_path: Sequence[str] = ()
 
 
 def _start_server(args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    # the jobs see this process's sys.argv as their own, as multiprocessing's spawn gives
+    env = {**os.environ, wire.PARENT_ARGV: json.dumps(sys.argv)}
     return subprocess.Popen([*_SERVER, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            close_fds=True)
+                            env=env, close_fds=True)
 
 
 def _server_process() -> subprocess.Popen[bytes]:
@@ -139,6 +141,10 @@ class _ForkServer:
             self.process.wait(timeout=KILL_GRACE * 2 + 5)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        # the reader ends with the server's output; then its pipe is closed
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()
 
 
 class SingleMachine(BatchSystem):

@@ -18,6 +18,9 @@ from typing import Any
 
 #: the length prefix of every request sent to the fork server
 FRAME = struct.Struct(">I")
+#: the environment variable that gives the fork server the master's sys.argv
+#: (JSON), which the jobs get as theirs, as multiprocessing's spawn does
+PARENT_ARGV = "JOBTREE_PARENT_ARGV"
 
 
 def frame(request: dict[str, Any]) -> bytes:
