@@ -51,6 +51,9 @@ __all__ = ["Allocation", "NotInAllocationError", "create"]
 _SLICE = 0.02
 #: the variable that chooses ssh over the scheduler's launcher (``ssh``)
 LAUNCHER_VARIABLE = "JOBTREE_ALLOCATION_LAUNCHER"
+#: the variable that, set to ``all``, starts every job through the launcher,
+#: also on the master's node (on Slurm: every target a job step of its own)
+STEPS_VARIABLE = "JOBTREE_ALLOCATION_STEPS"
 #: what a process started on another node is given of the master's environment
 _CARRIED = ("PYTHONPATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX")
 
@@ -166,6 +169,9 @@ class Allocation(BatchSystem):
             launcher, or ssh where that is not on PATH).
         this_host: the node the master runs on (default: found from the
             grant and the host name; None if it is not one of them).
+        launch_all: start every job through the launcher, on the master's
+            node too (on Slurm, every target is then a job step of its own,
+            listed by sacct), instead of as singleMachine does there.
     """
 
     name = "allocation"
@@ -173,10 +179,11 @@ class Allocation(BatchSystem):
     def __init__(self, grant: Grant, max_threads: int | None = None,
                  max_cpus: float | None = None, max_memory: int | None = None, *,
                  workdir: str | None = None, launcher: Launcher | None = None,
-                 this_host: str | None = "") -> None:
+                 this_host: str | None = "", launch_all: bool = False) -> None:
         self.grant = grant
         self._here = _this_host(grant) if this_host == "" else this_host
-        self._launcher = launcher or self._default_launcher(grant.scheduler)
+        self._launcher = launcher or self._default_launcher(grant.scheduler, {})
+        self._launch_all = launch_all
         self._workdir = workdir
         self._slots: dict[str, _Slots] = {}
         for node in grant.nodes:
@@ -195,9 +202,9 @@ class Allocation(BatchSystem):
         here = self._slots.get(self._here) if self._here is not None else None
         self._local = (SingleMachine(max_threads=self._max_threads, max_cpus=here.total_cores,
                                      max_memory=here.total_memory)
-                       if here is not None else None)
+                       if here is not None and not launch_all else None)
         # one node, the master's: job inputs are handed over in memory as on singleMachine
-        self.local = len(self._slots) == 1 and here is not None
+        self.local = len(self._slots) == 1 and here is not None and not launch_all
         self.takes_input = self.local and self._local is not None and self._local.takes_input
         self._jobs: dict[BatchJobId, _Job] = {}
         self._waiting: collections.OrderedDict[BatchJobId, _Job] = collections.OrderedDict()
@@ -207,15 +214,15 @@ class Allocation(BatchSystem):
         self._stopping = Stopping(KILL_GRACE)
         self._preexec = _die_with_parent()
         self._counter = 0
-        logger.info("allocation: %s; the master runs on %s; other nodes are reached "
-                    "with %s", grant.describe(), self._here or "none of its nodes",
-                    LAUNCHER_COMMANDS[self._launcher])
 
     @staticmethod
-    def _default_launcher(scheduler: Launcher) -> Launcher:
-        if os.environ.get(LAUNCHER_VARIABLE, "").lower() == "ssh":
+    def _default_launcher(scheduler: Launcher, environ: Mapping[str, str]) -> Launcher:
+        """The scheduler's launcher; ssh if asked for, or if that is not on PATH."""
+        if environ.get(LAUNCHER_VARIABLE, "").lower() == "ssh":
             return Launcher.SSH
         if shutil.which(LAUNCHER_COMMANDS[scheduler]) is None:
+            logger.warning("%s is not on PATH: the allocation's other nodes are reached "
+                           "with ssh", LAUNCHER_COMMANDS[scheduler])
             return Launcher.SSH
         return scheduler
 
@@ -230,6 +237,11 @@ class Allocation(BatchSystem):
         return self._max_threads * 2
 
     def issue(self, spec: JobSpec) -> BatchJobId:
+        if not self._counter:
+            logger.info("allocation: %s; the master runs on %s; %s starts work on %s",
+                        self.grant.describe(), self._here or "none of its nodes",
+                        LAUNCHER_COMMANDS[self._launcher],
+                        "every node" if self._launch_all else "the other nodes")
         self._counter += 1
         batch_id = BatchJobId(f"alloc-{os.getpid()}-{self._counter}")
         job = _Job(spec, cpu=float(spec.resources.cpu or 1),
@@ -293,7 +305,7 @@ class Allocation(BatchSystem):
             self._by_local[job.local_id] = batch_id
             return
         environ = self._mpi_environ(batch_id, job) if mpi else {}
-        if job.hosts[0] == self._here:
+        if job.hosts[0] == self._here and not self._launch_all:
             argv = list(spec.argv)
             env = dict(os.environ, **environ, JOBTREE_MASTER_PID=str(os.getpid()))
         else:
@@ -480,8 +492,11 @@ def create(max_threads: int | None = None, max_cpus: float | None = None,
         NotInAllocationError: this process runs in no allocation.
         GrantError: the scheduler's description of it cannot be read.
     """
-    grant = read_grant(os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    grant = read_grant(environ)
     if grant is None:
         raise _not_in_allocation()
-    return Allocation(grant, max_threads, max_cpus, max_memory, workdir=workdir)
+    return Allocation(grant, max_threads, max_cpus, max_memory, workdir=workdir,
+                      launcher=Allocation._default_launcher(grant.scheduler, environ),
+                      launch_all=environ.get(STEPS_VARIABLE, "").lower() == "all")
 
