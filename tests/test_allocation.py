@@ -374,3 +374,30 @@ def test_an_mpi4py_target_runs_with_mpirun(monkeypatch: pytest.MonkeyPatch,
         assert sorted(Path(out).read_text().splitlines()) == ["0 2", "1 2"]
     finally:
         batch.close()
+
+
+def test_the_sort_in_a_faked_allocation_and_jobtreekill_outside_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The sort example, end to end through the master, in a (faked) 2-core
+    Slurm allocation of this machine; then jobTreeKill, run outside any
+    allocation, finds no scheduler job to cancel instead of failing."""
+    contents, chunk = SORT_CASES["10KB-deep-tree"]
+    to_sort = tmp_path / "input.txt"
+    to_sort.write_bytes(contents)
+    expected = sorted_lines(to_sort)
+    fake_allocation_here(monkeypatch, cores=2)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    tree = tmp_path / "jt"
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "sort.py"), "--fileToSort",
+                           str(to_sort), "--N", str(chunk), "--jobTree", str(tree),
+                           "--batchSystem", "allocation"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert to_sort.read_bytes().splitlines(keepends=True) == expected
+    for name in ("SLURM_JOB_NODELIST", "SLURMD_NODENAME", "SLURM_JOB_CPUS_PER_NODE",
+                 "SLURM_CPUS_ON_NODE", "SLURM_JOB_ID"):
+        monkeypatch.delenv(name)
+    killed = subprocess.run([sys.executable, "-m", "jobtree.cli.kill", "--jobTree", str(tree)],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "Traceback" not in killed.stderr and "salloc" not in killed.stderr, killed.stderr
+    assert killed.returncode == 0, (killed.stdout, killed.stderr)
