@@ -314,12 +314,14 @@ def test_an_mpi_step_inside_an_sbatch_allocation(tmp_path: Path) -> None:
     out, result = tmp_path / "slurm.out", tmp_path / "ranks.txt"
     pipeline = tmp_path / "mpi.py"
     pipeline.write_text(textwrap.dedent("""\
+        import argparse
         import sys
         from jobtree import Stack
         from jobtree.target import CommandTarget
 
         if __name__ == "__main__":
-            parser = Stack.getDefaultArgumentParser()
+            parser = argparse.ArgumentParser()
+            Stack.addJobTreeOptions(parser)
             options = parser.parse_args()
             root = CommandTarget(COMMAND, processes=2, cpu=1, memory="256M")
             sys.exit(Stack(root).startJobTree(options))

@@ -24,6 +24,7 @@ import ctypes
 import dataclasses
 import logging
 import os
+import pickle
 import queue
 import shlex
 import shutil
@@ -35,6 +36,7 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
+from ..paths import TreePaths, write_atomic
 from ..resources import Resources, format_bytes
 from .base import (EXIT_MEMORY, BatchJobId, BatchSystem, ExitReason, JobSpec, Update,
                    over_time_limit)
@@ -138,6 +140,7 @@ class _Job:
     started: float = 0.0
     killed: bool = False
     over_limit: bool = False
+    input_file: str | None = None  # the job input file written for it, removed at its end
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -305,17 +308,25 @@ class Allocation(BatchSystem):
             self._by_local[job.local_id] = batch_id
             return
         environ = self._mpi_environ(batch_id, job) if mpi else {}
+        if spec.worker is not None and spec.job is not None:
+            # handed over in memory, but this worker runs outside the fork server
+            job.input_file = TreePaths(spec.worker.tree).job_input(spec.worker.job)
+            write_atomic(job.input_file, pickle.dumps(spec.job, 5), sync=False)
         if job.hosts[0] == self._here and not self._launch_all:
             argv = list(spec.argv)
             env = dict(os.environ, **environ, JOBTREE_MASTER_PID=str(os.getpid()))
         else:
             carried = {k: os.environ[k] for k in _CARRIED if os.environ.get(k)}
+            # memory is said to srun only where Slurm counts it
+            memory = job.memory if self._slots[job.hosts[0]].node.memory is not None else None
             argv = launch_argv(self._launcher, job.hosts[0], spec.argv,
-                               cores=int(-(-job.cpu // 1)),
-                               memory=job.memory if self._slots[job.hosts[0]].node.memory
-                               is not None else None,
+                               cores=int(-(-job.cpu // 1)), memory=memory,
                                name=spec.name, environ={**carried, **environ})
             env = dict(os.environ, **environ)
+            if self._launcher is Launcher.SLURM and memory is not None:
+                # the step's --mem, not the job's, holds for it
+                for name in ("SLURM_MEM_PER_CPU", "SLURM_MEM_PER_GPU", "SLURM_MEM_PER_NODE"):
+                    env.pop(name, None)
         self._popen(batch_id, job, argv, env)
 
     def _mpi_environ(self, batch_id: BatchJobId, job: _Job) -> dict[str, str]:
@@ -444,6 +455,11 @@ class Allocation(BatchSystem):
             return None
         if job.process is not None:
             self._stopping.forget(job.process.pid)
+        if job.input_file is not None:
+            try:
+                os.unlink(job.input_file)
+            except OSError:
+                pass
         self._release(batch_id)
         message = None
         if code == 0:
