@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import require_scheduler
@@ -28,7 +30,8 @@ from jobtree.resources import Resources
 from jobtree.batch.hosts import (Grant, GrantError, Launcher, Node, expand_counts,
                                  expand_hostlist, launch_argv, machinefile, mpi_prefix,
                                  read_grant)
-from jobtree.testing import QUICK, Jobs, collect
+from jobtree.testing import QUICK, Jobs, collect, targets
+from jobtree.testing.harness import wait_for_record
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 ** 2
@@ -403,3 +406,71 @@ def test_the_sort_in_a_faked_allocation_and_jobtreekill_outside_it(
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "Traceback" not in killed.stderr and "salloc" not in killed.stderr, killed.stderr
     assert killed.returncode == 0, (killed.stdout, killed.stderr)
+
+
+# ------------------------- another node, reached through a fake launcher
+FAKE_SRUN = """#!/bin/sh
+# a stand-in for srun: records its command line, then runs the command here
+echo "$@" >> "$FAKE_SRUN_LOG"
+while [ "$1" != "--" ]; do shift; done
+shift
+exec "$@"
+"""
+
+
+@pytest.fixture
+def two_nodes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[allocation.Allocation]:
+    """An allocation of 1 core on the master's node ("here") and 1 on "n2",
+    which a fake srun reaches (it runs the command on this machine)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(FAKE_SRUN)
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SRUN_LOG", str(tmp_path / "srun.log"))
+    grant = Grant(Launcher.SLURM, "5", (Node("here", 1, GIB), Node("n2", 1, GIB)), "here")
+    batch = allocation.Allocation(grant, workdir=str(tmp_path / "batch"))
+    yield batch
+    batch.close()
+
+
+def test_work_goes_to_the_other_node_through_the_launcher(two_nodes: allocation.Allocation,
+                                                          tmp_path: Path) -> None:
+    batch = two_nodes
+    assert not batch.local and not batch.takes_input  # the master writes job inputs
+    jobs = Jobs(tmp_path)
+    records = [jobs.path(f"stamp{i}.json") for i in range(3)]
+    specs = [jobs.script("stamp", r, "0.3", cpu=1, memory=GIB // 2) for r in records]
+    worker = jobs.worker(targets.say, "on n2", memory=GIB // 2)
+    ids = [batch.issue(s) for s in specs] + [batch.issue(worker)]
+    updates = collect(batch, ids, QUICK * 4)
+    assert {u.reason for u in updates.values()} == {ExitReason.FINISHED}, updates
+    assert jobs.result(worker) is not None
+    launched = (tmp_path / "srun.log").read_text().splitlines()
+    assert launched and all(" -w n2 --exact " in line and "--mem=512M" in line
+                            and "--cpus-per-task=1" in line for line in launched), launched
+    assert len(launched) < 4  # the master's node ran its share itself
+    stamps = _stamps(records)
+    # one core on each node: at most two of the three at once
+    assert not (_overlap(stamps[0], stamps[1]) and _overlap(stamps[1], stamps[2])
+                and _overlap(stamps[0], stamps[2])), stamps
+
+
+def test_a_job_on_the_other_node_is_killed_and_timed(two_nodes: allocation.Allocation,
+                                                     tmp_path: Path) -> None:
+    batch = two_nodes
+    jobs = Jobs(tmp_path)
+    hold = jobs.script("sleep", jobs.path("hold.json"), "60", cpu=1)
+    far = jobs.script("sleep", jobs.path("far.json"), "60", cpu=1)
+    limited = jobs.script("sleep", jobs.path("limited.json"), "60", cpu=1, time_limit=0.5)
+    hold_id, far_id = batch.issue(hold), batch.issue(far)
+    wait_for_record(far, jobs.path("far.json"), QUICK)
+    assert "n2" in (tmp_path / "srun.log").read_text()
+    batch.kill([far_id])
+    assert collect(batch, [far_id], QUICK, check_issued=False)[far_id].reason is \
+        ExitReason.KILLED
+    limited_id = batch.issue(limited)  # goes to n2, now free again
+    update = collect(batch, [limited_id], QUICK * 2, check_issued=False)[limited_id]
+    assert update.reason is ExitReason.TIMEOUT and "timeLimit" in (update.message or "")
+    batch.kill([hold_id])
+    collect(batch, [hold_id], QUICK, check_issued=False)
