@@ -474,3 +474,12 @@ def test_a_job_on_the_other_node_is_killed_and_timed(two_nodes: allocation.Alloc
     assert update.reason is ExitReason.TIMEOUT and "timeLimit" in (update.message or "")
     batch.kill([hold_id])
     collect(batch, [hold_id], QUICK, check_issued=False)
+
+
+def test_ssh_is_the_fallback_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    grant = Grant(Launcher.PBS, None, (Node("a", 2), Node("b", 2)))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert allocation.choose_launcher(grant, {}, False) is Launcher.SSH
+    grant = dataclasses.replace(grant, scheduler=Launcher.SLURM)
+    assert allocation.choose_launcher(
+        grant, {"JOBTREE_ALLOCATION_LAUNCHER": "ssh"}, False) is Launcher.SSH

@@ -47,7 +47,7 @@ from .supervise import KILL_GRACE, Stopping, stop_all
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Allocation", "NotInAllocationError", "create"]
+__all__ = ["Allocation", "NotInAllocationError", "choose_launcher", "create"]
 
 #: longest wait for a launched job's end while the master's node has jobs too
 _SLICE = 0.02
@@ -185,7 +185,7 @@ class Allocation(BatchSystem):
                  this_host: str | None = "", launch_all: bool = False) -> None:
         self.grant = grant
         self._here = _this_host(grant) if this_host == "" else this_host
-        self._launcher = launcher or self._default_launcher(grant.scheduler, {})
+        self._launcher = launcher or choose_launcher(grant, {}, launch_all)
         self._launch_all = launch_all
         self._workdir = workdir
         self._slots: dict[str, _Slots] = {}
@@ -217,17 +217,6 @@ class Allocation(BatchSystem):
         self._stopping = Stopping(KILL_GRACE)
         self._preexec = _die_with_parent()
         self._counter = 0
-
-    @staticmethod
-    def _default_launcher(scheduler: Launcher, environ: Mapping[str, str]) -> Launcher:
-        """The scheduler's launcher; ssh if asked for, or if that is not on PATH."""
-        if environ.get(LAUNCHER_VARIABLE, "").lower() == "ssh":
-            return Launcher.SSH
-        if shutil.which(LAUNCHER_COMMANDS[scheduler]) is None:
-            logger.warning("%s is not on PATH: the allocation's other nodes are reached "
-                           "with ssh", LAUNCHER_COMMANDS[scheduler])
-            return Launcher.SSH
-        return scheduler
 
     # ---------------------------------------------------------- the contract
     def limits(self) -> Resources:
@@ -499,6 +488,20 @@ class Allocation(BatchSystem):
         stop_all(pids, lambda: time.sleep(0.05), KILL_GRACE)
 
 
+def choose_launcher(grant: Grant, environ: Mapping[str, str], launch_all: bool) -> Launcher:
+    """The scheduler's launcher; ssh if ``environ`` asks for it, or if the
+    launcher is not on PATH (a warning says so when it would be used)."""
+    if environ.get(LAUNCHER_VARIABLE, "").lower() == "ssh":
+        return Launcher.SSH
+    command = LAUNCHER_COMMANDS[grant.scheduler]
+    if shutil.which(command) is None:
+        if len(grant.nodes) > 1 or launch_all:
+            logger.warning("%s is not on PATH: the allocation's other nodes are reached "
+                           "with ssh", command)
+        return Launcher.SSH
+    return grant.scheduler
+
+
 def create(max_threads: int | None = None, max_cpus: float | None = None,
            max_memory: int | None = None, *, workdir: str | None = None,
            environ: Mapping[str, str] | None = None) -> Allocation:
@@ -512,7 +515,8 @@ def create(max_threads: int | None = None, max_cpus: float | None = None,
     grant = read_grant(environ)
     if grant is None:
         raise _not_in_allocation()
+    launch_all = environ.get(STEPS_VARIABLE, "").lower() == "all"
     return Allocation(grant, max_threads, max_cpus, max_memory, workdir=workdir,
-                      launcher=Allocation._default_launcher(grant.scheduler, environ),
-                      launch_all=environ.get(STEPS_VARIABLE, "").lower() == "all")
+                      launcher=choose_launcher(grant, environ, launch_all),
+                      launch_all=launch_all)
 
