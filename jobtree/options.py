@@ -138,7 +138,8 @@ OPTIONS: tuple[Option, ...] = (
            "(default: %(default)s).", metavar="DIR"),
     Option("batchSystem", _text, "singleMachine",
            "Where targets run: singleMachine (this machine), slurm, gridEngine, "
-           "torque (pbs), pbspro or lsf (default: %(default)s). A tree may move to "
+           "torque (pbs), pbspro, lsf, drmaa, or allocation (the nodes of the "
+           "salloc/sbatch/qsub/bsub job this runs in) (default: %(default)s). A tree may move to "
            "another one when it is continued.", metavar="NAME"),
     Option("clusterConfig", _path, None,
            "The cluster config file (INI) with defaults for the scheduler: queue, "

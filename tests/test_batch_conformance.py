@@ -12,6 +12,7 @@ server dying) is named ``test_single_machine_*``.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -27,8 +28,24 @@ from jobtree.testing.harness import Jobs, assert_gone, assert_quiet, log_of, wai
 
 TESTS = Path(__file__).resolve().parent
 FAKES = TESTS / "fakes"
+
+
+def fake_allocation_here(monkeypatch: pytest.MonkeyPatch, cores: int = 2) -> None:
+    """Makes this process (and what it starts) look like one inside a Slurm
+    allocation of ``cores`` cores of this machine, as Slurm describes one. On
+    one node the launcher is not used, so --batchSystem allocation is then
+    tested for real: its slot accounting and the fork server."""
+    host = socket.gethostname()
+    for name, value in {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": host,
+                        "SLURMD_NODENAME": host, "SLURM_JOB_CPUS_PER_NODE": str(cores),
+                        "SLURM_CPUS_ON_NODE": str(cores)}.items():
+        monkeypatch.setenv(name, value)
+
+
 CASES = [
     BatchCase("singleMachine", by_name("singleMachine"), single_machine.KILL_GRACE),
+    # inside a (faked) Slurm allocation of 2 cores of this machine
+    BatchCase("allocation", by_name("allocation"), single_machine.KILL_GRACE),
     BatchCase("slurm", by_name("slurm"), runner.KILL_GRACE + 2, latency=10,
               directives=("#SBATCH --cpus-per-task=2", "#SBATCH --mem=512M",
                           "#SBATCH --time=")),
@@ -58,6 +75,8 @@ def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         state = tmp_path_factory.mktemp(f"fake-{case.name}")
         monkeypatch.setenv("FAKE_PBS_DIR", str(state))
         monkeypatch.setenv("FAKE_LSF_DIR", str(state))
+    if case.name == "allocation":
+        fake_allocation_here(monkeypatch)
     require_scheduler(case.name)
     return case
 

@@ -144,7 +144,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "batch": ("batch", "batch.base", "batch.settings", "batch.commands", "batch.adapter",
               "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
               "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
-              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch"),
+              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch",
+              "batch.hosts", "batch.allocation"),
     "targets": ("promise", "target"),
     # what runs a target, on the node
     "job side": ("worker", "batch.forkserver", "batch.runner"),

@@ -1,6 +1,7 @@
 """Batch systems: the contract, and creating one by its --batchSystem name.
 
-Besides singleMachine, the cluster adapters (:data:`CLUSTERS`) and DRMAA, a
+Besides singleMachine, the cluster adapters (:data:`CLUSTERS`), DRMAA and
+allocation (the nodes of the allocation the master runs in), a
 batch system may come from another package: a class implementing
 :class:`~jobtree.batch.base.BatchSystem`, registered under the entry-point
 group ``jobtree.batch_systems`` (see docs/plugins.md). Entry points are read
@@ -39,7 +40,8 @@ _ALIASES = {"singlemachine": "singleMachine", "local": "singleMachine",
             "slurm": "slurm", "gridengine": "gridEngine", "sge": "gridEngine",
             "ge": "gridEngine", "uge": "gridEngine", "oge": "gridEngine",
             "pbs": "torque", "torque": "torque", "pbstorque": "torque",
-            "pbspro": "pbspro", "openpbs": "pbspro", "lsf": "lsf", "drmaa": "drmaa"}
+            "pbspro": "pbspro", "openpbs": "pbspro", "lsf": "lsf", "drmaa": "drmaa",
+            "allocation": "allocation", "alloc": "allocation"}
 
 
 def plugins() -> dict[str, metadata.EntryPoint]:
@@ -59,7 +61,7 @@ def _key(name: str) -> str:
 
 def known_names() -> list[str]:
     """The names --batchSystem accepts."""
-    return ["singleMachine", *CLUSTERS, "drmaa", *sorted(plugins())]
+    return ["singleMachine", *CLUSTERS, "drmaa", "allocation", *sorted(plugins())]
 
 
 def canonical_name(name: str) -> str:
@@ -107,6 +109,10 @@ def create(name: str, max_threads: int | None = None, max_cpus: float | None = N
         from .local import SingleMachine
 
         return SingleMachine(max_threads=max_threads, max_cpus=max_cpus, max_memory=max_memory)
+    if canonical == "allocation":
+        from . import allocation
+
+        return allocation.create(max_threads, max_cpus, max_memory, workdir=workdir)
     if canonical not in CLUSTERS and canonical != "drmaa":
         return _plugin(canonical, max_threads, max_cpus, max_memory, options=options,
                        workdir=workdir, tree_id=tree_id)

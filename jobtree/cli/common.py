@@ -159,8 +159,8 @@ def cancel_scheduler_jobs(paths: TreePaths) -> list[str]:
     said = []
     for role, key in (("main", "batchSystem"), ("big", "bigBatchSystem")):
         name = options.get(key)
-        if not name or batch_systems.canonical_name(name) == "singleMachine":
-            continue
+        if not name or batch_systems.canonical_name(name) in ("singleMachine", "allocation"):
+            continue  # their jobs end with their master: the scheduler holds none
         system = batch_systems.create(
             name, options=argparse.Namespace(**options),
             workdir=tree.batch_workdir(paths, role, name), tree_id=meta.get("tree_id"))
