@@ -6,7 +6,8 @@ must fit in. The master and the start of a tree (for its root) both use it.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable, Mapping
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
 from .resources import Resources, call_request
@@ -135,3 +136,45 @@ def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool,
     if granted is not None:
         request = granted(request)
     return asked_json(request, hard_limit or request.time_limit is not None)
+
+
+def worker_config(meta: Mapping[str, Any], config: Config,
+                  batches: Mapping[str, BatchSystem], defaults: Resources) -> dict[str, Any]:
+    """What every worker of the tree reads first (the tree's ``config`` file,
+    which the master writes when it starts): the environment to run in, the
+    defaults and limits a target's resources and its children are checked
+    against, chaining and statistics, and what a warm fork server preloads.
+
+    Args:
+        meta: the tree's stored meta values.
+        config: this run's options.
+        batches: the batch systems by role.
+        defaults: the tree's default resources.
+    """
+    limits = largest_limits(batches)
+    return {
+        "tree_id": meta["tree_id"], "environ": meta["environ"],
+        "sys_path": meta["sys_path"], "cwd": meta["cwd"],
+        "defaults": defaults.to_dict(),
+        "limits": {"cpu": limits.cpu, "memory": limits.memory},
+        "job_time": config.jobTime, "stats": config.stats,
+        # a result that reaches the master through another machine's file
+        # system is synced; on this machine a torn result after a crash is
+        # detected (it does not unpickle) and its job simply runs again
+        "sync_results": not all(b.local for b in batches.values()),
+        "log_level": logging.DEBUG if config.logLevel == "DEBUG" else logging.INFO,
+        # what a warm fork server imports once for all its workers
+        "preload": meta.get("script"),
+        "preload_modules": _preload_modules(meta),
+    }
+
+
+def _preload_modules(meta: Mapping[str, Any]) -> list[str]:
+    """Modules a warm fork server imports besides the script: for a Pool's
+    tree, that of its chunks and that of its function (a notebook's pool
+    has no script to import them with)."""
+    call = meta.get("pool")
+    if not isinstance(call, dict):
+        return []
+    module = call.get("module")
+    return ["jobtree.pooltree"] + ([str(module)] if module else [])
