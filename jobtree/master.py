@@ -282,9 +282,11 @@ class Master:
         memory or time), where it goes, what the index keeps of it, and why it
         cannot run (its request function failed), if so."""
         own = row.resources().with_defaults(self.defaults)
+        failure = self.store.last_failure(row.id) if row.attempt else None
+        pinned = row.pinned_fields(failure[0] if failure else None)  # jobTreeRun --set's
         try:
-            return (*place_try(self.config, self.batches, own, self.store.last_failure(row.id)
-                               if row.attempt else None, row.attempt + 1), None)
+            return (*place_try(self.config, self.batches, own, failure, row.attempt + 1,
+                               pinned), None)
         except ResourceError as err:
             return own, route(self.config, own, self.batches), None, str(err)
 

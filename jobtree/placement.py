@@ -79,11 +79,15 @@ def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
 
 def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources,
               failure: tuple[int, str, str | None] | None,
-              attempt: int) -> tuple[Resources, str, str | None]:
+              attempt: int, pinned: frozenset[str] = frozenset()
+              ) -> tuple[Resources, str, str | None]:
     """What try number ``attempt`` of a job asks (:func:`try_request`), the
     role of the batch system it goes to, and what ``jobs.asked`` keeps. Memory
     grown past what that batch system gives is cut to it (a target that asked
-    more than that itself still fails as too big).
+    more than that itself still fails as too big). The ``pinned`` fields
+    (those ``jobTreeRun --set`` changed since the last failed try) are asked
+    as ``own`` has them: the user's value wins over growth and over the
+    target's ``request`` function.
 
     Raises:
         ResourceError: the target's request function failed.
@@ -91,6 +95,8 @@ def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources
     if failure is None and (own.request_fn is None or attempt <= 1):
         return own, route(config, own, batches), None  # a first try asks its own request
     request, _ = try_request(own, failure, retry_caps(config, batches), attempt)
+    if pinned:
+        request = dataclasses.replace(request, **{f: getattr(own, f) for f in pinned})
     role = route(config, request, batches)
     most = batches[role].limits().memory
     if most is not None and request.memory is not None and request.memory > most >= (
