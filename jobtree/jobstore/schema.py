@@ -26,7 +26,11 @@ FORMAT_VERSION = 7
 #: (0 for the jobs of an older index), jobs.pinned, and jobs_state now orders
 #: each state's jobs by priority, so the master reads the ready ones in order
 
-SCHEMA = """
+#: the index of jobs by state, by priority in each (format 7; before it, by
+#: state alone): made with a new index, and again when an older one is upgraded
+JOBS_STATE = "CREATE INDEX jobs_state ON jobs(state, priority DESC)"
+
+SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
@@ -51,6 +55,7 @@ CREATE TABLE jobs (
     priority INTEGER NOT NULL DEFAULT 0,
     pinned TEXT
 );
+{JOBS_STATE};
 CREATE TABLE failures (
     job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
     reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
@@ -73,10 +78,6 @@ CREATE TABLE IF NOT EXISTS promised (token TEXT PRIMARY KEY, job INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS promised_job ON promised(job);
 """
 SCHEMA += SCHEMA_4
-#: the index of jobs by state, by priority in each (format 7; before it, by
-#: state alone); made with a new index, and again when an older one is upgraded
-JOBS_STATE = "CREATE INDEX jobs_state ON jobs(state, priority DESC)"
-SCHEMA += JOBS_STATE + ";\n"
 
 #: the columns added since format 1, by the format that added them
 _ADDED = (("jobs", "extra", "TEXT"),  # format 2
