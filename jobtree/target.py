@@ -302,7 +302,7 @@ class Target:
         # what this try asks: grown after a try that ran out, or as jobTreeRun --set made it
         return dataclasses.replace(effective, **{
             name: getattr(granted, name) for name in ("cpu", "memory", "time", "disk")
-            if getattr(granted, name) is not None})
+            if getattr(granted, name) not in (None, getattr(effective, name))})
 
     def _jt_place(self, how: str) -> tuple[str, int, str]:
         """Where a target added to this one is: (how, this one's id, its class);

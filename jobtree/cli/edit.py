@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import BadOptionError, JobTreeError
 from ..paths import TreePaths
 from ..resources import Resources, parse_priority
-from . import query
-from .common import open_tree, plural
+from .common import plural
 
 if TYPE_CHECKING:
     from ..master import Master
@@ -134,6 +133,9 @@ def matching(paths: TreePaths, edit: Edit) -> list[int]:
     Raises:
         BadOptionError: the condition is not valid, or ran over its time.
     """
+    from . import query  # only for an edit: jobTreeRun's own imports stay few
+    from .common import open_tree
+
     index = open_tree(paths)
     try:
         return [t.id for t in query.targets(index, select=edit.select, timeout=edit.timeout)]
