@@ -56,18 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds --select, --set and --selectTimeout to jobTreeRun's parser."""
     parser.add_argument(
         "--select", metavar="CONDITION",
-        help="with --set: the targets to change, as an SQL condition over the columns of "
+        help="With --set: the targets to change, as an SQL condition over the columns of "
              "jobTreeStatus --select (e.g. \"class LIKE '%%Align%%' AND state = 'failed'\"; "
              "'true' for every target that may still run)")
     parser.add_argument(
         "--set", metavar="KEY=VALUE", action="append", default=[], dest="set_values",
-        help=f"changes what the --select targets that may still run ask for, before the "
+        help=f"Changes what the --select targets that may still run ask for, before the "
              f"tree continues; repeat it for several keys: {', '.join(SETTABLE)} (VALUE "
              f"'{DEFAULT}' puts it back to the tree's default). Their next try asks this, "
              f"even after one that ran out of memory or time")
     parser.add_argument(
         "--selectTimeout", metavar="SECONDS", type=float, default=60.0,
-        help="stop a --select condition that runs longer than this (0: no limit; default 60)")
+        help="Stop a --select condition that runs longer than this (0: no limit; default 60)")
 
 
 def parse(options: argparse.Namespace) -> Edit | None:
