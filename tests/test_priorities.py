@@ -126,10 +126,15 @@ def test_a_format_6_index_is_upgraded_with_priority_0(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------- --set
-def test_set_changes_what_the_next_try_asks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("system", ["singleMachine", "slurm"])
+def test_set_changes_what_the_next_try_asks(tmp_path: Path, system: str) -> None:
+    if system != "singleMachine":
+        require_scheduler(system)
     out, gate, tree = tmp_path / "given.txt", tmp_path / "gate", str(tmp_path / "tree")
     failed = run_script("priorities.py", "--mode", "given", "--out", str(out), "--gate",
-                        str(gate), "--jobTree", tree, "--retryCount", "0", "--logLevel", "ERROR")
+                        str(gate), "--jobTree", tree, "--retryCount", "0", "--logLevel", "ERROR",
+                        "--batchSystem", system,
+                        "--clusterConfig", str(quick_cluster_config(tmp_path)))
     assert failed.returncode == 1, failed.stderr
     assert out.read_text().split() == ["leaf", str(100 * MIB), "10", "1", "0"]
     gate.touch()

@@ -229,7 +229,7 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
 
 def job_columns(db: sqlite3.Connection) -> str:
     """The select list of a JobRow; an older index read as it is (read-only)
-    gives NULL for the columns it does not have yet."""
+    gives NULL (priority: 0) for the columns it does not have yet."""
     names = _columns(db, "jobs")
     return ", ".join(c if c in names else f"{_MISSING.get(c, 'NULL')} AS {c}"
                      for c in COLUMNS)
