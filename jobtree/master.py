@@ -21,8 +21,8 @@ from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
 from .paths import local_temp_root, write_atomic
-from .placement import (default_resources, failed_try_asked, largest_limits, place_try,
-                        route, too_big)
+from .placement import (default_resources, failed_try_asked, place_try, route, too_big,
+                        worker_config)
 from .progress import Progress
 from .report import failure_report
 from .resources import Resources, format_duration
@@ -169,7 +169,8 @@ class Master:
     def recover(self) -> None:
         """Makes the tree consistent after whatever happened to the last master."""
         remove(self.paths.kill_request)  # meant for a master that is gone
-        self._write_worker_config()
+        write_atomic(self.paths.config, json.dumps(worker_config(
+            self.meta, self.config, self.batches, self.defaults)).encode())
         leftovers = self._ingest_result_files()
         adopted = self._adopt()
         with self.store.transaction():
@@ -202,35 +203,6 @@ class Master:
         if adopted:
             logger.info("adopted %d targets still running from the last master", len(adopted))
         return adopted
-
-    def _write_worker_config(self) -> None:
-        limits = largest_limits(self.batches)
-        config = {
-            "tree_id": self.meta["tree_id"], "environ": self.meta["environ"],
-            "sys_path": self.meta["sys_path"], "cwd": self.meta["cwd"],
-            "defaults": self.defaults.to_dict(),
-            "limits": {"cpu": limits.cpu, "memory": limits.memory},
-            "job_time": self.config.jobTime, "stats": self.config.stats,
-            # a result that reaches the master through another machine's file
-            # system is synced; on this machine a torn result after a crash is
-            # detected (it does not unpickle) and its job simply runs again
-            "sync_results": not all(b.local for b in self.batches.values()),
-            "log_level": logging.DEBUG if self.config.logLevel == "DEBUG" else logging.INFO,
-            # what a warm fork server imports once for all its workers
-            "preload": self.meta.get("script"),
-            "preload_modules": self._preload_modules(),
-        }
-        write_atomic(self.paths.config, json.dumps(config).encode())
-
-    def _preload_modules(self) -> list[str]:
-        """Modules a warm fork server imports besides the script: for a Pool's
-        tree, that of its chunks and that of its function (a notebook's pool
-        has no script to import them with)."""
-        call = self.meta.get("pool")
-        if not isinstance(call, dict):
-            return []
-        module = call.get("module")
-        return ["jobtree.pooltree"] + ([str(module)] if module else [])
 
     def _ingest_result_files(self) -> int:
         ingested = 0
@@ -310,9 +282,11 @@ class Master:
         memory or time), where it goes, what the index keeps of it, and why it
         cannot run (its request function failed), if so."""
         own = row.resources().with_defaults(self.defaults)
+        failure = self.store.last_failure(row.id) if row.attempt else None
+        pinned = row.pinned_fields(failure[0] if failure else None)  # jobTreeRun --set's
         try:
-            return (*place_try(self.config, self.batches, own, self.store.last_failure(row.id)
-                               if row.attempt else None, row.attempt + 1), None)
+            return (*place_try(self.config, self.batches, own, failure, row.attempt + 1,
+                               pinned), None)
         except ResourceError as err:
             return own, route(self.config, own, self.batches), None, str(err)
 

@@ -6,7 +6,8 @@ must fit in. The master and the start of a tree (for its root) both use it.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Callable, Mapping
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .escalation import Caps, LastTry, asked_json, from_json, last_try, next_request, raised_json
 from .resources import Resources, call_request
@@ -78,11 +79,15 @@ def retry_caps(config: Config, batches: Mapping[str, BatchSystem]) -> Caps:
 
 def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources,
               failure: tuple[int, str, str | None] | None,
-              attempt: int) -> tuple[Resources, str, str | None]:
+              attempt: int, pinned: frozenset[str] = frozenset()
+              ) -> tuple[Resources, str, str | None]:
     """What try number ``attempt`` of a job asks (:func:`try_request`), the
     role of the batch system it goes to, and what ``jobs.asked`` keeps. Memory
     grown past what that batch system gives is cut to it (a target that asked
-    more than that itself still fails as too big).
+    more than that itself still fails as too big). The ``pinned`` fields
+    (those ``jobTreeRun --set`` changed since the last failed try) are asked
+    as ``own`` has them: the user's value wins over growth and over the
+    target's ``request`` function.
 
     Raises:
         ResourceError: the target's request function failed.
@@ -90,6 +95,8 @@ def place_try(config: Config, batches: Mapping[str, BatchSystem], own: Resources
     if failure is None and (own.request_fn is None or attempt <= 1):
         return own, route(config, own, batches), None  # a first try asks its own request
     request, _ = try_request(own, failure, retry_caps(config, batches), attempt)
+    if pinned:
+        request = dataclasses.replace(request, **{f: getattr(own, f) for f in pinned})
     role = route(config, request, batches)
     most = batches[role].limits().memory
     if most is not None and request.memory is not None and request.memory > most >= (
@@ -135,3 +142,45 @@ def failed_try_asked(own: Resources, asked: str | None, hard_limit: bool,
     if granted is not None:
         request = granted(request)
     return asked_json(request, hard_limit or request.time_limit is not None)
+
+
+def worker_config(meta: Mapping[str, Any], config: Config,
+                  batches: Mapping[str, BatchSystem], defaults: Resources) -> dict[str, Any]:
+    """What every worker of the tree reads first (the tree's ``config`` file,
+    which the master writes when it starts): the environment to run in, the
+    defaults and limits a target's resources and its children are checked
+    against, chaining and statistics, and what a warm fork server preloads.
+
+    Args:
+        meta: the tree's stored meta values.
+        config: this run's options.
+        batches: the batch systems by role.
+        defaults: the tree's default resources.
+    """
+    limits = largest_limits(batches)
+    return {
+        "tree_id": meta["tree_id"], "environ": meta["environ"],
+        "sys_path": meta["sys_path"], "cwd": meta["cwd"],
+        "defaults": defaults.to_dict(),
+        "limits": {"cpu": limits.cpu, "memory": limits.memory},
+        "job_time": config.jobTime, "stats": config.stats,
+        # a result that reaches the master through another machine's file
+        # system is synced; on this machine a torn result after a crash is
+        # detected (it does not unpickle) and its job simply runs again
+        "sync_results": not all(b.local for b in batches.values()),
+        "log_level": logging.DEBUG if config.logLevel == "DEBUG" else logging.INFO,
+        # what a warm fork server imports once for all its workers
+        "preload": meta.get("script"),
+        "preload_modules": _preload_modules(meta),
+    }
+
+
+def _preload_modules(meta: Mapping[str, Any]) -> list[str]:
+    """Modules a warm fork server imports besides the script: for a Pool's
+    tree, that of its chunks and that of its function (a notebook's pool
+    has no script to import them with)."""
+    call = meta.get("pool")
+    if not isinstance(call, dict):
+        return []
+    module = call.get("module")
+    return ["jobtree.pooltree"] + ([str(module)] if module else [])

@@ -138,6 +138,24 @@ def parse_factor(value: object, what: str) -> float | None:
     return factor
 
 
+def parse_priority(value: object, what: str = "priority") -> int:
+    """Checks a target's priority: a whole number, negative or not (None: 0).
+
+    Raises:
+        ResourceError: the value is not a whole number.
+    """
+    if value is None:
+        return 0
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number != int(number):
+        raise ResourceError(f"{what} must be a whole number (higher runs first; the default "
+                            f"is 0, and it may be negative), not {value!r}.")
+    return int(number)
+
+
 #: what a ``request`` function may return, and how each value is read
 _REQUESTED = {"memory": parse_size, "time": parse_duration, "cpu": parse_cpu, "disk": parse_size}
 

@@ -38,7 +38,7 @@ def _new_job(job: dict[str, Any]) -> NewJob:
     res = Resources.from_dict(job["resources"])
     return NewJob(job["cls"], job["description"], res.cpu, res.memory, res.time,
                   res.disk, job["pickle"], res.cluster_only() or None,
-                  tuple(job.get("needs") or ()), job.get("token"))
+                  tuple(job.get("needs") or ()), job.get("token"), job.get("priority", 0))
 
 
 def to_step(data: dict[str, Any]) -> Step:
@@ -48,7 +48,8 @@ def to_step(data: dict[str, Any]) -> Step:
                 children=[_new_job(c) for c in data["children"]],
                 followon=_new_job(followon) if followon is not None else None,
                 messages=data["messages"], stats=data["stats"],
-                value=data.get("value"), token=data.get("token"))
+                value=data.get("value"), token=data.get("token"),
+                priority=data.get("priority", 0))
 
 
 def read_result(path: str) -> dict[str, Any] | None:

@@ -196,7 +196,8 @@ def root_job(target: Target, config: Config, batches: dict[str, BatchSystem]) ->
             f"children, or the follow-on of the target that added it.")
     res = target.getResources()
     return NewJob(class_name(target), target._jt_describe(), res.cpu, res.memory, res.time,
-                  res.disk, data, res.cluster_only() or None, token=token)
+                  res.disk, data, res.cluster_only() or None, token=token,
+                  priority=target.getPriority())
 
 
 def warm_fork_server(options: Any, script: str | None) -> None:

@@ -11,12 +11,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .errors import JobTreeError, ResourceError, TargetDefinitionError
 from .promise import Promise, new_token
-from .resources import Resources, SizeLike, format_bytes
-
-
-def _larger(mine: Any, granted: Any) -> Any:
-    """The larger of a target's own value and what its job was given."""
-    return mine if granted is None or (mine is not None and mine >= granted) else granted
+from .resources import Resources, SizeLike, format_bytes, parse_priority
 
 
 class Runtime(Protocol):
@@ -75,6 +70,9 @@ class Target:
             returning a dict with any of ``memory``, ``time``, ``cpu`` and
             ``disk`` (e.g. ``lambda attempt, reason: {"memory": f"{4 *
             attempt}G"}``). It overrides those keywords, and the factors.
+        priority: a whole number: of the targets ready to run, those of
+            higher priority are issued first (default 0; it may be negative;
+            ties go in the order the targets were created).
         Unset values take the tree's defaults (``--defaultMemory``, ...).
     """
 
@@ -85,13 +83,14 @@ class Target:
                  directives: Sequence[str] | str | None = None,
                  timeLimit: SizeLike = None, memoryRetryFactor: float | None = None,
                  timeRetryFactor: float | None = None,
-                 request: Callable[[int, str | None], Mapping[str, Any]] | None = None
-                 ) -> None:
+                 request: Callable[[int, str | None], Mapping[str, Any]] | None = None,
+                 priority: int = 0) -> None:
         self._jt_resources = Resources.parse(
             time=time, memory=memory, cpu=cpu, disk=disk, gpus=gpus, nodes=nodes,
             processes=processes, queue=queue, account=account, directives=directives,
             time_limit=timeLimit, memory_retry_factor=memoryRetryFactor,
             time_retry_factor=timeRetryFactor, request=request)
+        self._jt_priority = parse_priority(priority)
         self._jt_children: list[Target] = []
         self._jt_followon: Target | None = None
         self._jt_runtime: Runtime | None = None
@@ -123,7 +122,8 @@ class Target:
                    kwargs: Mapping[str, Any] | None = None, time: SizeLike = None,
                    memory: SizeLike = None, cpu: SizeLike = None,
                    disk: SizeLike = None, **cluster: Any) -> Target:
-        """Adds a child that calls ``fn(*args, **kwargs)``."""
+        """Adds a child that calls ``fn(*args, **kwargs)``; the other keywords
+        (``gpus``, ``timeLimit``, ``priority``, ...) are those of :class:`Target`."""
         return self.addChildTarget(FunctionWrappingTarget(
             fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
@@ -137,10 +137,12 @@ class Target:
             fn, args, kwargs, time=time, memory=memory, cpu=cpu, disk=disk, **cluster))
 
     def addChildCommand(self, childCommand: str, time: SizeLike = None,
-                        runTime: SizeLike = None, *, timeLimit: SizeLike = None) -> Target:
+                        runTime: SizeLike = None, *, timeLimit: SizeLike = None,
+                        priority: int = 0) -> Target:
         """Adds a child that runs a shell command; a non-zero exit fails it."""
         return self.addChildTarget(CommandTarget(
-            childCommand, time=time if time is not None else runTime, timeLimit=timeLimit))
+            childCommand, time=time if time is not None else runTime, timeLimit=timeLimit,
+            priority=priority))
 
     def setFollowOnTarget(self, followOnTarget: Target) -> Target:
         """Sets the follow-on: it runs after every child of this target and all
@@ -229,11 +231,11 @@ class Target:
         return self._effective().memory
 
     def getCpu(self) -> float | None:
-        """Cores asked for; inside a run, with the default applied."""
+        """Cores asked for; inside a run, what this try was given."""
         return self._effective().cpu
 
     def getDisk(self) -> int | None:
-        """Bytes of local disk asked for; inside a run, with the default applied."""
+        """Bytes of local disk asked for; inside a run, what this try was given."""
         return self._effective().disk
 
     def getRunTime(self) -> float | None:
@@ -242,6 +244,10 @@ class Target:
         return self._effective().time
 
     getTime = getRunTime
+
+    def getPriority(self) -> int:
+        """The target's priority (0 unless given)."""
+        return int(self.__dict__.get("_jt_priority", 0))  # pickled before priorities: 0
 
     def getTimeLimit(self) -> float | None:
         """The hard wall-time limit in seconds (None if not given)."""
@@ -293,8 +299,10 @@ class Target:
         granted = getattr(runtime, "granted", None)
         if granted is None:
             return effective
-        return dataclasses.replace(effective, memory=_larger(effective.memory, granted.memory),
-                                   time=_larger(effective.time, granted.time))
+        # what this try asks: grown after a try that ran out, or as jobTreeRun --set made it
+        return dataclasses.replace(effective, **{
+            name: getattr(granted, name) for name in ("cpu", "memory", "time", "disk")
+            if getattr(granted, name) not in (None, getattr(effective, name))})
 
     def _jt_place(self, how: str) -> tuple[str, int, str]:
         """Where a target added to this one is: (how, this one's id, its class);

@@ -357,7 +357,8 @@ class Worker:
                      "wait": wait, "memory": _peak_memory(), "started": began}
         step = {"cls": class_name(target), "description": description,
                 "children": children, "followon": follow, "messages": context.messages,
-                "stats": stats, "value": stored, "token": token}
+                "stats": stats, "value": stored, "token": token,
+                "priority": target.getPriority()}
         return step, follow
 
     def _store_value(self, value: Any, token: str | None, description: str, index: int,
@@ -405,7 +406,7 @@ def _new_job(target: Target) -> dict[str, Any]:
     data, needs, token = promise.dump_with_needs(target)
     return {"cls": class_name(target), "description": target._jt_describe(),
             "resources": target.getResources().to_dict(), "pickle": data,
-            "needs": needs, "token": token}
+            "needs": needs, "token": token, "priority": target.getPriority()}
 
 
 def _check_needs(description: str, token: str | None, children: list[dict[str, Any]],

@@ -346,6 +346,10 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
 
     path = make_tree(tmp_path / "old", "--mode", "fail", expect=1)
     db = sqlite3.connect(path / "tree.db")
+    db.execute("DROP INDEX jobs_state")  # as format 1 made it: by state alone
+    db.execute("ALTER TABLE jobs DROP COLUMN priority")
+    db.execute("ALTER TABLE jobs DROP COLUMN pinned")
+    db.execute("CREATE INDEX jobs_state ON jobs(state)")
     db.execute("ALTER TABLE jobs DROP COLUMN extra")
     db.execute("ALTER TABLE failures DROP COLUMN started")
     db.execute("ALTER TABLE jobs DROP COLUMN needs")
@@ -365,6 +369,7 @@ def test_a_format_1_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     assert "extra" in columns and "needs" in columns and "asked" in columns
+    assert "priority" in columns and "pinned" in columns
     assert json.loads(version) == \
         jobstore.FORMAT_VERSION
     assert {"returned", "promised"} <= tables

@@ -230,7 +230,7 @@ def test_a_format_4_tree_is_read_and_upgraded(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     db = sqlite3.connect(f"file:{tree / 'tree.db'}?mode=ro", uri=True)
     version = db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
-    assert json.loads(version) == jobstore.FORMAT_VERSION == 6
+    assert json.loads(version) == jobstore.FORMAT_VERSION == 7
     rows = db.execute("SELECT attempt, asked FROM failures ORDER BY attempt").fetchall()
     db.close()
     assert rows == [(1, None)]  # the try of format 4 is left as it was

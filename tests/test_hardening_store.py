@@ -315,4 +315,4 @@ def test_an_older_trees_absolute_log_paths_are_read_and_upgraded(tmp_path: Path)
         assert db.execute("SELECT log FROM failures WHERE attempt = ?",
                           (attempt,)).fetchone()[0] == stored
         assert json.loads(db.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]) == 6
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]) == 7

@@ -160,4 +160,4 @@ def test_the_package_reexports_what_callers_import() -> None:
     for name in ("FORMAT_VERSION", "JobId", "JobRow", "JobState", "JobStore", "NewJob",
                  "Settled", "Step", "TreeIndex"):
         assert hasattr(jobstore, name), name
-    assert json.loads(json.dumps(jobstore.FORMAT_VERSION)) == 6
+    assert json.loads(json.dumps(jobstore.FORMAT_VERSION)) == 7

@@ -90,15 +90,15 @@ def test_the_json_document_follows_its_schema(failed_tree: Path) -> None:
 
 def test_filters_list_matching_targets(failed_tree: Path) -> None:
     lines = _status(failed_tree, "--state", "failed").stdout.splitlines()
-    assert [line.split("\t")[5] for line in lines] == ["Leaf(n=0)", "Leaf(n=5)", "Leaf(n=10)"]
-    job, cls, state, attempts, seconds, _ = lines[0].split("\t")
-    assert (cls, state, attempts, seconds) == ("Leaf", "failed", "2", "-")
+    assert [line.split("\t")[6] for line in lines] == ["Leaf(n=0)", "Leaf(n=5)", "Leaf(n=10)"]
+    job, cls, state, attempts, seconds, priority, _ = lines[0].split("\t")
+    assert (cls, state, attempts, seconds, priority) == ("Leaf", "failed", "2", "-", "0")
     done = _status(failed_tree, "--state", "done", "--class", "Leaf").stdout.splitlines()
     assert len(done) == 9 and all(line.split("\t")[4].endswith("ms") for line in done)
     assert len(_status(failed_tree, "--class", "Other").stdout.splitlines()) == 3
     assert len(_status(failed_tree, "--class", "Leaf", "--limit", "4").stdout.splitlines()) == 4
     selected = _status(failed_tree, "--select", "attempts > 1 AND description LIKE '%=1%'")
-    assert [line.split("\t")[5] for line in selected.stdout.splitlines()] == ["Leaf(n=10)"]
+    assert [line.split("\t")[6] for line in selected.stdout.splitlines()] == ["Leaf(n=10)"]
     listed = json.loads(_status(failed_tree, "--state", "waiting", "--json").stdout)
     assert _errors(listed, SCHEMA) == []
     assert [t["description"] for t in listed["targets"]] == ["Root()"]

@@ -38,18 +38,20 @@ class Listed:
     attempts: int
     seconds: float | None
     description: str
+    priority: int = 0
 
     def line(self) -> str:
-        """The listing's line: id, class, state, attempts, wall time, description."""
+        """The listing's line: id, class, state, attempts, wall time, priority,
+        description."""
         seconds = format_seconds(self.seconds)
         return (f"{self.id}\t{self.cls}\t{self.state}\t{self.attempts}\t{seconds}\t"
-                f"{self.description}")
+                f"{self.priority}\t{self.description}")
 
     def to_dict(self) -> dict[str, Any]:
         """The target as the JSON document has it."""
         return {"id": self.id, "class": self.cls, "state": self.state,
                 "attempts": self.attempts, "seconds": self.seconds,
-                "description": self.description}
+                "priority": self.priority, "description": self.description}
 
 
 def parse_state(value: str) -> str:
@@ -99,7 +101,8 @@ def targets(index: TreeIndex, state: str | None = None, cls: str | None = None,
         seconds = row.wall
         if row.state == "running" and row.started_at is not None:
             seconds = max(0.0, moment - row.started_at)
-        listed.append(Listed(row.id, row.cls, row.state, row.attempts, seconds, row.description))
+        listed.append(Listed(row.id, row.cls, row.state, row.attempts, seconds, row.description,
+                             row.priority))
     return listed
 
 
@@ -206,7 +209,8 @@ def document(paths: TreePaths, index: TreeIndex, master: dict[str, Any],
                    "failed": counts[JobState.FAILED]},
         "complete": counts[JobState.DONE] == total,
         "running": [{"id": row.id, "class": row.cls, "description": row.description,
-                     "attempt": row.attempt, "batch": row.batch, "batch_id": row.batch_id,
+                     "attempt": row.attempt, "priority": row.priority,
+                     "batch": row.batch, "batch_id": row.batch_id,
                      "issued_at": row.issued_at, "started_at": row.started_at,
                      "seconds": max(0.0, now - row.started_at) if row.started_at else None}
                     for row in running[:limit]],

@@ -41,10 +41,10 @@ _STATE_SQL = "CASE state " + " ".join(
 #: the columns a listing's condition can use
 LISTING_COLUMNS = ("id", "class", "state", "attempts", "description", "parent", "chain",
                    "batch", "batch_id", "issued_at", "started_at", "cpu", "memory", "time",
-                   "disk")
+                   "disk", "priority")
 _VIEW = (f"SELECT id, cls AS class, {_STATE_SQL} AS state, attempt AS attempts, description, "
-         f"parent, chain, batch, batch_id, issued_at, started_at, cpu, memory, time, disk "
-         f"FROM jobs")
+         f"parent, chain, batch, batch_id, issued_at, started_at, cpu, memory, time, disk, "
+         f"{{priority}} AS priority FROM jobs")
 #: the measures a run records with --stats
 RUN_MEASURES = ("wall", "cpu", "wait", "memory")
 #: what a read of an index that cannot be read (damaged, or locked for too
@@ -327,7 +327,8 @@ class TreeIndex:
         """
         where: list[str] = []
         args: list[Any] = []
-        view = _VIEW
+        view = _VIEW.format(priority="priority" if schema.has_column(
+            self._db, "jobs", "priority") else "0")  # an older index read as it is
         if state is not None:  # on the index's own column, which is indexed
             values = [int(s) for s in STATES[state]]
             view += f" WHERE state IN ({', '.join('?' * len(values))})"
@@ -338,7 +339,7 @@ class TreeIndex:
         if condition:
             where.append(f"({condition})")
         sql = (f"WITH t AS ({view}) SELECT id, class, state, attempts, description, "
-               f"started_at FROM t" + (f" WHERE {' AND '.join(where)}" if where else "")
+               f"started_at, priority FROM t" + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY id LIMIT ?")
         args.append(-1 if limit is None else limit)
         if self._watch is not None:
@@ -358,7 +359,7 @@ class TreeIndex:
         finally:
             if self._watch is not None:
                 self._watch.limit(None)
-        return [ListingRow(*row, wall=walls.get(row[0])) for row in rows]
+        return [ListingRow(*row[:6], wall=walls.get(row[0]), priority=row[6]) for row in rows]
 
     def _walls(self, jobs: list[int]) -> dict[int, float]:
         """The recorded run time of each of ``jobs`` (trees run with --stats)."""

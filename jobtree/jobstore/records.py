@@ -39,7 +39,8 @@ class JobState(enum.IntEnum):
 #: the columns of a JobRow, in its order
 COLUMNS = ("id", "state", "parent", "predecessor", "chain", "followon", "pending",
            "attempt", "tries_left", "cls", "description", "cpu", "memory", "time",
-           "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs", "asked")
+           "disk", "batch", "batch_id", "issued_at", "started_at", "extra", "needs", "asked",
+           "priority", "pinned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +72,23 @@ class JobRow:
     asked: str | None = None
     """What its current (or last) try asks beyond the target's own request, as
     JSON (None: just that); see :mod:`jobtree.escalation`."""
+    priority: int = 0
+    """Its priority: ready jobs are issued highest first (ties by id)."""
+    pinned: str | None = None
+    """The request values ``jobTreeRun --set`` changed, which the next try asks
+    as they are (not grown after an earlier try ran out of memory or time),
+    as JSON ``{"after": attempt, "fields": [...]}``: they hold for the tries
+    after ``attempt`` until one of them fails; see :meth:`pinned_fields`."""
+
+    def pinned_fields(self, last_failed: int | None) -> frozenset[str]:
+        """The request fields the next try asks as the job's own request says,
+        given the attempt number of its latest failed try (None: none failed)."""
+        if not self.pinned:
+            return frozenset()
+        pin = json.loads(self.pinned)
+        if last_failed is not None and last_failed > int(pin.get("after", 0)):
+            return frozenset()  # a try after the edit failed: it grows as usual
+        return frozenset(pin.get("fields") or ())
 
     def resources(self) -> Resources:
         """What the job asked for (None where the tree's defaults apply)."""
@@ -102,6 +120,8 @@ class NewJob:
     """Tokens of the promises its pickle holds."""
     token: str | None = None
     """Its own promise token, if ``rv()`` was called on it."""
+    priority: int = 0
+    """Its priority (the target's ``priority``)."""
 
     @property
     def extra_json(self) -> str | None:
@@ -132,6 +152,8 @@ class Step:
     """What run() returned: ("inline", pickle) or ("file", name in values/)."""
     token: str | None = None
     """The target's promise token, if ``rv()`` was called on it."""
+    priority: int = 0
+    """The target's priority."""
 
 
 @dataclasses.dataclass

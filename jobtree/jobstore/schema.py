@@ -15,15 +15,22 @@ from ..paths import TreePaths, pool_trees
 from . import guard
 from .records import COLUMNS
 
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 #: what changed: 2 added jobs.extra (gpus, nodes, queue, ... as JSON); 3 added
 #: failures.started (when a failed attempt started, for the timeline); 4 added
 #: return values: the tables returned and promised, and jobs.needs; 5 added what
 #: each try asked for: jobs.asked (the current try's request beyond the
 #: target's own, as JSON) and failures.asked (each failed try's, as JSON); 6
-#: stores failures.log relative to the tree (a copied tree shows its own logs)
+#: stores failures.log relative to the tree (a copied tree shows its own logs); 7
+#: added priorities and requests edited by ``jobTreeRun --set``: jobs.priority
+#: (0 for the jobs of an older index), jobs.pinned, and jobs_state now orders
+#: each state's jobs by priority, so the master reads the ready ones in order
 
-SCHEMA = """
+#: the index of jobs by state, by priority in each (format 7; before it, by
+#: state alone): made with a new index, and again when an older one is upgraded
+JOBS_STATE = "CREATE INDEX jobs_state ON jobs(state, priority DESC)"
+
+SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
@@ -44,9 +51,11 @@ CREATE TABLE jobs (
     run_id TEXT,
     extra TEXT,
     needs TEXT,
-    asked TEXT
+    asked TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    pinned TEXT
 );
-CREATE INDEX jobs_state ON jobs(state);
+{JOBS_STATE};
 CREATE TABLE failures (
     job INTEGER NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL,
     reason TEXT NOT NULL, exit_code INTEGER, batch TEXT, batch_id TEXT,
@@ -74,7 +83,10 @@ SCHEMA += SCHEMA_4
 _ADDED = (("jobs", "extra", "TEXT"),  # format 2
           ("failures", "started", "REAL"),  # 3
           ("jobs", "needs", "TEXT"),  # 4
-          ("jobs", "asked", "TEXT"), ("failures", "asked", "TEXT"))  # 5
+          ("jobs", "asked", "TEXT"), ("failures", "asked", "TEXT"),  # 5
+          ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"), ("jobs", "pinned", "TEXT"))  # 7
+#: what a reader of an older index (read as it is) gets for a column it lacks
+_MISSING = {"priority": "0"}
 
 
 def connect(path: str, readonly: bool) -> sqlite3.Connection:
@@ -204,6 +216,9 @@ def _upgrade(db: sqlite3.Connection) -> None:
     # wherever the tree was when it was recorded
     db.execute("UPDATE failures SET log = 'logs/' || job || '.' || attempt || '.log' "
                "WHERE log LIKE '%/logs/' || job || '.' || attempt || '.log'")
+    # format 7: the ready jobs by priority
+    db.execute("DROP INDEX IF EXISTS jobs_state")
+    db.execute(JOBS_STATE)
     db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                (json.dumps(FORMAT_VERSION),))
 
@@ -214,9 +229,10 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
 
 def job_columns(db: sqlite3.Connection) -> str:
     """The select list of a JobRow; an older index read as it is (read-only)
-    gives NULL for the columns it does not have yet."""
+    gives NULL (priority: 0) for the columns it does not have yet."""
     names = _columns(db, "jobs")
-    return ", ".join(c if c in names else f"NULL AS {c}" for c in COLUMNS)
+    return ", ".join(c if c in names else f"{_MISSING.get(c, 'NULL')} AS {c}"
+                     for c in COLUMNS)
 
 
 def has_column(db: sqlite3.Connection, table: str, column: str) -> bool:

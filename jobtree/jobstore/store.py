@@ -15,9 +15,10 @@ import logging
 import os
 import sqlite3
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .. import _version, metrics
+from ..escalation import ASKED_FIELDS
 from ..paths import TreePaths
 from . import commits, guard, schema
 from .index import TreeIndex
@@ -27,6 +28,12 @@ from .records import JobId, JobRow, JobState, NewJob, Settled, Step, job_row
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 logger = logging.getLogger(__name__)
+
+#: the states of the jobs that may still run: those ``jobTreeRun --set`` edits
+EDITABLE = (JobState.WAITING, JobState.READY, JobState.ISSUED, JobState.FAILED)
+#: the request values the index keeps in columns of their own (the others are
+#: in ``jobs.extra``)
+_OWN_COLUMNS = ("cpu", "memory", "time", "disk")
 
 
 @guard.guard_class
@@ -66,10 +73,10 @@ class JobStore(TreeIndex):
                            [(k, json.dumps(v)) for k, v in meta.items()])
             db.execute(
                 "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-                " description, cpu, memory, time, disk, pickle, extra) "
-                "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " description, cpu, memory, time, disk, pickle, extra, priority) "
+                "VALUES (1, ?, NULL, NULL, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (JobState.READY, tries, root.cls, root.description, root.cpu, root.memory,
-                 root.time, root.disk, root.pickle, root.extra_json))
+                 root.time, root.disk, root.pickle, root.extra_json, root.priority))
             if root.token:
                 db.execute("INSERT INTO promised VALUES (?, 1)", (root.token,))
             db.execute("COMMIT")
@@ -146,9 +153,11 @@ class JobStore(TreeIndex):
 
     # --------------------------------------------------- the master's reads
     def ready(self, limit: int) -> list[tuple[JobRow, bytes]]:
-        """Up to ``limit`` ready jobs, oldest first, with their pickled targets."""
+        """Up to ``limit`` ready jobs, highest priority first (then oldest
+        first), with their pickled targets."""
         rows = self._db.execute(
-            f"SELECT {self._select}, pickle FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
+            f"SELECT {self._select}, pickle FROM jobs WHERE state = ? "
+            f"ORDER BY priority DESC, id LIMIT ?",
             (int(JobState.READY), limit))
         return [(job_row(r[:-1]), bytes(r[-1])) for r in rows]
 
@@ -254,7 +263,8 @@ class JobStore(TreeIndex):
                 chained = self._insert(
                     JobState.RAN, parent=current.parent, predecessor=current.id,
                     chain=current.chain, tries=tries,
-                    new=NewJob(step.cls, step.description, None, None, None, None, b""),
+                    new=NewJob(step.cls, step.description, None, None, None, None, b"",
+                               priority=step.priority),
                     pickle=None, run_id=run_id)
                 self._db.execute(
                     "UPDATE jobs SET followon = ?, state = ?, pickle = NULL, run_id = ?, "
@@ -311,10 +321,11 @@ class JobStore(TreeIndex):
         self._next_id += len(children)
         self._db.executemany(
             "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-            " description, cpu, memory, time, disk, pickle, run_id, extra, needs) "
-            "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            " description, cpu, memory, time, disk, pickle, run_id, extra, needs, priority) "
+            "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
             ((first + n, int(JobState.READY), parent, first + n, tries, c.cls, c.description,
-              c.cpu, c.memory, c.time, c.disk, c.pickle, c.extra_json, c.needs_json)
+              c.cpu, c.memory, c.time, c.disk, c.pickle, c.extra_json, c.needs_json,
+              c.priority)
              for n, c in enumerate(children)))
         return first
 
@@ -325,11 +336,11 @@ class JobStore(TreeIndex):
         self._next_id += 1
         self._db.execute(
             "INSERT INTO jobs (id, state, parent, predecessor, chain, tries_left, cls,"
-            " description, cpu, memory, time, disk, pickle, run_id, extra, needs) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " description, cpu, memory, time, disk, pickle, run_id, extra, needs, priority) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, int(state), parent, predecessor, chain if chain is not None else job_id,
              tries, new.cls, new.description, new.cpu, new.memory, new.time, new.disk,
-             pickle, run_id, new.extra_json, new.needs_json))
+             pickle, run_id, new.extra_json, new.needs_json, new.priority))
         return JobId(job_id)
 
     def _settle(self, job_id: int, settled: Settled,
@@ -456,3 +467,55 @@ class JobStore(TreeIndex):
         cursor = self._db.execute("UPDATE jobs SET state = ?, tries_left = ? WHERE state = ?",
                                   (int(JobState.READY), tries, int(JobState.FAILED)))
         return cursor.rowcount
+
+    def edit_requests(self, jobs: Sequence[int], values: Mapping[str, Any]) -> tuple[int, int]:
+        """Changes what ``jobs`` ask for, and their priority (``jobTreeRun
+        --set``), inside the caller's transaction. Only jobs that may still run
+        change (see EDITABLE). The changed cpu, memory, time and disk are
+        pinned: the next try asks them as they are, not grown after an earlier
+        try that ran out of memory or time (see :meth:`JobRow.pinned_fields`).
+
+        Args:
+            jobs: the ids of the jobs to change.
+            values: the new values by Resources field name (``memory``,
+                ``time_limit``, ``gpus``, ...), and ``priority``; None: the
+                tree's default (priority 0).
+
+        Returns:
+            (how many jobs changed, how many of ``jobs`` had already run and
+            were left as they were).
+        """
+        pinned = sorted(set(values) & set(ASKED_FIELDS))
+        changed = ran = 0
+        for start in range(0, len(jobs), 500):
+            part = list(jobs[start:start + 500])
+            rows = self._db.execute(
+                f"SELECT id, state, attempt, cpu, memory, time, disk, extra, priority, pinned "
+                f"FROM jobs WHERE id IN ({', '.join('?' * len(part))})", part).fetchall()
+            for job, state, attempt, cpu, memory, time_, disk, extra, priority, pin in rows:
+                if JobState(state) not in EDITABLE:
+                    ran += 1
+                    continue
+                own = dict(zip(_OWN_COLUMNS, (cpu, memory, time_, disk)))
+                more = json.loads(extra) if extra else {}
+                for name, value in values.items():
+                    if name in own:
+                        own[name] = value
+                    elif name == "priority":
+                        priority = value or 0
+                    elif value is None:
+                        more.pop(name, None)
+                    else:
+                        more[name] = value
+                if pinned:
+                    before = json.loads(pin) if pin else {}
+                    fields = set(pinned) | (set(before.get("fields") or ())
+                                            if before.get("after") == attempt else set())
+                    pin = json.dumps({"after": attempt, "fields": sorted(fields)})
+                self._db.execute(
+                    "UPDATE jobs SET cpu = ?, memory = ?, time = ?, disk = ?, extra = ?, "
+                    "priority = ?, pinned = ? WHERE id = ?",
+                    (*own.values(), json.dumps(more, sort_keys=True) if more else None,
+                     priority, pin, job))
+                changed += 1
+        return changed, ran

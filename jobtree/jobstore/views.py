@@ -36,6 +36,8 @@ class ListingRow:
     started_at: float | None
     wall: float | None
     """Its recorded run time (a tree run with --stats), if any."""
+    priority: int = 0
+    """Its priority (ready targets are issued highest first)."""
 
 
 @dataclasses.dataclass(frozen=True)

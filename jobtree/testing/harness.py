@@ -88,7 +88,7 @@ class Jobs:
     """Builds JobSpecs for plain commands and for real workers under ``root``.
 
     Worker jobs need a tree as the worker reads it: ``config.json`` (as
-    ``Master._write_worker_config`` writes it) and the job's input file (as
+    ``placement.worker_config`` makes it) and the job's input file (as
     ``Master._hand_over`` writes it). The worker never reads the index, so
     there is none.
     """
