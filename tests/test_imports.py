@@ -144,10 +144,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "batch": ("batch", "batch.base", "batch.settings", "batch.commands", "batch.adapter",
               "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
               "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
-              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch"),
+              "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch",
+              "batch.pilots", "batch.pilot_shell"),
     "targets": ("promise", "target"),
     # what runs a target, on the node
-    "job side": ("worker", "batch.forkserver", "batch.runner"),
+    "job side": ("worker", "batch.forkserver", "batch.runner", "batch.pilot_runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
                     "pooltree", "poolcall", "pool", "remote", "remotepool"),
     # the conformance suite, for jobtree's batch systems and plugins

@@ -129,7 +129,7 @@ class Runner:
             the keys of those entries.
         """
         stranded = []
-        for entry in self.manifest["entries"]:
+        for entry in self._entries():
             key = entry["key"]
             if os.path.exists(marker(self.exit_dir, key, "exit")):
                 continue
@@ -138,7 +138,7 @@ class Runner:
                     record = json.load(handle)
             except (OSError, ValueError):
                 continue
-            if not isinstance(record, dict) or record.get("task") != self.index:
+            if not isinstance(record, dict) or not self._mine(record):
                 continue
             now = time.time()
             if settle_once(self.exit_dir, key, {
@@ -149,6 +149,14 @@ class Runner:
                 print(f"jobtree: requeued task {self.index} gives up {key}, which an earlier "
                       f"incarnation of it claimed on {record.get('host')}", file=sys.stderr)
         return stranded
+
+    def _entries(self) -> list[dict[str, Any]]:
+        """The entries this task may have claimed."""
+        return list(self.manifest["entries"])
+
+    def _mine(self, record: dict[str, Any]) -> bool:
+        """Whether a start marker's record says this task claimed the entry."""
+        return record.get("task") == self.index
 
     def _try(self, entry: dict[str, Any]) -> None:
         started = time.time()
