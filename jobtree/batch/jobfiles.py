@@ -72,7 +72,8 @@ class Entry:
         """The entry as the runner reads it from the manifest."""
         return {"key": self.key, "argv": self.argv, "log": self.log,
                 "time_limit": self.time_limit, "worker": self.worker,
-                "walltime": self.request.walltime if self.request is not None else None}
+                "walltime": self.request.walltime if self.request is not None else None,
+                "memory": self.request.memory if self.request is not None else None}
 
 
 @dataclasses.dataclass(eq=False)
@@ -138,6 +139,9 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
     elif why is ExitReason.TIMEOUT:
         message = ("the scheduler stopped it at its job's wall time: raise the target's time "
                    "(an estimate), or walltime_floor/walltime_factor in the cluster config")
+    elif reason == "memory" and record.get("asked"):
+        message = (f"its pilot stopped it for using more memory than the "
+                   f"{-(-int(record['asked']) // 1024 ** 2)} MiB it asked for")
     elif reason == "memory":
         message = ("the kernel's out-of-memory killer stopped it on its node (SIGKILL, as "
                    "on clusters that enforce memory with cgroups): give it more memory")

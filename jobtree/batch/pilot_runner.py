@@ -59,6 +59,25 @@ def read_lines(path: str, offset: int) -> tuple[list[dict[str, Any]], int]:
     return items, offset + end
 
 
+def resident(pid: int) -> int:
+    """The resident memory, in bytes, of a process and its descendants (0 if gone)."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            with open(f"/proc/{current}/task/{current}/children", "rb") as handle:
+                todo.extend(int(child) for child in handle.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 class PilotSlot(Runner):
     """One slot of a pilot: claims and runs entries from the queue, one at a time.
 
@@ -139,6 +158,21 @@ class PilotSlot(Runner):
             time.sleep(pause)
             pause = min(pause * 2, MAX_PAUSE)
         return 0
+
+    def _over_memory(self, entry: dict[str, Any], pid: int) -> bool:
+        """Whether the entry's processes use more memory (resident) than it
+        asked for: targets share the pilot, so the pilot holds each to its
+        request as the scheduler would hold a job of its own."""
+        asked = entry.get("memory")
+        if not asked:
+            return False
+        return resident(pid) > int(asked)
+
+    def _wait(self, entry: dict[str, Any], pid: int, started: float) -> dict[str, Any]:
+        outcome = super()._wait(entry, pid, started)
+        if outcome.get("reason") == "memory" and entry.get("memory"):
+            outcome["asked"] = entry["memory"]
+        return outcome
 
     def _stop_reason(self) -> str:
         reason = super()._stop_reason()

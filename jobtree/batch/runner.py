@@ -49,7 +49,7 @@ from typing import Any
 from ..errors import TempDirError
 from ..paths import LOCAL_ROOT_LEVELS, local_temp_root, make_private_dirs, write_atomic
 from ..workerjob import worker_args
-from .supervise import KILL_GRACE, Stopping, oom_kills
+from .supervise import KILL_GRACE, Stopping, oom_kills, signal_group
 from .wire import claim, marker, settle_once
 
 #: seconds between looks at a running entry (kill requests, its time limit)
@@ -275,6 +275,9 @@ class Runner:
                     reason = "killed"
                 elif limit and time.time() - started > float(limit):
                     reason = "time_limit"
+                elif self._over_memory(entry, pid):
+                    reason = "memory"
+                    signal_group(pid, signal.SIGKILL)
                 if reason is not None:
                     stopping.term(pid)
             else:
@@ -286,6 +289,11 @@ class Runner:
                     select.select([exited], [], [], _TICK)
                 except InterruptedError:
                     pass
+
+    def _over_memory(self, entry: dict[str, Any], pid: int) -> bool:
+        """Whether a running entry uses more memory than it may (here the
+        scheduler enforces that: never)."""
+        return False
 
     def _stop_reason(self) -> str:
         """Why SIGTERM came: the task's wall time (the scheduler's limit) or a cancel."""

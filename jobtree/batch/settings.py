@@ -324,6 +324,10 @@ def cluster_settings(batch_system: str, options: Any, workdir: str | None,
         values["max_memory"] = max_memory
     if max_threads is not None:  # at most this many jobs at once, as on singleMachine
         values["max_jobs"] = min(values.get("max_jobs", max_threads), max_threads)
+        # and at most this many targets at once in pilots
+        cores = values["pilot_cores"] = min(values.get("pilot_cores", 1), max_threads)
+        if values.get("pilots"):
+            values["pilots"] = max(1, min(values["pilots"], max_threads // cores))
     for field in ("queue", "account"):  # also a value stored by an older jobtree
         value = values.get(field)
         problem = name_problem(value) if isinstance(value, str) else None
