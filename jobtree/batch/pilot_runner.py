@@ -1,8 +1,8 @@
 """A pilot job's side: ``python -m jobtree.batch.pilot_runner MANIFEST``.
 
 A pilot (see :mod:`jobtree.batch.pilots`) is one scheduler job on one node.
-It imports the worker once (each target is then a fork of it, as on
-singleMachine's fork server) and runs ``pilot_cores`` *slots*: one process
+It imports the worker, the tree's worker config and the pipeline's script
+once (each target is then a fork of it, as on singleMachine's fork server) and runs ``pilot_cores`` *slots*: one process
 each (forked, when there are several), each a :class:`PilotSlot` that reads
 the queue file the master appends to and claims entries from it in the order
 they were written, one after another, with the same exclusive start markers
@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Any
 
+from ..workerjob import worker_args
+from .forkserver import Pipeline, run_child
 from .runner import Runner, restarted
 from .wire import claim, marker
 
@@ -98,12 +100,45 @@ class PilotSlot(Runner):
         self.walltime = manifest.get("task_walltime")
         self._offset = 0
         self._waiting: list[dict[str, Any]] = []
+        self._pipelines: dict[str, Pipeline | None] = {}
 
     def prepare(self) -> None:
         super().prepare()
-        from .. import worker  # noqa: F401 - once, shared by every target's fork
+        from .. import worker  # once, shared by every target's fork
 
+        worker._libc()  # what each worker would load for itself (its parent-death signal)
         gc.freeze()
+
+    def _warm(self, argv: list[str]) -> Pipeline | None:
+        """The tree's worker config, applied once, and its pipeline imported
+        once, as singleMachine's fork server does (None if it cannot be read:
+        the worker then reads it itself, and says what is wrong)."""
+        if len(argv) != 3:
+            return None
+        tree = argv[0]
+        if tree not in self._pipelines:
+            try:
+                self._pipelines[tree] = Pipeline(tree)
+            except (OSError, ValueError, KeyError):
+                self._pipelines[tree] = None
+        pipeline = self._pipelines[tree]
+        if pipeline is not None:
+            pipeline.forget_if_changed()
+        return pipeline
+
+    def _start(self, entry: dict[str, Any]) -> int | None:
+        """Forks a worker from this warm process (a plain command as the runner does)."""
+        if not entry.get("worker"):
+            return super()._start(entry)
+        argv = worker_args(entry["argv"])
+        pipeline = self._warm(argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            run_child(argv, entry["log"], (), pipeline.config if pipeline else None)
+        return pid
 
     def _entries(self) -> list[dict[str, Any]]:
         return read_lines(self.queue, 0)[0]
