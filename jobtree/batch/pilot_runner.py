@@ -14,7 +14,10 @@ A slot takes an entry only if the wall time it asked for fits in what is left
 of the pilot's, and stops claiming when no entry came for ``pilot_idle``
 seconds, when the master closed the queue (``QUEUE.closed``), or on the
 scheduler's warning (SIGUSR1, ``warn_before`` seconds before the wall time
-ends: the running target goes on). SIGTERM stops the running target; its exit
+ends: the running target goes on). A pilot that stops for either of the first two reasons leaves
+``exit/SUB.ended``, so that the master counts it ended at once (an earlier
+start of a requeued pilot that left it claims nothing). SIGTERM stops the
+running target; its exit
 file then says ``pilot`` (the pilot was cancelled or preempted: the master
 runs it again without counting a try) or ``timeout`` (at the pilot's wall
 time). A pilot the scheduler requeued first gives up the entries an earlier
@@ -236,16 +239,24 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.load(handle)
     began = time.time()
     first = PilotSlot(manifest, 1, began)
+    ended = marker(first.exit_dir, first.sub_id, "ended")
     _handle(first)
-    first.prepare()
     if restarted(os.environ):
         first.give_up_stranded()
+    if os.path.exists(ended):
+        return 0  # an earlier start of it said it was done: the master counts on that
+    first.prepare()
     slots = max(1, int(manifest["pilot"].get("slots") or 1))
     if slots == 1:
-        return first.run()
+        first.run()
+        if not (first.stopping or first.draining):
+            _say_ended(ended)
+        return 0
     children: list[int] = []
+    signalled: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
+        signalled.append(signum)
         for pid in children:
             try:
                 os.kill(pid, signum)
@@ -274,7 +285,20 @@ def main(argv: list[str] | None = None) -> int:
                 break
             except InterruptedError:
                 continue
+    if not signalled:
+        _say_ended(ended)
     return 0
+
+
+def _say_ended(path: str) -> None:
+    """Tells the master that this pilot claims nothing more (it went idle or
+    its queue was closed), so that it need not wait for the scheduler's
+    listing to submit another in its place."""
+    try:
+        with open(path, "w", encoding="utf-8"):
+            pass
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from .base import Update
 from .jobfiles import Entry, JobFolder, Submitted, read_queue, tail
 from .native import NativeJob, Request
 from .scheduler import Scheduler
+from .wire import marker
 from .settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ class ShellParts:
             elif self._no_work_since is None:
                 self._no_work_since = now
             mine = [s for s in self._subs.values() if s.pilot]
+            for pilot in mine:  # those that said they claim nothing more have ended
+                if pilot.live_tasks() and os.path.exists(
+                        marker(self.files.exit_dir, pilot.sub_id, "ended")):
+                    pilot.ended_tasks.add(1)
             budget = self.settings.max_jobs - sum(s.live_tasks() for s in self._subs.values())
             count = pilots.to_submit(waiting, mine, queue, budget, now, self.settings)
             idle = pilots.surplus(mine, waiting, self._no_work_since, now, self.settings)
