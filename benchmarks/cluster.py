@@ -29,7 +29,8 @@ FANOUT = os.path.join(HERE, "fanout.py")
 MODES = {
     "single": "[cluster]\narrays = no\npack_time = 0\nsubmit_rate = 50\n",
     "packed": "[cluster]\nsubmit_rate = 50\n",
-    "pilots": "[cluster]\nsubmit_rate = 50\n",
+    # two pilots of 4 cores: the 8 slots the node has, as packed arrays may use
+    "pilots": "[cluster]\nsubmit_rate = 50\npilot_cores = 4\n",
 }
 #: options of each mode
 ARGS = {"pilots": ["--pilots", "2"]}
