@@ -125,19 +125,20 @@ def test_multi_node_pilots_are_refused_clearly(tmp_path: Path) -> None:
 CANCEL = {"slurm": "scancel", "gridEngine": "qdel"}
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, more: str = "") -> Path:
     config = quick_cluster_config(tmp_path)
     with open(config, "a", encoding="utf-8") as handle:
-        handle.write("pilot_idle = 10\npilot_walltime = 30m\n")
+        handle.write("pilot_idle = 10\npilot_walltime = 30m\npilot_cores = 2\n" + more)
     return config
 
 
-def _start(tmp_path: Path, system: str, width: int, sleep: float) -> subprocess.Popen[bytes]:
+def _start(tmp_path: Path, system: str, width: int, sleep: float,
+           more: str = "") -> subprocess.Popen[bytes]:
     log = open(tmp_path / "master.log", "wb")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(
         [sys.executable, str(PIPELINES / "pilot_mix.py"), "--out", str(tmp_path / "out"),
          "--width", str(width), "--sleep", str(sleep), "--jobTree", str(tmp_path / "tree"),
-         "--batchSystem", system, "--clusterConfig", str(_config(tmp_path)),
+         "--batchSystem", system, "--clusterConfig", str(_config(tmp_path, more)),
          "--pilots", "2", "--retryCount", "0"],
         stdout=subprocess.DEVNULL, stderr=log)
 
@@ -199,3 +200,13 @@ def test_a_pilot_cancelled_mid_run_loses_nothing(tmp_path: Path, system: str) ->
                     for p in glob.glob(str(tmp_path / "out" / f"start-{n}-*")))
              and outputs[n] != job_id]
     assert again, outputs
+
+
+def test_a_pilot_the_scheduler_refuses_fails_its_targets_with_the_reason(
+        tmp_path: Path) -> None:
+    require_scheduler("slurm")
+    master = _start(tmp_path, "slurm", 2, 0.0, "pilot_memory = 900G\n")
+    assert master.wait(timeout=300) == 1
+    log = (tmp_path / "master.log").read_text()
+    assert "slurm refused a pilot job (slurm refused the job:" in log, log[-3000:]
+    assert "pilot_memory" in log and "run without --pilots" in log, log[-3000:]

@@ -374,6 +374,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
 
     def _fail(self, entries: Iterable[Entry], message: str) -> None:
         logger.error("%s", message)
+        self._last_failure = message
         entries = list(entries)
         with self._lock:
             self._drop_pending(entries)

@@ -80,6 +80,7 @@ class ShellParts:
         self._queue_sub = Submitted("pilots-queue", [], 1, True, 0.0)
         self._no_work_since: float | None = None
         self._pilots_off = False
+        self._last_failure = ""  # the last message of _fail
 
     def _queue_file(self) -> str:
         if self._queue_path is None:
@@ -154,8 +155,8 @@ class ShellParts:
             entries = [e for e in self._queued.values()
                        if not e.reported and self.files.claim_killed(e.key)]
             self._queued.clear()
-        self._fail(entries, f"{self.name} refused a pilot job (its error is logged above). "
-                            f"Fix pilot_cores, pilot_memory or pilot_walltime in the cluster "
+        self._fail(entries, f"{self.name} refused a pilot job ({self._last_failure}). Fix "
+                            f"pilot_cores, pilot_memory or pilot_walltime in the cluster "
                             f"config so that the queue accepts it, or run without --pilots.")
 
     def _claimed_by_pilot(self, entry: Entry, record: dict[str, Any]) -> None:
