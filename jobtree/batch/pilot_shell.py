@@ -86,6 +86,8 @@ class ShellParts:
         if self._queue_path is None:
             self._queue_path = self.files.path(
                 "subs", f"pilots-{int(self._time())}-{os.getpid()}.queue")
+            # an earlier master's, if nothing was adopted (adopt() closes them first)
+            self._retire_old_queues()
         return self._queue_path
 
     def _pilot_step(self) -> None:
