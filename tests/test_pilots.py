@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PIPELINES, quick_cluster_config, require_scheduler
@@ -210,3 +211,91 @@ def test_a_pilot_the_scheduler_refuses_fails_its_targets_with_the_reason(
     log = (tmp_path / "master.log").read_text()
     assert "slurm refused a pilot job (slurm refused the job:" in log, log[-3000:]
     assert "pilot_memory" in log and "run without --pilots" in log, log[-3000:]
+
+
+# ------------------------------------------ the shell, turn by turn (fakes)
+
+
+def _shell(tmp_path: Path) -> tuple[Any, Any, Any]:
+    from test_cluster_decisions import Clock, FakeDialect, FakeScheduler
+
+    from jobtree.batch.cluster import ClusterBatchSystem
+
+    fake, clock = FakeScheduler(), Clock()
+    settings = ClusterSettings(workdir=str(tmp_path / "batch"), job_name="jt-test",
+                               pack_time=0, poll_interval=1, exit_grace=30, pilots=2,
+                               pilot_idle=60, max_jobs=10)
+    batch = ClusterBatchSystem(FakeDialect(), settings, fake,  # type: ignore[arg-type]
+                               clock=lambda: clock.wall, monotonic=lambda: clock.mono,
+                               background=False)
+    return batch, fake, clock
+
+
+def _claim(tmp_path: Path, key: str, pilot: str, when: float, done: bool) -> None:
+    exit_dir = tmp_path / "batch" / "exit"
+    (exit_dir / f"{key}.run").write_text(json.dumps(
+        {"task": 1, "slot": 1, "pilot": pilot, "started": when}))
+    if done:
+        (exit_dir / f"{key}.exit").write_text(json.dumps(
+            {"code": 0, "reason": None, "wall": 0.1, "task": 1}))
+
+
+def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
+        tmp_path: Path) -> None:
+    from jobtree.batch import plan
+    from jobtree.batch.base import JobSpec
+    from jobtree.resources import Resources
+
+    batch, fake, clock = _shell(tmp_path)
+    ids = [batch.issue(JobSpec(n, 1, ["/bin/true"], Resources(cpu=1, memory=GIB), f"t{n}",
+                               str(tmp_path / f"{n}.log"))) for n in range(1, 6)]
+    clock.advance(plan.GATHER)
+    batch.step()
+    assert fake.submitted == ["100", "101"]  # two pilots for five targets, no other job
+    subs = tmp_path / "batch" / "subs"
+    [queue] = glob.glob(str(subs / "pilots-*.queue"))
+    assert [json.loads(line)["key"] for line in open(queue, encoding="utf-8")] == \
+        ["1.1", "2.1", "3.1", "4.1", "5.1"]  # in the order issued
+    pilots_ = {p.read_text(): p.name[:-3]
+               for p in map(Path, glob.glob(str(subs / "*-pilot.id")))}
+    first, second = pilots_["100"], pilots_["101"]
+    fake.listing = {"100": "RUNNING", "101": "RUNNING"}
+    _claim(tmp_path, "1.1", first, clock.wall, done=True)
+    _claim(tmp_path, "2.1", second, clock.wall, done=False)
+    clock.advance(1)
+    batch.step()
+    update = batch.next_update(0)
+    assert update is not None and update.batch_id == ids[0]
+    assert update.reason is ExitReason.FINISHED and update.native_id == "100"
+    # the first pilot went idle and said so: another takes its place at once
+    (tmp_path / "batch" / "exit" / f"{first}.ended").write_text("")
+    batch.step()
+    assert fake.submitted == ["100", "101", "102"]
+    # a queued target is killed for no pilot to claim
+    batch.kill([ids[4]])
+    killed = batch.next_update(0)
+    assert killed is not None and killed.reason is ExitReason.KILLED
+    assert json.loads((tmp_path / "batch" / "exit" / "5.1.run").read_text()) == {"killed": True}
+    # the second pilot is lost while it runs 2.1: after exit_grace, it runs again
+    fake.listing = {"102": "QUEUED"}
+    clock.advance(10)  # past the time a job may be missing from the listing
+    batch.step()
+    assert batch.next_update(0) is None  # waits exit_grace for a late exit file
+    clock.advance(31)
+    batch.step()
+    lost = batch.next_update(0)
+    assert lost is not None and lost.batch_id == ids[1], lost
+    assert lost.reason is ExitReason.PREEMPTED and "pilot job 101" in (lost.message or "")
+    # no work left to wait for: the pilot still queued is cancelled after pilot_idle
+    _claim(tmp_path, "3.1", second, clock.wall, done=True)
+    _claim(tmp_path, "4.1", second, clock.wall, done=True)
+    batch.step()
+    assert {u.batch_id for u in (batch.next_update(0), batch.next_update(0)) if u} == \
+        {ids[2], ids[3]}
+    batch.step()  # no target waits from now on
+    clock.advance(59)
+    batch.step()
+    assert "102" not in fake.cancelled
+    clock.advance(2)
+    batch.step()
+    assert fake.cancelled == ["102"]
