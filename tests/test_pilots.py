@@ -148,7 +148,7 @@ def _outputs(out: Path, width: int) -> dict[int, str]:
     return {i: (out / str(i)).read_text() for i in range(width + 1)}
 
 
-@pytest.mark.parametrize("system", ["slurm", "gridEngine"])
+@pytest.mark.parametrize("system", ["slurm", "gridEngine", "drmaa"])
 def test_pilots_run_what_fits_and_jobs_the_rest(tmp_path: Path, system: str) -> None:
     require_scheduler(system)
     master = _start(tmp_path, system, 8, 0.0)
@@ -299,3 +299,20 @@ def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
     clock.advance(2)
     batch.step()
     assert fake.cancelled == ["102"]
+
+
+@pytest.mark.parametrize("system", ["torque", "pbspro", "lsf"])
+def test_pilots_on_the_fake_schedulers(tmp_path: Path, system: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fakes = Path(__file__).resolve().parent / "fakes" / system
+    monkeypatch.setenv("PATH", f"{fakes}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("FAKE_PBS_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("FAKE_LSF_DIR", str(tmp_path / "state"))
+    master = _start(tmp_path, system, 4, 0.0)
+    assert master.wait(timeout=300) == 0, (tmp_path / "master.log").read_text()[-3000:]
+    assert (tmp_path / "out" / "total").read_text() == "5"
+    subs = tmp_path / "tree" / "batch" / f"main-{system}" / "subs"
+    [queue] = glob.glob(str(subs / "pilots-*.queue"))
+    assert len(open(queue, encoding="utf-8").readlines()) == 6  # all but the two-core one
+    assert len(glob.glob(str(subs / "*-pilot.sh"))) <= 2
