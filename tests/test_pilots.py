@@ -72,6 +72,10 @@ def test_pilots_are_submitted_only_while_work_waits_and_within_max_jobs() -> Non
     assert pilots.to_submit(1, [], "Q", 10, 0.0, SETTINGS) == 1  # no more than waits
     assert pilots.to_submit(100, [], "Q", 1, 0.0, SETTINGS) == 1  # --maxJobs counts them
     assert pilots.to_submit(100, [_pilot(1)], "Q", 10, 0.0, SETTINGS) == 1
+    # a pilot not yet started will take the two cores' worth that wait
+    assert pilots.to_submit(2, [_pilot(1)], "Q", 10, 0.0, SETTINGS) == 0
+    assert pilots.to_submit(3, [_pilot(1)], "Q", 10, 0.0, SETTINGS) == 1
+    assert pilots.to_submit(2, [_pilot(1, running_since=0.0)], "Q", 10, 1.0, SETTINGS) == 1
     # an ended pilot, or one of an earlier master's queue, takes no work
     assert pilots.to_submit(100, [_pilot(1, ended=True), _pilot(2, queue="old")], "Q", 10,
                             0.0, SETTINGS) == 2

@@ -18,8 +18,9 @@ This module decides, without running a command or asking the time:
   job of its own, as without pilots;
 - what a pilot asks of the scheduler (:func:`pilot_request`);
 - how many pilots to submit now (:func:`to_submit`): only while targets wait
-  in the queue unclaimed, up to ``--pilots`` that may still take work, and
-  within what ``--maxJobs`` leaves (a pilot counts one job);
+  in the queue unclaimed, more than the pilots not yet started will take,
+  up to ``--pilots`` that may still take work, and within what ``--maxJobs``
+  leaves (a pilot counts one job);
 - which queued pilots to cancel (:func:`surplus`): those not started once no
   target has waited for ``pilot_idle`` seconds, so that no pilot holds a
   place in the queue for work that is not there.
@@ -97,8 +98,11 @@ def to_submit(waiting: int, pilots: Iterable[Submitted], queue: str, budget: int
     """
     if waiting <= 0 or budget <= 0:
         return 0
-    taking = sum(1 for p in pilots if accepting(p, queue, now, settings))
-    return max(0, min(settings.pilots - taking, budget, waiting))
+    taking = [p for p in pilots if accepting(p, queue, now, settings)]
+    # a pilot not yet started takes its share of the waiting targets when it starts
+    starting = sum(1 for p in taking if not p.running_since and not p.launched)
+    needed = math.ceil(waiting / settings.pilot_cores) - starting
+    return max(0, min(settings.pilots - len(taking), budget, needed))
 
 
 def surplus(pilots: Sequence[Submitted], waiting: int, idle_since: float | None, now: float,
