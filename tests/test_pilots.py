@@ -290,6 +290,8 @@ def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
     lost = batch.next_update(0)
     assert lost is not None and lost.batch_id == ids[1], lost
     assert lost.reason is ExitReason.PREEMPTED and "pilot job 101" in (lost.message or "")
+    # were it still running after all, it is told to claim nothing more
+    assert (tmp_path / "batch" / "exit" / f"{second}.stop").exists()
     # no work left to wait for: the pilot still queued is cancelled after pilot_idle
     _claim(tmp_path, "3.1", second, clock.wall, done=True)
     _claim(tmp_path, "4.1", second, clock.wall, done=True)
@@ -320,3 +322,35 @@ def test_pilots_on_the_fake_schedulers(tmp_path: Path, system: str,
     [queue] = glob.glob(str(subs / "pilots-*.queue"))
     assert len(open(queue, encoding="utf-8").readlines()) == 6  # all but the two-core one
     assert len(glob.glob(str(subs / "*-pilot.sh"))) <= 2
+
+
+def _slot(tmp_path: Path) -> Any:
+    from jobtree.batch.pilot_runner import PilotSlot
+
+    (tmp_path / "exit").mkdir()
+    queue = tmp_path / "q.queue"
+    entries = [{"key": f"{n}.1", "argv": ["/bin/sh", "-c", "exit 0"],
+                "log": str(tmp_path / f"{n}.log"), "time_limit": None, "worker": False,
+                "walltime": walltime, "memory": None}
+               for n, walltime in ((1, 7200.0), (2, 60.0), (3, None))]
+    queue.write_text("".join(json.dumps(e) + "\n" for e in entries) + '{"key": "4.1", "ar')
+    manifest = {"entries": [], "exit_dir": str(tmp_path / "exit"), "task_walltime": 3600.0,
+                "pilot": {"sub_id": "P", "queue": str(queue), "slots": 1, "idle": 1}}
+    return PilotSlot(manifest, 1, time.time())
+
+
+def test_a_slot_claims_in_order_what_fits_its_time_and_stops_when_told(
+        tmp_path: Path) -> None:
+    slot = _slot(tmp_path)
+    exit_dir = tmp_path / "exit"
+    (exit_dir / "P.stop").write_text("stop")  # the master took the pilot for ended
+    assert not slot.next() and not list(exit_dir.glob("*.run"))
+    (exit_dir / "P.stop").unlink()
+    slot.draining = False
+    assert slot.next()  # 1.1 asks 2 hours, more than the pilot has: 2.1 goes first
+    assert sorted(p.name for p in exit_dir.glob("*.exit")) == ["2.1.exit"]
+    record = json.loads((exit_dir / "2.1.run").read_text())
+    assert record["pilot"] == "P" and record["task"] == 1
+    assert slot.next() and (exit_dir / "3.1.exit").exists()
+    assert not slot.next()  # 1.1 never fits; 4.1's line is not complete yet
+    assert not (exit_dir / "1.1.run").exists() and not (exit_dir / "4.1.run").exists()

@@ -16,7 +16,9 @@ seconds, when the master closed the queue (``QUEUE.closed``), or on the
 scheduler's warning (SIGUSR1, ``warn_before`` seconds before the wall time
 ends: the running target goes on). A pilot that stops for either of the first two reasons leaves
 ``exit/SUB.ended``, so that the master counts it ended at once (an earlier
-start of a requeued pilot that left it claims nothing). SIGTERM stops the
+start of a requeued pilot that left it claims nothing); it also stops
+claiming when the master leaves ``exit/SUB.stop`` (it took the pilot for
+ended, or is cancelling it). SIGTERM stops the
 running target; its exit
 file then says ``pilot`` (the pilot was cancelled or preempted: the master
 runs it again without counting a try) or ``timeout`` (at the pilot's wall
@@ -101,6 +103,8 @@ class PilotSlot(Runner):
         self.queue = str(pilot["queue"])
         self.idle = float(pilot.get("idle") or 60.0)
         self.walltime = manifest.get("task_walltime")
+        # the master took this pilot for ended (or cancels it): claim nothing more
+        self._stop = marker(self.exit_dir, self.sub_id, "stop")
         self._offset = 0
         self._waiting: list[dict[str, Any]] = []
         self._pipelines: dict[str, Pipeline | None] = {}
@@ -180,6 +184,10 @@ class PilotSlot(Runner):
             if not self._fits(entry):
                 keep.append(entry)
                 continue
+            if os.path.exists(self._stop):
+                self.draining = True
+                keep.extend(self._waiting[at:])
+                break
             ran = self._try(entry)
         self._waiting = keep
         return ran

@@ -30,8 +30,8 @@ from .base import Update
 from .jobfiles import Entry, JobFolder, Submitted, read_queue, tail
 from .native import NativeJob, Request
 from .scheduler import Scheduler
-from .wire import marker
 from .settings import ClusterSettings
+from .wire import marker
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class ShellParts:
         self._no_work_since: float | None = None
         self._pilots_off = False
         self._last_failure = ""  # the last message of _fail
+        self._stopped: set[str] = set()  # pilots told to claim nothing more
 
     def _queue_file(self) -> str:
         if self._queue_path is None:
@@ -113,6 +114,13 @@ class ShellParts:
                 if pilot.live_tasks() and os.path.exists(
                         marker(self.files.exit_dir, pilot.sub_id, "ended")):
                     pilot.ended_tasks.add(1)
+                elif not pilot.live_tasks() and pilot.sub_id not in self._stopped:
+                    # taken for ended (or cancelled): should it still run, it must
+                    # claim nothing more, or what it claimed would be given up
+                    # while it runs
+                    self._stopped.add(pilot.sub_id)
+                    write_atomic(marker(self.files.exit_dir, pilot.sub_id, "stop"), b"stop",
+                                 sync=False)
             budget = self.settings.max_jobs - sum(s.live_tasks() for s in self._subs.values())
             count = pilots.to_submit(waiting, mine, queue, budget, now, self.settings)
             idle = pilots.surplus(mine, waiting, self._no_work_since, now, self.settings)
