@@ -1,11 +1,14 @@
-"""Benchmark: N trivial targets on a real cluster scheduler, one scheduler job
-per target against arrays with packing (the default).
+"""Benchmark: N trivial targets on a real cluster scheduler: one scheduler job
+per target, arrays with packing (the default), and pilots (``--pilots 2``).
 
-For each mode it prints the wall time of the whole run, targets per second
-and the scheduler commands the master ran (submit, status, cancel,
-accounting), counted from the master's DEBUG log.
+For each mode it prints the wall time of the whole run (the script's start to
+the master's exit), targets per second and the scheduler commands the master
+ran (submit, status, cancel, accounting), counted from the master's DEBUG
+log. A mode may have its own number of targets (``single:500``): one job per
+target is slow enough that 10,000 would hold a shared cluster for a long time.
 
-    python benchmarks/cluster.py [--batchSystem slurm] [--targets 1000] [--modes single,packed]
+    python benchmarks/cluster.py [--batchSystem slurm] [--targets 10000]
+        [--modes pilots,packed,single:500]
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ FANOUT = os.path.join(HERE, "fanout.py")
 MODES = {
     "single": "[cluster]\narrays = no\npack_time = 0\nsubmit_rate = 50\n",
     "packed": "[cluster]\nsubmit_rate = 50\n",
+    # two pilots of 4 cores: the 8 slots the node has, as packed arrays may use
+    "pilots": "[cluster]\nsubmit_rate = 50\npilot_cores = 4\n",
 }
+#: options of each mode
+ARGS = {"pilots": ["--pilots", "2"]}
 
 
 def run(mode: str, batch_system: str, targets: int, scratch: str) -> tuple[float, dict[str, int]]:
@@ -39,7 +46,7 @@ def run(mode: str, batch_system: str, targets: int, scratch: str) -> tuple[float
     done = subprocess.run(
         [sys.executable, FANOUT, "--targets", str(targets), "--batchSystem", batch_system,
          "--clusterConfig", config, "--jobTree", os.path.join(scratch, f"{mode}-tree"),
-         "--logLevel", "DEBUG", "--logFile", log],
+         "--logLevel", "DEBUG", "--logFile", log, *ARGS.get(mode, [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     elapsed = time.perf_counter() - began
     if done.returncode != 0:
@@ -56,24 +63,28 @@ def run(mode: str, batch_system: str, targets: int, scratch: str) -> tuple[float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batchSystem", default="slurm")
-    parser.add_argument("--targets", type=int, default=1000)
-    parser.add_argument("--modes", default="single,packed")
+    parser.add_argument("--targets", type=int, default=10000)
+    parser.add_argument("--modes", default="pilots,packed,single:500")
     options = parser.parse_args()
     scratch = tempfile.mkdtemp(prefix="jobtree-cluster-bench-", dir=os.getcwd())
     results = {}
     try:
-        for mode in options.modes.split(","):
-            elapsed, counts = run(mode, options.batchSystem, options.targets, scratch)
-            results[mode] = elapsed
-            total = options.targets + 1
+        for spec in options.modes.split(","):
+            mode, _, size = spec.partition(":")
+            targets = int(size) if size else options.targets
+            elapsed, counts = run(mode, options.batchSystem, targets, scratch)
+            total = targets + 1
+            results[mode] = total / elapsed
             commands = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
             print(f"{options.batchSystem} {mode}: {total} targets in {elapsed:.1f} s "
                   f"({total / elapsed:.1f} targets/s); {sum(counts.values())} scheduler "
                   f"commands ({commands})", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if "single" in results and "packed" in results:
-        print(f"packed is {results['single'] / results['packed']:.1f}x faster")
+    for mode in ("packed", "pilots"):
+        if "single" in results and mode in results:
+            print(f"{mode} runs {results[mode] / results['single']:.1f}x the targets per "
+                  f"second of one job per target")
     return 0
 
 

@@ -162,6 +162,11 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds a cluster job may go on running further small targets one after "
            "another (default: the config file's, else 60; 0 gives every target a "
            "job of its own).", metavar="TIME"),
+    Option("pilots", _int_at_least(0), None,
+           "Most pilot jobs at once on a cluster: long-lived jobs that run ready "
+           "one-core targets one after another, each in its own process (default: the "
+           "config file's, else 0: none). Their size is set in the config file "
+           "(pilot_cores, pilot_memory, pilot_walltime, pilot_idle).", metavar="N"),
     Option("maxThreads", _int_at_least(1), None,
            "Most targets run at once by singleMachine (default: the number of usable cores).",
            metavar="N"),
@@ -257,6 +262,7 @@ class Config:
     maxJobs: int | None
     submitRate: float | None
     packTime: float | None
+    pilots: int | None
     maxThreads: int | None
     maxCpus: float | None
     maxMemory: int | None

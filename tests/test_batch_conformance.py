@@ -28,6 +28,7 @@ from jobtree.testing.harness import Jobs, assert_gone, assert_quiet, log_of, wai
 
 TESTS = Path(__file__).resolve().parent
 FAKES = TESTS / "fakes"
+PILOTS = "pilots = 3\npilot_idle = 20\npilot_walltime = 30m\n"
 
 
 def fake_allocation_here(monkeypatch: pytest.MonkeyPatch, cores: int = 2) -> None:
@@ -52,6 +53,12 @@ CASES = [
     BatchCase("gridEngine", by_name("gridEngine"), runner.KILL_GRACE + 2, latency=10,
               # per slot: (512 MiB + the 512 MiB vmem_allowance) / 2 slots
               directives=("#$ -pe smp 2", "h_vmem=512M", "h_rt=")),
+    # pilots: the one-core jobs run in pilot jobs (up to 3 at once, so that the
+    # tests of --maxThreads 3 find 3 slots); the two-core one, as a job of its own
+    BatchCase("slurm", by_name("slurm", PILOTS), runner.KILL_GRACE + 2, latency=10,
+              directives=("#SBATCH --cpus-per-task=2",), config=PILOTS),
+    BatchCase("gridEngine", by_name("gridEngine", PILOTS), runner.KILL_GRACE + 2, latency=10,
+              directives=("#$ -pe smp 2",), config=PILOTS),
     BatchCase("torque", by_name("torque"), runner.KILL_GRACE + 2, latency=5,
               path=str(FAKES / "torque"), directives=("ppn=2", "mem=512mb", "walltime=")),
     BatchCase("pbspro", by_name("pbspro"), runner.KILL_GRACE + 2, latency=5,
@@ -65,7 +72,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(params=CASES, ids=[case.name for case in CASES])
+@pytest.fixture(params=CASES, ids=[case.id for case in CASES])
 def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
          tmp_path_factory: pytest.TempPathFactory) -> BatchCase:
     """The batch system under test, its scheduler checked (or faked) first."""

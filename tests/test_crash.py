@@ -66,15 +66,19 @@ def _no_workers_left(tree: Path) -> bool:
 SYSTEMS = [("singleMachine", KILLS, 1.2),
            ("slurm", min(KILLS, 10), 2.0),
            ("gridEngine", min(KILLS, 10), 2.0),
-           ("drmaa", min(KILLS, 5), 2.0)]  # the base is gridEngine's: fewer kills
+           ("drmaa", min(KILLS, 5), 2.0),  # the base is gridEngine's: fewer kills
+           # pilots: a new master closes the old one's queue and adopts its pilots' targets
+           ("slurm-pilots", min(KILLS, 5), 2.0),
+           ("gridEngine-pilots", min(KILLS, 5), 2.0)]
 
 
 @pytest.mark.parametrize("system,kills_wanted,longest", SYSTEMS, ids=[s[0] for s in SYSTEMS])
 def test_master_killed_at_random_moments(tmp_path: Path, system: str, kills_wanted: int,
                                          longest: float) -> None:
-    options = ["--batchSystem", system]
+    scheduler, _, pilots = system.partition("-")
+    options = ["--batchSystem", scheduler] + (["--pilots", "2"] if pilots else [])
     if system != "singleMachine":
-        require_scheduler(system)
+        require_scheduler(scheduler)
         # Grid Engine's memory limit is on virtual memory: Python needs more than 20M
         options += ["--clusterConfig", str(quick_cluster_config(tmp_path)), "--memory", "200M"]
     script = str(PIPELINES / "crashtree.py")

@@ -145,10 +145,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
               "batch._pbs", "batch.slurm", "batch.gridengine", "batch.torque",
               "batch.pbspro", "batch.lsf", "batch.jobfiles", "batch.poll", "batch.plan",
               "batch.scheduler", "batch.cluster", "batch.local", "batch.drmaa_batch",
-              "batch.hosts", "batch.allocation"),
+              "batch.hosts", "batch.allocation", "batch.pilots", "batch.pilot_shell"),
     "targets": ("promise", "target"),
     # what runs a target, on the node
-    "job side": ("worker", "batch.forkserver", "batch.runner"),
+    "job side": ("worker", "batch.forkserver", "batch.runner", "batch.pilot_runner"),
     "master side": ("placement", "results", "master", "tree", "start", "stack",
                     "pooltree", "poolcall", "poolserve", "poolecho", "pool", "remote",
                     "remotepool"),

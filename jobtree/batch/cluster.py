@@ -15,6 +15,9 @@ decisions of :mod:`~jobtree.batch.poll` (what each poll means) and
   :mod:`jobtree.batch.runner`). ``max_jobs`` bounds the scheduler jobs
   (array tasks count one each) queued or running at once, and
   ``submit_rate`` the submit commands per second.
+- **Pilots.** With ``--pilots N``, targets a pilot can take go to a queue
+  file that pilot jobs claim from (:mod:`~jobtree.batch.pilots`,
+  :mod:`~jobtree.batch.pilot_shell`); the rest are submitted as above.
 - **Outcomes from files.** Each target's runner writes ``exit/KEY.exit``;
   the I/O thread looks at that folder every fraction of a second, so
   success never waits for, or depends on, the scheduler's accounting.
@@ -44,7 +47,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import ResourceError, SchedulerCommandError
 from ..resources import Resources
-from . import plan, poll
+from . import pilots, plan, poll
 from .adapter import SchedulerDialect
 from .base import BatchJobId, BatchSystem, ExitReason, JobSpec, Update
 from .commands import CommandRunner
@@ -54,16 +57,16 @@ from .jobfiles import (
     Submitted,
     append,
     read_submissions,
-    tail,
 )
 from .native import NativeJob, Request
+from .pilot_shell import ShellParts
 from .scheduler import Scheduler
 from .settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
 
 
-class ClusterBatchSystem(BatchSystem):
+class ClusterBatchSystem(ShellParts, BatchSystem):
     """A batch system that submits to a cluster scheduler (see the module doc).
 
     Args:
@@ -110,6 +113,7 @@ class ClusterBatchSystem(BatchSystem):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._ready = False
+        self._init_pilots()
 
     def check_commands(self) -> None:
         """Checks that the scheduler's commands are on PATH (:meth:`Scheduler.check`)."""
@@ -134,7 +138,7 @@ class ClusterBatchSystem(BatchSystem):
             resources, memory=plan.scheduler_memory(resources.memory, self.settings))
 
     def capacity(self) -> int:
-        return plan.capacity(self.settings)
+        return pilots.capacity(self.settings, plan.capacity(self.settings))
 
     def issue(self, spec: JobSpec) -> BatchJobId:
         with self._lock:
@@ -209,6 +213,7 @@ class ClusterBatchSystem(BatchSystem):
             return {}
         with self._lock:
             self._prepare()
+            self._retire_old_queues()
             wanted = {f"{job}.{attempt}": (job, attempt) for job, attempt in jobs}
             for sub in read_submissions(self.files.path("subs"), self.files.exit_dir, self._subs):
                 self._subs[sub.sub_id] = sub
@@ -259,6 +264,7 @@ class ClusterBatchSystem(BatchSystem):
             # another: its entries not yet started are claimed for no one first
             for entry in (e for s in live for e in s.entries if not e.reported):
                 self.files.claim_killed(entry.key)
+            self._pilots_close()
         ids = [self.dialect.task_id(s.job_id or "", None) for s in live]
         if ids:
             self.scheduler.cancel(ids)  # a failure is logged
@@ -291,6 +297,7 @@ class ClusterBatchSystem(BatchSystem):
     # ---------------------------------------------------------- submitting
     def _submit_due(self) -> None:
         """Submits what was issued, oldest first, within max_jobs and the rate."""
+        self._pilot_step()
         now = self._monotonic()
         with self._lock:
             if not self._pending or now < self._retry_submit_at:
@@ -324,7 +331,8 @@ class ClusterBatchSystem(BatchSystem):
     def _submit(self, sub: Submitted, request: Request) -> bool:
         """Writes and submits one job; False if the scheduler is unreachable."""
         request = dataclasses.replace(
-            request, walltime=plan.task_walltime(request, sub.pack, self.settings))
+            request, walltime=plan.task_walltime(request, sub.pack and not sub.pilot,
+                                                 self.settings))
         try:
             job, text = self.files.write_submission(sub, request, self.settings, self.dialect)
         except ResourceError as err:
@@ -366,6 +374,7 @@ class ClusterBatchSystem(BatchSystem):
 
     def _fail(self, entries: Iterable[Entry], message: str) -> None:
         logger.error("%s", message)
+        self._last_failure = message
         entries = list(entries)
         with self._lock:
             self._drop_pending(entries)
@@ -387,6 +396,8 @@ class ClusterBatchSystem(BatchSystem):
                 if record and "started" in record:
                     entry.started = float(record["started"])
                     entry.task = int(record.get("task", 1))
+                    if "pilot" in record:
+                        self._claimed_by_pilot(entry, record)
                     if (native := self._native_id(entry)) is not None:
                         self._native[entry.batch_id] = native
             elif kind == "exit":
@@ -470,31 +481,3 @@ class ClusterBatchSystem(BatchSystem):
             logger.warning("%s", warning)
         for again in decision.resubmit:
             self._resubmit(again)
-
-    def _resubmit(self, again: poll.Resubmit) -> None:
-        sub = self._subs[again.sub_id]
-        for entry in again.entries:
-            entry.barren += again.barren
-            if entry not in again.failed:
-                entry.sub = None
-                self._pending.appendleft(entry)
-        sub.entries = [e for e in sub.entries if e not in again.entries]
-        if again.failed:
-            output = tail(self.files.path("out"), sub.sub_id)
-            self._fail(again.failed, f"{self.name} jobs of these targets ended "
-                                     f"{poll.MAX_BARREN} times without running them (job "
-                                     f"{sub.job_id}); the job script could not start the "
-                                     f"worker. Its output: {output}")
-
-    def _settle_lost(self, entries: Sequence[Entry]) -> None:
-        accounting = self.scheduler.accounting(
-            sorted({t for e in entries if (t := self._native_id(e)) is not None}))
-        with self._lock:
-            for entry in entries:
-                if entry.reported:
-                    continue
-                task = self._native_id(entry)
-                # the accounting's word, else the listing's (qstat -x, bjobs -a and
-                # squeue -t all keep finished jobs for a while)
-                row = accounting.get(task or "") or self._last_rows.get(task or "")
-                self._report(entry, self.files.settle(self.dialect, entry, row, task))

@@ -71,7 +71,9 @@ class Entry:
     def manifest(self) -> dict[str, Any]:
         """The entry as the runner reads it from the manifest."""
         return {"key": self.key, "argv": self.argv, "log": self.log,
-                "time_limit": self.time_limit, "worker": self.worker}
+                "time_limit": self.time_limit, "worker": self.worker,
+                "walltime": self.request.walltime if self.request is not None else None,
+                "memory": self.request.memory if self.request is not None else None}
 
 
 @dataclasses.dataclass(eq=False)
@@ -90,9 +92,19 @@ class Submitted:
     """When each task was first listed as running."""
     launched: set[int] = dataclasses.field(default_factory=set)
     """Tasks whose job script was seen to start the runner."""
+    queue: str | None = None
+    """A pilot's queue file (:mod:`jobtree.batch.pilots`): its entries are
+    those it claimed from there, and it lives on after they end."""
+
+    @property
+    def pilot(self) -> bool:
+        """Whether this is a pilot job."""
+        return self.queue is not None
 
     def live_tasks(self) -> int:
         """Tasks that may still run a target (for the max_jobs budget)."""
+        if self.pilot:
+            return 0 if self.ended_tasks | self.cancelled else 1
         if all(e.reported for e in self.entries):
             return 0
         if not self.pack:
@@ -111,7 +123,7 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
         why = ExitReason.KILLED
     elif reason in ("timeout", "time_limit"):
         why = ExitReason.TIMEOUT
-    elif reason == "requeued":
+    elif reason in ("requeued", "pilot"):
         why = ExitReason.PREEMPTED
     elif reason == "memory":
         why = ExitReason.MEMLIMIT
@@ -127,9 +139,15 @@ def update_from_exit(entry: Entry, record: dict[str, Any], native_id: str | None
     elif why is ExitReason.TIMEOUT:
         message = ("the scheduler stopped it at its job's wall time: raise the target's time "
                    "(an estimate), or walltime_floor/walltime_factor in the cluster config")
+    elif reason == "memory" and record.get("asked"):
+        message = (f"its pilot stopped it for using more memory than the "
+                   f"{-(-int(record['asked']) // 1024 ** 2)} MiB it asked for")
     elif reason == "memory":
         message = ("the kernel's out-of-memory killer stopped it on its node (SIGKILL, as "
                    "on clusters that enforce memory with cgroups): give it more memory")
+    elif reason == "pilot":
+        message = (f"pilot job {native_id} was stopped (cancelled or preempted) while it ran "
+                   f"the target on {record.get('host') or 'its node'}; it runs again")
     elif why is ExitReason.PREEMPTED:
         message = (f"the scheduler requeued job {native_id} while it ran the target (on "
                    f"{record.get('claimed_on') or 'a node'}); the job's next start gave it up")
@@ -146,6 +164,8 @@ _REASONS = {NativeState.TIMEOUT: ExitReason.TIMEOUT,
 #: what the scheduler's record says precisely enough that the job's output
 #: cannot change it; any other state (FAILED 0:9, a SIGTERM, no record) gives
 #: way to what the output says
+#: the ends of a pilot's target that it caused itself
+_REASONS_OF_ITS_OWN = frozenset({ExitReason.TIMEOUT, ExitReason.MEMLIMIT})
 _DEFINITE = frozenset({NativeState.TIMEOUT, NativeState.OUT_OF_MEMORY, NativeState.PREEMPTED,
                        NativeState.NODE_FAILURE})
 
@@ -172,6 +192,11 @@ def update_for_lost(scheduler: str, entry: Entry, row: NativeJob | None, task: s
     reason = _REASONS.get(state, ExitReason.LOST) if state is not None else ExitReason.LOST
     if entry.killed:
         reason = ExitReason.KILLED
+    elif entry.sub is not None and entry.sub.pilot and reason not in _REASONS_OF_ITS_OWN:
+        # the pilot was lost (cancelled, killed, its node gone): not the target's doing
+        return Update(entry.batch_id, None, ExitReason.PREEMPTED, native_id=task,
+                      message=f"pilot job {task} ended while it ran the target "
+                              f"(state {state.value if state else 'unknown'}); it runs again")
     asked = "it"
     if entry.request is not None and entry.request.memory:
         asked = f"the {-(-entry.request.memory // 1024 ** 2)} MiB it"
@@ -261,17 +286,23 @@ def tail(folder: str, stem: str, size: int = 600) -> str:
 
 def manifest(sub: Submitted, settings: ClusterSettings, exit_dir: str, index_variable: str,
              walltime: float | None) -> dict[str, Any]:
-    """What the runners of a submission read (``subs/SUB.json``)."""
-    return {"entries": [e.manifest() for e in sub.entries], "exit_dir": exit_dir,
+    """What the runners of a submission read (``subs/SUB.json``); a pilot's
+    also says where its queue is, how many targets it runs at once and how
+    long it waits for one."""
+    data = {"entries": [e.manifest() for e in sub.entries], "exit_dir": exit_dir,
             "index_variable": index_variable if sub.tasks > 1 else "",
             "tasks": sub.tasks, "pack": sub.pack, "pack_time": settings.pack_time,
             "task_walltime": walltime, "tree_id": settings.tree_id,
             "local_scratch": settings.local_scratch}
+    if sub.queue is not None:
+        data["pilot"] = {"sub_id": sub.sub_id, "queue": sub.queue,
+                         "slots": settings.pilot_cores, "idle": settings.pilot_idle}
+    return data
 
 
 def job_script(directives: list[str], sub_id: str, tasks: int, index_variable: str,
                settings: ClusterSettings, exit_dir: str, env_script: str, manifest_path: str,
-               cwd: str, python: str) -> str:
+               cwd: str, python: str, module: str = "jobtree.batch.runner") -> str:
     """The text of a submission's job script: the directives, the launch
     marker (first, before the prologue: see
     :func:`jobtree.batch.poll.lost_launches`), the master's environment, the
@@ -283,9 +314,28 @@ def job_script(directives: list[str], sub_id: str, tasks: int, index_variable: s
              f". {shlex.quote(env_script)}",
              *settings.prologue,
              f"cd {shlex.quote(cwd)} 2>/dev/null || cd /",
-             f"exec {shlex.quote(python)} -m jobtree.batch.runner "
+             f"exec {shlex.quote(python)} -m {module} "
              f"{shlex.quote(manifest_path)}", ""]
     return "\n".join(lines)
+
+
+def read_queue(path: str) -> list[dict[str, Any]]:
+    """The entries of a pilots' queue file (one JSON object a line; a last
+    line not yet complete is left out)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    items = []
+    for line in data.split(b"\n")[:-1]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and "key" in item:
+            items.append(item)
+    return items
 
 
 def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[Submitted]:
@@ -305,8 +355,14 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
             continue
         if data is None or not job_id or sub_id in known:
             continue
+        pilot = data.get("pilot")
+        items = data["entries"]
+        if isinstance(pilot, dict):  # its entries: those it claimed from its queue
+            items = [item for item in read_queue(str(pilot.get("queue")))
+                     if (read_json(os.path.join(exit_dir, f"{item['key']}.run")) or {}
+                         ).get("pilot") == sub_id]
         entries = []
-        for item in data["entries"]:
+        for item in items:
             entry = Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
                           item.get("time_limit"), None, bool(item.get("worker")))
             record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
@@ -314,7 +370,8 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
                 entry.started, entry.task = float(record["started"]), int(record["task"])
             entries.append(entry)
         sub = Submitted(sub_id, entries, tasks_of(data, entries), bool(data.get("pack")),
-                        submitted, job_id)
+                        submitted, job_id,
+                        queue=str(pilot["queue"]) if isinstance(pilot, dict) else None)
         for entry in entries:
             entry.sub = sub
         subs.append(sub)
@@ -379,7 +436,8 @@ class JobFolder:
         manifest_path = self.path("subs", f"{sub.sub_id}.json")
         text = job_script(dialect.directives(job), sub.sub_id, sub.tasks,
                           dialect.index_variable, settings, self.exit_dir, self.path("env.sh"),
-                          manifest_path, os.getcwd(), sys.executable)
+                          manifest_path, os.getcwd(), sys.executable,
+                          "jobtree.batch.pilot_runner" if sub.pilot else "jobtree.batch.runner")
         write_atomic(manifest_path, json.dumps(data).encode(), sync=False)
         write_atomic(script, text.encode(), sync=False)
         os.chmod(script, 0o700)
@@ -451,8 +509,9 @@ class JobFolder:
         write_atomic(self.path("subs", f"{sub_id}.id"), job_id.encode(), sync=False)
 
     def remove_submission(self, sub: Submitted) -> None:
-        """Removes a submission's files and its entries' markers."""
-        for entry in sub.entries:
+        """Removes a submission's files and its entries' markers (a pilot's
+        stay while its queue is read: another pilot would claim them again)."""
+        for entry in sub.entries if not sub.pilot else ():
             for kind in ("run", "exit", "kill"):
                 remove(os.path.join(self.exit_dir, f"{entry.key}.{kind}"))
         for index in range(1, sub.tasks + 1):

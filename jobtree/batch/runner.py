@@ -49,7 +49,7 @@ from typing import Any
 from ..errors import TempDirError
 from ..paths import LOCAL_ROOT_LEVELS, local_temp_root, make_private_dirs, write_atomic
 from ..workerjob import worker_args
-from .supervise import KILL_GRACE, Stopping, oom_kills
+from .supervise import KILL_GRACE, Stopping, oom_kills, signal_group
 from .wire import claim, marker, settle_once
 
 #: seconds between looks at a running entry (kill requests, its time limit)
@@ -129,7 +129,7 @@ class Runner:
             the keys of those entries.
         """
         stranded = []
-        for entry in self.manifest["entries"]:
+        for entry in self._entries():
             key = entry["key"]
             if os.path.exists(marker(self.exit_dir, key, "exit")):
                 continue
@@ -138,7 +138,7 @@ class Runner:
                     record = json.load(handle)
             except (OSError, ValueError):
                 continue
-            if not isinstance(record, dict) or record.get("task") != self.index:
+            if not isinstance(record, dict) or not self._mine(record):
                 continue
             now = time.time()
             if settle_once(self.exit_dir, key, {
@@ -149,6 +149,14 @@ class Runner:
                 print(f"jobtree: requeued task {self.index} gives up {key}, which an earlier "
                       f"incarnation of it claimed on {record.get('host')}", file=sys.stderr)
         return stranded
+
+    def _entries(self) -> list[dict[str, Any]]:
+        """The entries this task may have claimed."""
+        return list(self.manifest["entries"])
+
+    def _mine(self, record: dict[str, Any]) -> bool:
+        """Whether a start marker's record says this task claimed the entry."""
+        return record.get("task") == self.index
 
     def _try(self, entry: dict[str, Any]) -> None:
         started = time.time()
@@ -267,6 +275,9 @@ class Runner:
                     reason = "killed"
                 elif limit and time.time() - started > float(limit):
                     reason = "time_limit"
+                elif self._over_memory(entry, pid):
+                    reason = "memory"
+                    signal_group(pid, signal.SIGKILL)
                 if reason is not None:
                     stopping.term(pid)
             else:
@@ -278,6 +289,11 @@ class Runner:
                     select.select([exited], [], [], _TICK)
                 except InterruptedError:
                     pass
+
+    def _over_memory(self, entry: dict[str, Any], pid: int) -> bool:
+        """Whether a running entry uses more memory than it may (here the
+        scheduler enforces that: never)."""
+        return False
 
     def _stop_reason(self) -> str:
         """Why SIGTERM came: the task's wall time (the scheduler's limit) or a cancel."""

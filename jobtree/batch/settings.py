@@ -80,6 +80,15 @@ class ClusterSettings:
             the scheduler for SIGUSR1 (Slurm ``--signal``, Grid Engine
             ``s_rt``, LSF ``-wa``/``-wt``); its runner then claims no further
             target. 0 asks for none.
+        pilots: most pilot jobs at once (``--pilots``; 0: no pilots). A pilot
+            is one scheduler job that runs ready targets one after another
+            (:mod:`jobtree.batch.pilots`).
+        pilot_nodes: nodes of a pilot (only 1 is supported).
+        pilot_cores: cores of a pilot: it runs this many one-core targets at once.
+        pilot_memory: memory of a pilot, shared evenly by its cores; None:
+            2 GiB a core.
+        pilot_walltime: the wall time a pilot asks for.
+        pilot_idle: seconds a pilot waits for a target before it exits.
     """
 
     workdir: str | None = None
@@ -111,6 +120,12 @@ class ClusterSettings:
     walltime_max: float | None = None
     max_job_duration: float | None = None
     warn_before: float = 120.0
+    pilots: int = 0
+    pilot_nodes: int = 1
+    pilot_cores: int = 1
+    pilot_memory: int | None = None
+    pilot_walltime: float = 3600.0
+    pilot_idle: float = 60.0
 
 
 DEFAULT_PATH = os.path.join("~", ".config", "jobtree", "cluster.ini")
@@ -150,6 +165,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
     return value
 
 
@@ -222,6 +244,12 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # time: the wall time asked for an estimate
     "walltime_floor": ("walltime_floor", _seconds),
     "walltime_factor": ("walltime_factor", _factor), "walltime_max": ("walltime_max", _positive_seconds),
+    # pilots (docs/clusters.md, "Pilots")
+    "pilots": ("pilots", _count), "pilot_nodes": ("pilot_nodes", _positive_int),
+    "pilot_cores": ("pilot_cores", _positive_int),
+    "pilot_memory": ("pilot_memory", lambda t: parse_size(t, "pilot_memory")),
+    "pilot_walltime": ("pilot_walltime", _positive_seconds),
+    "pilot_idle": ("pilot_idle", _positive_seconds),
 }
 
 
@@ -284,7 +312,7 @@ def cluster_settings(batch_system: str, options: Any, workdir: str | None,
     values = read_config(config_path(getattr(options, "clusterConfig", None)), batch_system)
     for option, field in (("queue", "queue"), ("account", "account"),
                           ("maxJobs", "max_jobs"), ("submitRate", "submit_rate"),
-                          ("packTime", "pack_time")):
+                          ("packTime", "pack_time"), ("pilots", "pilots")):
         value = getattr(options, option, None)
         if value is not None:
             values[field] = value
@@ -296,12 +324,21 @@ def cluster_settings(batch_system: str, options: Any, workdir: str | None,
         values["max_memory"] = max_memory
     if max_threads is not None:  # at most this many jobs at once, as on singleMachine
         values["max_jobs"] = min(values.get("max_jobs", max_threads), max_threads)
+        # and at most this many targets at once in pilots
+        cores = values["pilot_cores"] = min(values.get("pilot_cores", 1), max_threads)
+        if values.get("pilots"):
+            values["pilots"] = max(1, min(values["pilots"], max_threads // cores))
     for field in ("queue", "account"):  # also a value stored by an older jobtree
         value = values.get(field)
         problem = name_problem(value) if isinstance(value, str) else None
         if problem is not None:
             raise BadOptionError(f"The {field} {value!r} {problem}. Give --{field} the name "
                                  f"of a {field} of your cluster.")
+    if values.get("pilots") and values.get("pilot_nodes", 1) > 1:
+        raise BadOptionError(
+            f"pilot_nodes = {values['pilot_nodes']} in the cluster config: pilots run on one "
+            f"node each. Set pilot_nodes = 1 and give --pilots the number of nodes to use "
+            f"instead (targets that need several nodes go as jobs of their own).")
     name = f"jt-{tree_id[:10]}" if tree_id else "jobtree"
     return dataclasses.replace(ClusterSettings(), workdir=workdir, tree_id=tree_id,
                                job_name=name, **values)

@@ -50,6 +50,8 @@ class BatchCase:
         path: a folder to put first on PATH (the fake scheduler's commands).
         directives: texts that the job script of a job asking 2 cores, 512 MiB
             and 10 minutes holds (a cluster's directives for them); none to check.
+        config: more lines for the ``[cluster]`` section of its config file
+            (``pilots = 3``, say).
     """
 
     name: str
@@ -58,23 +60,31 @@ class BatchCase:
     latency: float = 0.0
     path: str | None = None
     directives: tuple[str, ...] = ()
+    config: str = ""
+
+    @property
+    def id(self) -> str:
+        """The test id: the name, and ``-pilots`` for a case with pilots."""
+        return f"{self.name}-pilots" if "pilots" in self.config else self.name
 
 
-def cluster_files(folder: Path) -> tuple[str, str, str]:
-    """The config file, job folder and tree id of the cluster batch system in ``folder``."""
+def cluster_files(folder: Path, more: str = "") -> tuple[str, str, str]:
+    """The config file (with the lines ``more``), job folder and tree id of
+    the cluster batch system in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "cluster.ini"
-    config.write_text(QUICK_CONFIG)
+    config.write_text(QUICK_CONFIG + more)
     return str(config), str(folder / "batch"), f"c{abs(hash(str(folder))) % 10**9}"
 
 
-def by_name(name: str) -> Callable[[int | None, float | None, int | None, Path], BatchSystem]:
+def by_name(name: str, more: str = ""
+            ) -> Callable[[int | None, float | None, int | None, Path], BatchSystem]:
     """The ``make`` of a :class:`BatchCase`: ``--batchSystem NAME`` (jobtree's
     own, or a plugin), with a cluster config that polls often and a job folder
     in the test's folder."""
     def make(threads: int | None, cpus: float | None, memory: int | None,
              folder: Path) -> BatchSystem:
-        config, workdir, tree_id = cluster_files(folder)
+        config, workdir, tree_id = cluster_files(folder, more)
         options = argparse.Namespace(clusterConfig=config)
         return batch_systems.create(name, threads, cpus, memory, options=options,
                                     workdir=workdir, tree_id=tree_id)
