@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -220,42 +219,3 @@ def test_drmaa_settings_come_from_its_own_section(tmp_path: Path) -> None:
                                 None, None, None, None, None)
     assert settings.queue == "all.q" and settings.extra == ("-l scratch=1G",)
     assert isinstance(settings, ClusterSettings)
-
-
-def test_jobtreekill_cancels_the_jobs_a_crashed_master_left(drmaa_env: None,
-                                                            tmp_path: Path) -> None:
-    from conftest import PIPELINES, run_command
-
-    tree = tmp_path / "tree"
-    master = subprocess.Popen(
-        [sys.executable, str(PIPELINES / "waves.py"), "--out", str(tmp_path / "out"),
-         "--waves", "1", "--width", "3", "--sleep", "60", "--jobTree", str(tree),
-         "--batchSystem", "drmaa", "--clusterConfig", str(quick_cluster_config(tmp_path))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 90
-        while run_command("status", "--jobTree", str(tree), "--verbose").stdout.count(
-                "running for") < 3:
-            assert time.monotonic() < deadline, "the targets did not start"
-            time.sleep(1)
-    finally:
-        master.kill()  # the master crashes; its jobs go on
-        master.wait()
-    killed = run_command("kill", "--jobTree", str(tree))
-    assert killed.returncode == 0, killed.stderr
-    assert "Cancelled 3 drmaa jobs of the tree" in killed.stdout, killed.stdout
-    deadline = time.monotonic() + 60
-    while _qstat_lists(tree):
-        assert time.monotonic() < deadline, "jobTreeKill left jobs on the scheduler"
-        time.sleep(0.5)
-
-
-def _qstat_lists(tree: Path) -> bool:
-    """Whether Grid Engine still lists a job of the tree (by the job name)."""
-    import sqlite3
-
-    with sqlite3.connect(tree / "tree.db") as db:
-        (value,) = db.execute("SELECT value FROM meta WHERE key = 'tree_id'").fetchone()
-    name = f"jt-{json.loads(value)[:10]}"
-    out = subprocess.run(["qstat", "-xml"], capture_output=True, text=True, timeout=60).stdout
-    return f"<JB_name>{name}</JB_name>" in out

@@ -327,15 +327,7 @@ def read_queue(path: str) -> list[dict[str, Any]]:
             data = handle.read()
     except OSError:
         return []
-    items = []
-    for line in data.split(b"\n")[:-1]:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and "key" in item:
-            items.append(item)
-    return items
+    return wire.queue_entries(data)[0]
 
 
 def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[Submitted]:

@@ -39,7 +39,7 @@ from typing import Any
 from ..workerjob import worker_args
 from .forkserver import Pipeline, run_child
 from .runner import Runner, restarted
-from .wire import claim, marker
+from .wire import claim, marker, queue_entries
 
 #: the longest pause between two looks at a queue with nothing to claim
 MAX_PAUSE = 0.25
@@ -54,15 +54,7 @@ def read_lines(path: str, offset: int) -> tuple[list[dict[str, Any]], int]:
             data = handle.read()
     except OSError:
         return [], offset
-    end = data.rfind(b"\n") + 1
-    items = []
-    for line in data[:end].splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict) and "key" in item:
-            items.append(item)
+    items, end = queue_entries(data)
     return items, offset + end
 
 

@@ -59,3 +59,19 @@ def settle_once(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
     finally:
         os.unlink(tmp)
     return True
+
+
+def queue_entries(data: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The entries in ``data`` read from a pilots' queue file (one JSON object
+    with a ``key`` a line; a last line not yet complete is left out), and how
+    many bytes of ``data`` they span."""
+    end = data.rfind(b"\n") + 1
+    items = []
+    for line in data[:end].splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and "key" in item:
+            items.append(item)
+    return items, end
