@@ -29,10 +29,12 @@ import tarfile
 from typing import Any, NoReturn, Sequence
 
 from ._version import __version__
+from .paths import REMOTE_FOLDER
 from .sshlink import RemoteError, RemoteTree, SshLink, is_remote, parse
 
-#: keep in step with jobtree.cli.agent (not imported: the commands are above us)
+#: stands for the tree's (expanded) path in a command line the remote side runs
 TREE_MARK = "@@JOBTREE_TREE@@"
+#: stands for the remote Python that runs jobtree's agent there
 PYTHON_MARK = "@@JOBTREE_PYTHON@@"
 AGENT = "jobtree.cli.agent"
 #: options of the local side only: never passed to the remote command
@@ -192,7 +194,7 @@ class Remote:
             name, has_value, value = part.partition("=")
             if name in LOCAL_OUTPUTS:
                 local = value if has_value else (command[i + 1] if i + 1 < len(command) else "")
-                remote = f"{TREE_MARK}/remote/out-{os.getpid()}-{len(outputs)}"
+                remote = f"{TREE_MARK}/{REMOTE_FOLDER}/out-{os.getpid()}-{len(outputs)}"
                 outputs.append((local, remote))
                 if has_value:
                     command[i] = f"{name}={remote}"
@@ -228,20 +230,20 @@ class Remote:
         return re.sub(rf"--jobTree {re.escape(self.tree.path)}(?=[/\s]|$)",
                       f"--jobTree {self.tree}".replace("\\", "\\\\"), text)
 
+    def _root(self) -> str:
+        """The tree's path as a remote shell word (``~/...`` under ``$HOME``)."""
+        tree = self.tree.path
+        return f'"$HOME"/{shlex.quote(tree[2:])}' if tree.startswith("~") else shlex.quote(tree)
+
     def _shell(self, argv: list[str], outputs: list[tuple[str, str]]) -> str:
         """A remote shell line running ``argv`` in the tree's expanded path."""
         quoted = " ".join(shlex.quote(p).replace(TREE_MARK, '"$T"') for p in argv)
-        tree = self.tree.path
-        home = tree.startswith("~")
-        root = f'"$HOME"/{shlex.quote(tree[2:])}' if home else shlex.quote(tree)
-        mkdir = f'mkdir -p "$T/remote" 2>/dev/null; ' if outputs else ""
-        return f"T={root}; {mkdir}{quoted}"
+        mkdir = f'mkdir -p "$T/{REMOTE_FOLDER}" 2>/dev/null; ' if outputs else ""
+        return f"T={self._root()}; {mkdir}{quoted}"
 
     def _fetch(self, remote: str, local: str) -> None:
         path = remote.replace(TREE_MARK, "$T")
-        tree = self.tree.path
-        root = f'"$HOME"/{shlex.quote(tree[2:])}' if tree.startswith("~") else shlex.quote(tree)
-        done = self.link.run(["sh", "-c", f'T={root}; cat "{path}" && rm -f "{path}"'])
+        done = self.link.run(["sh", "-c", f'T={self._root()}; cat "{path}" && rm -f "{path}"'])
         if done.returncode != 0:
             return  # the command failed before writing it, and said why
         try:
@@ -304,7 +306,7 @@ def run_pipeline(options: Any) -> NoReturn:
     rest, local = split_local(argv)
     remote = Remote(tree, local["--remotePython"] or getattr(options, "remotePython", None))
     name = os.path.basename(script)
-    command = [PYTHON_MARK, f"{TREE_MARK}/remote/pipeline/{name}", *rest]
+    command = [PYTHON_MARK, f"{TREE_MARK}/{REMOTE_FOLDER}/pipeline/{name}", *rest]
     answer = remote.launch(command, stage=pack(pipeline_files(script)))
     detach = bool(local["--detach"] or getattr(options, "detach", False))
     raise SystemExit(remote.started(answer, detach))

@@ -27,9 +27,6 @@ from .pooltree import PoolError
 from .remote import PYTHON_MARK, TREE_MARK, Remote, pack, pipeline_files
 from .sshlink import RemoteError, parse
 
-#: the folder, inside the remote pool's folder, of the calls' inputs and outputs
-CALLS = "remote/pipeline/calls"
-
 
 class RemoteTraceback(Exception):
     """The traceback, on the remote machine, of an exception a remote call

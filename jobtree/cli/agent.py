@@ -33,13 +33,9 @@ from typing import Any
 
 from .._version import __version__
 from ..batch.supervise import alive as _alive
+from ..paths import REMOTE_FOLDER, write_atomic
+from ..remote import PYTHON_MARK, TREE_MARK
 
-#: stands for the tree's (expanded) path in the command line of a run
-TREE_MARK = "@@JOBTREE_TREE@@"
-#: stands for the remote Python running this agent
-PYTHON_MARK = "@@JOBTREE_PYTHON@@"
-#: the folder, inside a tree, of what the remote side keeps
-REMOTE_FOLDER = "remote"
 #: how often a follower looks for more output (seconds)
 POLL = 0.2
 
@@ -90,10 +86,7 @@ def _stage(tree: str, data: bytes) -> None:
             source = archive.extractfile(member)
             if source is None:
                 continue
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as out:
-                out.write(source.read())
-            os.replace(tmp, path)
+            write_atomic(path, source.read(), sync=False)
 
 
 def _new_run(tree: str) -> tuple[int, str]:
@@ -135,12 +128,8 @@ def _supervise(base: str, argv: list[str]) -> None:
 
 
 def _write(path: str, value: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Writes ``value`` as JSON to ``path``, whole or not at all."""
+    write_atomic(path, json.dumps(value).encode())
 
 
 def launch(tree: str, argv: list[str], stage: bool, follow_running: bool) -> dict[str, Any]:
@@ -241,8 +230,8 @@ def pool_call(tree: str, name: str) -> int:
     import cloudpickle
 
     from .. import Pool
+    from ..paths import POOL_MARKER
     from ..pooltree import PoolError
-    from ..paths import POOL_MARKER, write_atomic
 
     pipeline = os.path.join(tree, REMOTE_FOLDER, "pipeline")
     sys.path.insert(0, pipeline)  # functions imported from the caller's modules
