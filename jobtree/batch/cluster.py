@@ -300,7 +300,10 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
         self._pilot_step()
         now = self._monotonic()
         with self._lock:
-            if not self._pending or now < self._retry_submit_at:
+            # what a pilot takes waits for the next pilot step, even if it was
+            # issued after this one's (the master issues from its own thread)
+            waiting = [e for e in self._pending if not self._for_pilots(e)]
+            if not waiting or now < self._retry_submit_at:
                 return
             if now - self._last_issue < plan.GATHER:
                 self._wake.set()
@@ -308,7 +311,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
             budget = self.settings.max_jobs - sum(s.live_tasks() for s in self._subs.values())
             if budget <= 0:
                 return
-            groups = plan.groups(self._pending, budget)
+            groups = plan.groups(waiting, budget)
         for group in groups:
             entries, tasks = group.entries, group.slots
             while entries and tasks > 0 and self._take_token():

@@ -91,6 +91,11 @@ class ShellParts:
             self._retire_old_queues()
         return self._queue_path
 
+    def _for_pilots(self, entry: Entry) -> bool:
+        """Whether ``entry`` goes to the pilots' queue rather than to a job of its own."""
+        return bool(self.settings.pilots) and not self._pilots_off and pilots.fits(
+            entry.request, self.settings)
+
     def _pilot_step(self) -> None:
         """Feeds the queue, submits the pilots it needs, cancels those it does not."""
         if not self.settings.pilots or self._pilots_off:
@@ -98,7 +103,7 @@ class ShellParts:
         now = self._time()
         queue = self._queue_file()
         with self._lock:
-            moving = [e for e in self._pending if pilots.fits(e.request, self.settings)]
+            moving = [e for e in self._pending if self._for_pilots(e)]
             if moving:
                 self._enqueue(queue, moving)
             for key in [k for k, e in self._queued.items()
