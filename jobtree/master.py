@@ -322,7 +322,7 @@ class Master:
         spec = JobSpec(job_id=row.id, attempt=attempt, argv=worker.argv(), worker=worker,
                        resources=resources, name=f"jt{row.id}.{attempt}",
                        log_path=self.paths.log(row.id, attempt), kind=row.cls,
-                       job=job if batch.takes_input else None)
+                       job=job if batch.takes_input else None, priority=row.priority)
         batch_id = batch.issue(spec)
         self._issued[(role, batch_id)] = _Issued(row.id, attempt, role, row.description)
         logger.debug("issued %s as %s job %s", row.description, batch.name, batch_id)

@@ -9,12 +9,15 @@ import pickle
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PIPELINES, quick_cluster_config, require_scheduler, run_command, run_script
 
 from jobtree import Target
+from jobtree.batch.base import JobSpec
 from jobtree.errors import ResourceError
 from jobtree.jobstore import JobState, JobStore, NewJob, TreeIndex
 from jobtree.jobstore.records import JobRow
@@ -234,3 +237,77 @@ def test_set_refuses_what_it_cannot_do_and_changes_nothing(
     index = TreeIndex.open(TreePaths(tree))
     assert [(r.state, r.priority) for r in index.listing(cls="Leaf")] == [("failed", 0)]
     index.close()
+
+
+# ------------------------------------ targets a batch system holds back
+def _held_back(tmp_path: Path, pilots: int) -> tuple[Any, Any, Any]:
+    """A cluster shell on a fake scheduler, room for one job."""
+    from test_cluster_decisions import Clock, FakeDialect, FakeScheduler
+
+    from jobtree.batch.cluster import ClusterBatchSystem
+    from jobtree.batch.settings import ClusterSettings
+
+    fake, clock = FakeScheduler(), Clock()
+    settings = ClusterSettings(workdir=str(tmp_path / "batch"), job_name="jt-test",
+                               pack_time=0, poll_interval=1, exit_grace=30, max_jobs=1,
+                               pilots=pilots, pilot_idle=60)
+    batch = ClusterBatchSystem(FakeDialect(), settings, fake,  # type: ignore[arg-type]
+                               clock=lambda: clock.wall, monotonic=lambda: clock.mono,
+                               background=False)
+    for job_id, priority in ((1, 0), (2, 0), (3, 5), (4, 5)):  # 3 and 4 became ready later
+        batch.issue(JobSpec(job_id, 1, ["/bin/true"], Resources(cpu=1, memory=100 * MIB),
+                            f"t{job_id}", str(tmp_path / f"{job_id}.log"), priority=priority))
+    return batch, fake, clock
+
+
+def test_a_cluster_submits_a_later_more_important_target_first(tmp_path: Path) -> None:
+    from jobtree.batch import plan
+
+    batch, fake, clock = _held_back(tmp_path, pilots=0)
+    clock.advance(plan.GATHER)
+    batch.step()
+    assert fake.submitted == ["100"]  # room for one job: the first of priority 5
+    [manifest] = (tmp_path / "batch" / "subs").glob("*.json")
+    assert [e["key"] for e in json.loads(manifest.read_text())["entries"]] == ["3.1"]
+
+
+def test_a_pilots_queue_holds_the_more_important_targets_first(tmp_path: Path) -> None:
+    from jobtree.batch import plan
+
+    batch, fake, clock = _held_back(tmp_path, pilots=1)
+    clock.advance(plan.GATHER)
+    batch.step()
+    [queue] = (tmp_path / "batch" / "subs").glob("pilots-*.queue")
+    assert [json.loads(line)["key"] for line in queue.read_text().splitlines()] == \
+        ["3.1", "4.1", "1.1", "2.1"]
+
+
+def test_a_pilot_slot_claims_a_later_more_important_entry_first(tmp_path: Path) -> None:
+    from jobtree.batch.pilot_runner import PilotSlot
+
+    exit_dir, queue = tmp_path / "exit", tmp_path / "q.queue"
+    exit_dir.mkdir()
+
+    def line(key: str, priority: int) -> str:
+        return json.dumps({"key": key, "argv": ["/bin/sh", "-c", "exit 0"],
+                           "log": str(tmp_path / f"{key}.log"), "time_limit": None,
+                           "worker": False, "walltime": None, "memory": None,
+                           "priority": priority}) + "\n"
+
+    queue.write_text(line("1.1", 0) + line("2.1", 0) + line("3.1", 0))
+    slot = PilotSlot({"entries": [], "exit_dir": str(exit_dir), "task_walltime": None,
+                      "pilot": {"sub_id": "P", "queue": str(queue), "slots": 1, "idle": 1}},
+                     1, time.time())
+    ran: list[str] = []
+
+    def claim_next() -> None:
+        assert slot.next()
+        ran.extend(sorted({p.stem for p in exit_dir.glob("*.exit")} - set(ran)))
+
+    claim_next()
+    with open(queue, "a", encoding="utf-8") as handle:  # the master adds two
+        handle.write(line("4.1", 3) + line("5.1", -1))
+    for _ in range(4):
+        claim_next()
+    assert ran == ["1.1", "4.1", "2.1", "3.1", "5.1"]
+    assert not slot.next()

@@ -64,6 +64,9 @@ class JobSpec:
         worker: the worker job ``argv`` runs, if it runs one (then it may be
             started from a warm process, and exit status EXIT_MEMORY means
             out of memory); None for a plain command.
+        priority: the target's priority. The master issues ready jobs highest
+            first; a batch system that holds issued jobs back (a cluster's
+            waiting targets, a pilots' queue) starts them highest first too.
     """
 
     job_id: int
@@ -75,6 +78,7 @@ class JobSpec:
     kind: str = ""
     job: dict[str, Any] | None = None
     worker: WorkerJob | None = None
+    priority: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -154,7 +154,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
                 self._updates.put(Update(batch_id, None, ExitReason.FAILED, message=str(err),
                                          permanent=True))
             entry = Entry(batch_id, key, list(spec.argv), spec.log_path,
-                          spec.resources.time_limit, request, worker)
+                          spec.resources.time_limit, request, worker, priority=spec.priority)
             self._open[batch_id] = entry
             self._by_key[key] = entry
             if request is None:

@@ -51,6 +51,8 @@ class Entry:
         barren: submissions of it whose tasks all ended without running anything.
         time_limit: its hard wall-time limit (``timeLimit``), which its runner
             enforces; None for none (``time`` is an estimate and never stops it).
+        priority: the target's priority (waiting targets are submitted, and
+            claimed from a pilots' queue, highest first).
     """
 
     batch_id: BatchJobId
@@ -67,11 +69,13 @@ class Entry:
     reported: bool = False
     ended_seen: float | None = None
     barren: int = 0
+    priority: int = 0
 
     def manifest(self) -> dict[str, Any]:
         """The entry as the runner reads it from the manifest."""
         return {"key": self.key, "argv": self.argv, "log": self.log,
                 "time_limit": self.time_limit, "worker": self.worker,
+                "priority": self.priority,
                 "walltime": self.request.walltime if self.request is not None else None,
                 "memory": self.request.memory if self.request is not None else None}
 

@@ -4,8 +4,9 @@ A pilot (see :mod:`jobtree.batch.pilots`) is one scheduler job on one node.
 It imports the worker, the tree's worker config and the pipeline's script
 once (each target is then a fork of it, as on singleMachine's fork server) and runs ``pilot_cores`` *slots*: one process
 each (forked, when there are several), each a :class:`PilotSlot` that reads
-the queue file the master appends to and claims entries from it in the order
-they were written, one after another, with the same exclusive start markers
+the queue file the master appends to and claims entries from it one after
+another, highest priority first and in the order they were written within a
+priority, with the same exclusive start markers
 and exit files as a packed array task (:class:`jobtree.batch.runner.Runner`).
 So each target keeps its own process, log, exit status and kill request, and
 runs once however many slots and pilots read the queue.
@@ -162,9 +163,12 @@ class PilotSlot(Runner):
         return True
 
     def next(self) -> bool:
-        """Claims and runs the first waiting entry that fits; False if none did."""
+        """Claims and runs the most important waiting entry that fits (the
+        first written, of those alike); False if none did."""
         items, self._offset = read_lines(self.queue, self._offset)
-        self._waiting.extend(items)
+        if items:
+            self._waiting.extend(items)
+            self._waiting.sort(key=lambda e: -int(e.get("priority") or 0))  # stable
         keep: list[dict[str, Any]] = []
         ran = False
         for at, entry in enumerate(self._waiting):

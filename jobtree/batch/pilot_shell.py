@@ -24,7 +24,7 @@ import threading
 from typing import Any, Callable, Iterable, Sequence
 
 from ..paths import write_atomic
-from . import pilots, poll
+from . import pilots, plan, poll
 from .adapter import SchedulerDialect
 from .base import Update
 from .jobfiles import Entry, JobFolder, Submitted, read_queue, tail
@@ -103,7 +103,7 @@ class ShellParts:
         now = self._time()
         queue = self._queue_file()
         with self._lock:
-            moving = [e for e in self._pending if self._for_pilots(e)]
+            moving = plan.by_priority(e for e in self._pending if self._for_pilots(e))
             if moving:
                 self._enqueue(queue, moving)
             for key in [k for k, e in self._queued.items()

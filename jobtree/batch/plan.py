@@ -16,7 +16,7 @@ import collections
 import dataclasses
 import itertools
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..errors import ResourceError
 from ..resources import Resources, format_duration
@@ -105,9 +105,18 @@ def capacity(settings: ClusterSettings) -> int:
     return max(1, min(settings.max_jobs * per_task, 20000))
 
 
+def by_priority(entries: Iterable[Entry]) -> list[Entry]:
+    """``entries`` highest priority first, in their order within a priority
+    (the master issues in priority order, so a sort is needed only for a
+    target that became ready after lower ones were issued)."""
+    return sorted(entries, key=lambda e: -e.priority)
+
+
 def groups(pending: Sequence[Entry], budget: int) -> list[Group]:
-    """The waiting targets grouped by request, oldest group first; the oldest
-    ``budget`` targets give their groups the scheduler jobs there is room for."""
+    """The waiting targets grouped by request, the group of the most important
+    (then oldest) target first; the first ``budget`` targets in that order
+    give their groups the scheduler jobs there is room for."""
+    pending = by_priority(pending)
     members: dict[tuple[Request, bool], list[Entry]] = {}
     for entry in pending:
         if entry.request is not None:
