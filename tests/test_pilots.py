@@ -178,7 +178,7 @@ def test_a_pilot_cancelled_mid_run_loses_nothing(tmp_path: Path, system: str) ->
         victim = None
         while victim is None:  # a child (it sleeps 4 s) running in a pilot
             assert time.monotonic() < deadline, (tmp_path / "master.log").read_text()[-3000:]
-            for name in glob.glob(os.path.join(exit_dirs, "*.run")):
+            for name in glob.glob(os.path.join(exit_dirs, "pilots-*", "*.run")):
                 try:
                     record = json.loads(Path(name).read_text())
                 except (OSError, ValueError):
@@ -235,8 +235,14 @@ def _shell(tmp_path: Path) -> tuple[Any, Any, Any]:
     return batch, fake, clock
 
 
+def _claims(tmp_path: Path) -> Path:
+    """The one claims folder of the queue (where its entries' markers go)."""
+    [folder] = [p for p in (tmp_path / "batch" / "exit").iterdir() if p.is_dir()]
+    return folder
+
+
 def _claim(tmp_path: Path, key: str, pilot: str, when: float, done: bool) -> None:
-    exit_dir = tmp_path / "batch" / "exit"
+    exit_dir = _claims(tmp_path)
     (exit_dir / f"{key}.run").write_text(json.dumps(
         {"task": 1, "slot": 1, "pilot": pilot, "started": when}))
     if done:
@@ -258,8 +264,9 @@ def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
     assert fake.submitted == ["100", "101"]  # two pilots for five targets, no other job
     subs = tmp_path / "batch" / "subs"
     [queue] = glob.glob(str(subs / "pilots-*.queue"))
+    folder = _claims(tmp_path).name  # where the entries' markers go
     assert [json.loads(line)["key"] for line in open(queue, encoding="utf-8")] == \
-        ["1.1", "2.1", "3.1", "4.1", "5.1"]  # in the order issued
+        [f"{folder}/{n}.1" for n in range(1, 6)]  # in the order issued
     pilots_ = {p.read_text(): p.name[:-3]
                for p in map(Path, glob.glob(str(subs / "*-pilot.id")))}
     first, second = pilots_["100"], pilots_["101"]
@@ -279,7 +286,7 @@ def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
     batch.kill([ids[4]])
     killed = batch.next_update(0)
     assert killed is not None and killed.reason is ExitReason.KILLED
-    assert json.loads((tmp_path / "batch" / "exit" / "5.1.run").read_text()) == {"killed": True}
+    assert json.loads((_claims(tmp_path) / "5.1.run").read_text()) == {"killed": True}
     # the second pilot is lost while it runs 2.1: after exit_grace, it runs again
     fake.listing = {"102": "QUEUED"}
     clock.advance(10)  # past the time a job may be missing from the listing
@@ -354,3 +361,70 @@ def test_a_slot_claims_in_order_what_fits_its_time_and_stops_when_told(
     assert slot.next() and (exit_dir / "3.1.exit").exists()
     assert not slot.next()  # 1.1 never fits; 4.1's line is not complete yet
     assert not (exit_dir / "1.1.run").exists() and not (exit_dir / "4.1.run").exists()
+
+
+def test_the_claims_folders_of_settled_targets_are_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobtree.batch import pilots, plan, wire
+    from jobtree.batch.base import JobSpec
+    from jobtree.resources import Resources
+
+    monkeypatch.setattr(pilots, "CLAIMS_PER_FOLDER", 2)
+    batch, fake, clock = _shell(tmp_path)
+    for n in range(1, 6):
+        batch.issue(JobSpec(n, 1, ["/bin/true"], Resources(cpu=1, memory=GIB), f"t{n}",
+                            str(tmp_path / f"{n}.log")))
+    clock.advance(plan.GATHER)
+    batch.step()
+    exit_dir = tmp_path / "batch" / "exit"
+    [queue] = (tmp_path / "batch" / "subs").glob("pilots-*.queue")
+    keys = [json.loads(line)["key"] for line in queue.read_text().splitlines()]
+    folders = sorted({key.partition("/")[0] for key in keys}, key=lambda f: int(f[-1]))
+    assert len(folders) == 3 and all((exit_dir / f).is_dir() for f in folders)
+    [pilot, _] = sorted(p.name[:-3] for p in (tmp_path / "batch" / "subs").glob("*-pilot.id"))
+    fake.listing = {"100": "RUNNING", "101": "RUNNING"}
+    for key in keys[:3]:  # the first folder's two, and one of the second's
+        (exit_dir / f"{key}.run").write_text(json.dumps(
+            {"task": 1, "slot": 1, "pilot": pilot, "started": clock.wall}))
+        (exit_dir / f"{key}.exit").write_text(json.dumps(
+            {"code": 0, "reason": None, "wall": 0.1, "task": 1}))
+    clock.advance(1)
+    batch.step()
+    assert {str(u.batch_id) for u in iter(lambda: batch.next_update(0), None)} == \
+        {"1.1", "2.1", "3.1"}
+    clock.advance(1)
+    batch.step()
+    # every entry of the first is settled: gone, and nothing can be claimed in it again
+    assert sorted(p.name for p in exit_dir.iterdir() if p.is_dir()) == sorted(folders[1:])
+    assert not wire.claim(str(exit_dir), keys[0], {"task": 9})
+    assert not wire.settle_once(str(exit_dir), keys[0], {"code": 0})
+    # the others hold a target not yet settled (the last is where new ones go)
+    (exit_dir / f"{keys[3]}.run").write_text(json.dumps(
+        {"task": 1, "slot": 1, "pilot": pilot, "started": clock.wall}))
+    (exit_dir / f"{keys[3]}.exit").write_text(json.dumps(
+        {"code": 0, "reason": None, "wall": 0.1, "task": 1}))
+    clock.advance(1)
+    batch.step()
+    assert str(batch.next_update(0).batch_id) == "4.1"  # type: ignore[union-attr]
+    clock.advance(1)
+    batch.step()
+    assert [p.name for p in exit_dir.iterdir() if p.is_dir()] == [folders[2]]
+
+
+def test_an_exit_seen_before_its_claim_still_names_the_pilot_that_ran_it(
+        tmp_path: Path) -> None:
+    from jobtree.batch import plan
+    from jobtree.batch.base import JobSpec
+    from jobtree.resources import Resources
+
+    batch, fake, clock = _shell(tmp_path)
+    batch.issue(JobSpec(1, 1, ["/bin/true"], Resources(cpu=1, memory=GIB), "t1",
+                        str(tmp_path / "1.log")))
+    clock.advance(plan.GATHER)
+    batch.step()
+    [pilot] = [p.name[:-3] for p in (tmp_path / "batch" / "subs").glob("*-pilot.id")]
+    _claim(tmp_path, "1.1", pilot, clock.wall, done=True)
+    key = f"{_claims(tmp_path).name}/1.1"
+    batch._read_markers([f"{key}.exit", f"{key}.run"])  # as a listing may give them
+    update = batch.next_update(0)
+    assert update is not None and update.native_id == "100"

@@ -219,7 +219,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
                 self._subs[sub.sub_id] = sub
                 for entry in sub.entries:
                     self._by_key[entry.key] = entry
-                    if entry.key in wanted:
+                    if entry.batch_id in wanted:
                         self._open[entry.batch_id] = entry
                     else:
                         entry.reported = True
@@ -243,7 +243,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
                         len(adoption.orphans))
             self.scheduler.cancel(adoption.orphans)
         self._wake.set()
-        return {wanted[e.key]: e.batch_id for e in adoption.adopted}
+        return {wanted[e.batch_id]: e.batch_id for e in adoption.adopted}
 
     def kill_tree(self) -> int:
         return self.scheduler.cancel_tree()
@@ -392,10 +392,10 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
         for name in names:
             key, _, kind = name.rpartition(".")
             entry = self._by_key.get(key)
-            if entry is None or entry.reported:
+            if entry is None or entry.reported or kind not in ("run", "exit"):
                 continue
-            if kind == "run" and entry.started is None:
-                record = self.files.read(name)
+            if entry.started is None:  # (an exit's claim first: it says who ran it)
+                record = self.files.read(f"{key}.run")
                 if record and "started" in record:
                     entry.started = float(record["started"])
                     entry.task = int(record.get("task", 1))
@@ -403,7 +403,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
                         self._claimed_by_pilot(entry, record)
                     if (native := self._native_id(entry)) is not None:
                         self._native[entry.batch_id] = native
-            elif kind == "exit":
+            if kind == "exit":
                 record = self.files.read(name)
                 if record is not None:
                     self._report(entry, self.files.exit_update(self.dialect, entry, record,
@@ -411,10 +411,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
 
     def _scan(self) -> None:
         """Reads what runners left; cancels tasks that came too late to claim."""
-        try:
-            names = os.listdir(self.files.exit_dir)
-        except OSError:
-            return
+        names = self.files.exit_files()
         excess: list[str] = []
         with self._lock:
             self._read_markers(names)

@@ -359,7 +359,8 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
                          ).get("pilot") == sub_id]
         entries = []
         for item in items:
-            entry = Entry(BatchJobId(item["key"]), item["key"], item["argv"], item["log"],
+            entry = Entry(BatchJobId(os.path.basename(item["key"])), item["key"], item["argv"],
+                          item["log"],
                           item.get("time_limit"), None, bool(item.get("worker")))
             record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
             if record and "started" in record:
@@ -409,11 +410,21 @@ class JobFolder:
         write_atomic(self.path("env.sh"), environment_script(environ).encode(), sync=False)
 
     def exit_files(self) -> frozenset[str]:
-        """The names of the files in the exit folder now (none if it is missing)."""
+        """The names of the files in the exit folder now, with those in its
+        pilots' claims folders as ``FOLDER/NAME`` (none if it is missing)."""
         try:
-            return frozenset(os.listdir(self.exit_dir))
+            names = os.listdir(self.exit_dir)
         except OSError:
             return frozenset()
+        found = set(names)
+        for folder in names:
+            if wire.is_claims_folder(folder):
+                try:
+                    found.update(f"{folder}/{name}"
+                                 for name in os.listdir(os.path.join(self.exit_dir, folder)))
+                except OSError:
+                    continue  # removed meanwhile: every entry in it was settled
+        return frozenset(found)
 
     def write_submission(self, sub: Submitted, request: Request, settings: ClusterSettings,
                          dialect: SchedulerDialect) -> tuple[Submission, str]:

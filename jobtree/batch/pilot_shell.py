@@ -20,18 +20,19 @@ import glob
 import json
 import logging
 import os
+import shutil
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
 from ..paths import write_atomic
 from . import pilots, plan, poll
 from .adapter import SchedulerDialect
-from .base import Update
+from .base import BatchJobId, Update
 from .jobfiles import Entry, JobFolder, Submitted, read_queue, tail
 from .native import NativeJob, Request
 from .scheduler import Scheduler
 from .settings import ClusterSettings
-from .wire import marker
+from .wire import is_claims_folder, marker
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class ShellParts:
     scheduler: Scheduler
     _lock: threading.RLock
     _subs: dict[str, Submitted]
+    _open: dict[BatchJobId, Entry]
+    _by_key: dict[str, Entry]
     _pending: collections.deque[Entry]
     _last_rows: dict[str, NativeJob]
     _time: Callable[[], float]
@@ -82,6 +85,10 @@ class ShellParts:
         self._pilots_off = False
         self._last_failure = ""  # the last message of _fail
         self._stopped: set[str] = set()  # pilots told to claim nothing more
+        self._claims: str | None = None  # the claims folder new entries go to
+        self._claims_made = 0
+        self._claims_left = 0  # how many more entries it takes
+        self._next_tidy = 0.0
 
     def _queue_file(self) -> str:
         if self._queue_path is None:
@@ -98,6 +105,7 @@ class ShellParts:
 
     def _pilot_step(self) -> None:
         """Feeds the queue, submits the pilots it needs, cancels those it does not."""
+        self._tidy_pilots()
         if not self.settings.pilots or self._pilots_off:
             return
         now = self._time()
@@ -148,7 +156,21 @@ class ShellParts:
             logger.debug("submitted pilot %s (%d targets wait)", pilot.job_id, waiting)
 
     def _enqueue(self, queue: str, entries: list[Entry]) -> None:
-        """Appends entries to the queue file, in order (under the lock)."""
+        """Appends entries to the queue file, in order (under the lock). Each
+        goes with its markers into the current claims folder (its key names
+        the folder: see :func:`jobtree.batch.wire.marker`)."""
+        for entry in entries:
+            if self._claims_left <= 0:
+                self._claims_made += 1
+                stem = os.path.basename(queue)[:-len(".queue")]
+                self._claims = f"{stem}-{self._claims_made}"
+                os.makedirs(os.path.join(self.files.exit_dir, self._claims), 0o700,
+                            exist_ok=True)
+                self._claims_left = pilots.CLAIMS_PER_FOLDER
+            self._claims_left -= 1
+            self._by_key.pop(entry.key, None)
+            entry.key = f"{self._claims}/{os.path.basename(entry.key)}"
+            self._by_key[entry.key] = entry
         data = b"".join(json.dumps(e.manifest()).encode() + b"\n" for e in entries)
         fd = os.open(queue, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -208,6 +230,50 @@ class ShellParts:
                 stopped = self._close_queue(path)
                 logger.info("closed an earlier master's pilot queue (%d targets it "
                             "held go again)", len(stopped))
+
+    def _tidy_pilots(self) -> None:
+        """Now and then (each poll interval): forgets the targets live pilots
+        ran and were reported, and removes the claims folders whose every
+        entry is settled, so that neither the master's memory nor the exit
+        folder it lists grows with every target the pilots ran.
+
+        A folder is first renamed (``NAME.gone``), so that a pilot that still
+        reads its queue cannot claim in it again (its exclusive create fails),
+        and then removed. An earlier master's folders go only once its queue
+        is closed, and its entries still running adopted (:meth:`adopt` holds
+        the lock from the one to the other).
+        """
+        now = self._monotonic()
+        if now < self._next_tidy:
+            return
+        self._next_tidy = now + max(1.0, self.settings.poll_interval)
+        try:
+            names = os.listdir(self.files.exit_dir)
+        except OSError:
+            return
+        gone = [name for name in names if name.endswith(".gone")]  # a crash cut short
+        with self._lock:
+            for sub in self._subs.values():
+                if sub.pilot and any(e.reported for e in sub.entries):
+                    for entry in [e for e in sub.entries if e.reported]:
+                        self._by_key.pop(entry.key, None)
+                    sub.entries = [e for e in sub.entries if not e.reported]
+            live = {e.key.rpartition("/")[0] for e in self._open.values() if not e.reported}
+            live.add(self._claims or "")
+            for name in names:
+                if not is_claims_folder(name) or name in live:
+                    continue
+                queue = self.files.path("subs", name.rpartition("-")[0] + ".queue")
+                if queue != self._queue_path and not os.path.exists(queue + ".closed"):
+                    continue  # an earlier master's queue, not read back yet
+                try:
+                    os.rename(os.path.join(self.files.exit_dir, name),
+                              os.path.join(self.files.exit_dir, name + ".gone"))
+                except OSError:
+                    continue
+                gone.append(name + ".gone")
+        for name in gone:
+            shutil.rmtree(os.path.join(self.files.exit_dir, name), ignore_errors=True)
 
     # ------------------------------------------------ targets a job left
     def _resubmit(self, again: poll.Resubmit) -> None:

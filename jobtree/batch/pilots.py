@@ -35,6 +35,9 @@ from .jobfiles import Submitted
 from .native import Request
 from .settings import ClusterSettings
 
+#: entries of a pilots' queue per claims folder: the master lists the folders
+#: that hold a target not yet settled, and removes the others
+CLAIMS_PER_FOLDER = 1000
 #: memory of a pilot's core when ``pilot_memory`` is not set
 MEMORY_PER_CORE = 2 * 1024 ** 3
 #: seconds before the end of its wall time after which a pilot counts as

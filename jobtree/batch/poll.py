@@ -340,7 +340,7 @@ def decide_adoption(subs: Iterable[Submitted], rows: Mapping[str, NativeJob] | N
             only targets that left an exit file, or whose submission is too
             young to be listed, are adopted).
         seen: the names of the files in the exit folder.
-        wanted: the keys (``JOB.ATTEMPT``) of the targets the tree has as issued.
+        wanted: the ids (``JOB.ATTEMPT``) of the targets the tree has as issued.
         now: the time (``time.time()``).
         task_id: the adapter's task ids.
     """
@@ -355,7 +355,7 @@ def decide_adoption(subs: Iterable[Submitted], rows: Mapping[str, NativeJob] | N
         alive = alive_tasks(sub, listing, now, task_id)
         ended[sub.sub_id] = frozenset(range(1, sub.tasks + 1)) - alive
         keep = [e for e in sub.entries
-                if e.key in wanted and (alive or f"{e.key}.exit" in seen)]
+                if e.batch_id in wanted and (alive or f"{e.key}.exit" in seen)]
         adopted.extend(keep)
         dropped.extend(e for e in sub.entries if e not in keep)
         if not keep:

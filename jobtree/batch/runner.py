@@ -191,8 +191,12 @@ class Runner:
                        task=self.index)
         # not fsynced: the worker synced its result; an exit file lost with its
         # node only makes the target run again
-        write_atomic(marker(self.exit_dir, entry["key"], "exit"), json.dumps(outcome).encode(),
-                     sync=False)
+        try:
+            write_atomic(marker(self.exit_dir, entry["key"], "exit"),
+                         json.dumps(outcome).encode(), sync=False)
+        except FileNotFoundError:  # a pilots' claims folder the master removed
+            print(f"jobtree: the master no longer waits for {entry['key']} (it took its "
+                  f"pilot for lost); its exit is not recorded", file=sys.stderr)
 
     def _lock_local_dir(self, entry: dict[str, Any]) -> int | None:
         """Holds a lock on the worker's local temp dir while it runs, so
@@ -213,7 +217,8 @@ class Runner:
 
     def _local_dir(self, entry: dict[str, Any]) -> str:
         """The local temp root of the worker running ``entry`` on this node."""
-        return os.path.join(local_temp_root(self.manifest["tree_id"]), entry["key"])
+        return os.path.join(local_temp_root(self.manifest["tree_id"]),
+                            os.path.basename(entry["key"]))  # JOB.ATTEMPT, as the worker's
 
     def _start(self, entry: dict[str, Any]) -> int | None:
         argv: list[str] = entry["argv"]

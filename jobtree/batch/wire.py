@@ -29,16 +29,33 @@ def frame(request: dict[str, Any]) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
+#: how the claims folders of a pilots' queue are named: ``exit/pilots-STAMP-PID-N``
+CLAIMS_PREFIX = "pilots-"
+
+
 def marker(exit_dir: str, key: str, kind: str) -> str:
-    """``exit/KEY.run`` (claimed), ``.exit`` (ended) or ``.kill`` (kill requested)."""
+    """``exit/KEY.run`` (claimed), ``.exit`` (ended) or ``.kill`` (kill requested).
+
+    The key of an entry of a pilots' queue names its claims folder too
+    (``pilots-STAMP-PID-N/JOB.ATTEMPT``): the master removes such a folder
+    once every entry in it is settled, so that the exit folder it lists does
+    not grow with every target the pilots ran.
+    """
     return os.path.join(exit_dir, f"{key}.{kind}")
 
 
+def is_claims_folder(name: str) -> bool:
+    """Whether a name in the exit folder is a pilots' claims folder (not a
+    marker: their names all have a dot)."""
+    return name.startswith(CLAIMS_PREFIX) and "." not in name
+
+
 def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
-    """Claims an entry by creating its start marker; False if already claimed."""
+    """Claims an entry by creating its start marker; False if already claimed,
+    or if its claims folder was removed (every entry in it was settled)."""
     try:
         fd = os.open(marker(exit_dir, key, "run"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except (FileExistsError, FileNotFoundError):
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(record, handle)
@@ -49,9 +66,13 @@ def settle_once(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
     """Writes an entry's exit file unless it has one already (an exclusive
     create, whole or absent); False if it had one."""
     path = marker(exit_dir, key, "exit")
-    tmp = os.path.join(exit_dir, f".tmp-{os.getpid()}-{key}.exit")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(record, handle)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+    except FileNotFoundError:
+        return False  # a claims folder the master removed: it settled the entry
     try:
         os.link(tmp, path)
     except FileExistsError:
