@@ -52,6 +52,14 @@ WAVE_CHUNKS = 64
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
 
+def _asks(memory: SizeLike, cpu: SizeLike, time: SizeLike, disk: SizeLike,
+          timeLimit: SizeLike, priority: int) -> dict[str, Any]:
+    """What each target of a call asks for, as its Target takes it (None:
+    the pool's default)."""
+    return dict(memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit,
+                priority=priority or None)
+
+
 class PoolArgumentError(BadOptionError, ValueError):
     """An argument of a Pool has a bad value (a ValueError, as multiprocessing raises)."""
 
@@ -64,8 +72,8 @@ class Pool:
         processes: how many inputs run at once: ``--maxThreads`` on
             singleMachine (on a machine with fewer cores, each input asks
             for a share of one, so that as many run at once as with
-            multiprocessing), ``--maxJobs`` on a cluster (default: the cores of this machine; the cluster's
-            default).
+            multiprocessing), ``--maxJobs`` on a cluster (default: the
+            cores of this machine; the cluster's default).
         initializer: called with ``initargs`` at the start of every chunk's
             process (each chunk is a fresh process, so ``maxtasksperchild``
             is accepted and has nothing to do).
@@ -197,10 +205,13 @@ class Pool:
         return folder
 
     # ------------------------------------------------------- the calls
+    # Each call takes what its targets ask for (see map), and ``priority``:
+    # a whole number (default 0); the targets of the calls a pool runs
+    # together start highest priority first, as a tree's targets do.
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: int | None = None, *, memory: SizeLike = None, cpu: SizeLike = None,
             time: SizeLike = None, disk: SizeLike = None,
-            timeLimit: SizeLike = None) -> list[Any]:
+            timeLimit: SizeLike = None, priority: int = 0) -> list[Any]:
         """``[func(x) for x in iterable]``, computed in parallel, in input order.
 
         Args:
@@ -210,6 +221,9 @@ class Pool:
                 for it times its number of inputs.
             timeLimit: a hard wall-time limit of one input, scaled the same way:
                 a target that runs past it is stopped (see docs/resources.md).
+            priority: the targets' priority (a whole number, default 0): of
+                the targets of the calls a pool runs together, the highest
+                start first.
 
         Raises:
             Exception: what ``func`` raised on the first failing input, as
@@ -217,18 +231,17 @@ class Pool:
             PoolError: a chunk was killed, ran out of memory or time, or was
                 lost, on every try; the call's tree is kept.
         """
-        return self._wait(self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            blocking=True))
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        return self._wait(self._submit("map", func, iterable, chunksize, asks, blocking=True))
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
                 chunksize: int | None = None, *, memory: SizeLike = None,
                 cpu: SizeLike = None, time: SizeLike = None,
-                disk: SizeLike = None, timeLimit: SizeLike = None) -> list[Any]:
+                disk: SizeLike = None, timeLimit: SizeLike = None,
+                priority: int = 0) -> list[Any]:
         """``[func(*args) for args in iterable]``, like :meth:`map`."""
-        return self._wait(self._submit("starmap", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            blocking=True))
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        return self._wait(self._submit("starmap", func, iterable, chunksize, asks, blocking=True))
 
     def apply(self, func: Callable[..., Any], args: Sequence[Any] = (),
               kwds: dict[str, Any] | None = None) -> Any:
@@ -242,11 +255,11 @@ class Pool:
                   callback: Callable[[Any], Any] | None = None,
                   error_callback: Callable[[BaseException], Any] | None = None, *,
                   memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                  disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
+                  disk: SizeLike = None, timeLimit: SizeLike = None,
+                  priority: int = 0) -> AsyncResult:
         """:meth:`map` without waiting: ``get()`` the list from the result."""
-        call = self._submit("map", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            callback, error_callback)
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        call = self._submit("map", func, iterable, chunksize, asks, callback, error_callback)
         return AsyncResult(call, self)
 
     def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]],
@@ -254,11 +267,11 @@ class Pool:
                       callback: Callable[[Any], Any] | None = None,
                       error_callback: Callable[[BaseException], Any] | None = None, *,
                       memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                      disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
+                      disk: SizeLike = None, timeLimit: SizeLike = None,
+                      priority: int = 0) -> AsyncResult:
         """:meth:`starmap` without waiting."""
-        call = self._submit("starmap", func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            callback, error_callback)
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        call = self._submit("starmap", func, iterable, chunksize, asks, callback, error_callback)
         return AsyncResult(call, self)
 
     def apply_async(self, func: Callable[..., Any], args: Sequence[Any] = (),
@@ -266,33 +279,36 @@ class Pool:
                     callback: Callable[[Any], Any] | None = None,
                     error_callback: Callable[[BaseException], Any] | None = None, *,
                     memory: SizeLike = None, cpu: SizeLike = None, time: SizeLike = None,
-                    disk: SizeLike = None, timeLimit: SizeLike = None) -> AsyncResult:
+                    disk: SizeLike = None, timeLimit: SizeLike = None,
+                    priority: int = 0) -> AsyncResult:
         """``func(*args, **kwds)`` as one target, without waiting. Calls made
         one after another run together, in one tree."""
-        call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit),
-            callback, error_callback, single=True)
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        call = self._submit("apply", func, [(tuple(args), dict(kwds or {}))], 1, asks,
+                            callback, error_callback, single=True)
         return AsyncResult(call, self)
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: int | None = None, *, memory: SizeLike = None,
              cpu: SizeLike = None, time: SizeLike = None,
-             disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
+             disk: SizeLike = None, timeLimit: SizeLike = None,
+             priority: int = 0) -> Iterator[Any]:
         """Like :meth:`map`, but yields each result, in input order, as soon as
         it and those before it are done. An iterator's inputs are read as they
         are needed (a few hundred at a time, each such run a call of its own)
         and an error it raises is raised by the matching ``next()``. Unlike
         multiprocessing, the default chunksize is that of :meth:`map`."""
-        return self._stream(func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit), True)
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        return self._stream(func, iterable, chunksize, asks, True)
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
                        chunksize: int | None = None, *, memory: SizeLike = None,
                        cpu: SizeLike = None, time: SizeLike = None,
-                       disk: SizeLike = None, timeLimit: SizeLike = None) -> Iterator[Any]:
+                       disk: SizeLike = None, timeLimit: SizeLike = None,
+                       priority: int = 0) -> Iterator[Any]:
         """Like :meth:`imap`, but yields results in the order they finish."""
-        return self._stream(func, iterable, chunksize, dict(
-            memory=memory, cpu=cpu, time=time, disk=disk, timeLimit=timeLimit), False)
+        asks = _asks(memory, cpu, time, disk, timeLimit, priority)
+        return self._stream(func, iterable, chunksize, asks, False)
 
     # ---------------------------------------------------- the lifecycle
     def close(self) -> None:

@@ -498,3 +498,15 @@ def test_the_names_are_exported() -> None:
     assert jobtree.Pool is Pool and jobtree.PoolError is PoolError
     assert {"Pool", "PoolError", "AsyncResult", "Promise", "PromiseError",
             "getReturnValue"} <= set(jobtree.__all__)
+
+
+def test_a_calls_priority_goes_to_its_targets(tmp_path: Path) -> None:
+    with Pool(2, jobTree=str(tmp_path / "pool")) as pool:
+        assert pool.map(square, range(4), chunksize=1, priority=3) == [0, 1, 4, 9]
+        assert pool.apply_async(square, (5,), priority=-2).get() == 25
+    priorities = []
+    for tree in _trees(tmp_path / "pool"):
+        with sqlite3.connect(tree / "tree.db") as db:
+            priorities.append(sorted(p for (p,) in db.execute(
+                "SELECT priority FROM jobs WHERE cls = 'jobtree.pooltree.Chunk'")))
+    assert sorted(priorities) == [[-2], [3, 3, 3, 3]]
