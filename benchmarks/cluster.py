@@ -4,7 +4,8 @@ per target, arrays with packing (the default), and pilots (``--pilots 2``).
 For each mode it prints the wall time of the whole run (the script's start to
 the master's exit), targets per second and the scheduler commands the master
 ran (submit, status, cancel, accounting), counted from the master's DEBUG
-log. A mode may have its own number of targets (``single:500``): one job per
+log, with the CPU time the master used and how busy the machine's CPUs were
+(on a small machine the pilots, their workers and the master share them). A mode may have its own number of targets (``single:500``): one job per
 target is slow enough that 10,000 would hold a shared cluster for a long time.
 
     python benchmarks/cluster.py [--batchSystem slurm] [--targets 10000]
@@ -17,6 +18,7 @@ import argparse
 import collections
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -36,19 +38,34 @@ MODES = {
 ARGS = {"pilots": ["--pilots", "2"]}
 
 
-def run(mode: str, batch_system: str, targets: int, scratch: str) -> tuple[float, dict[str, int]]:
-    """Runs the fan-out once; returns its wall time and the commands counted."""
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every CPU of this machine since it booted."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle and iowait
+    return sum(values) - idle, sum(values)
+
+
+def run(mode: str, batch_system: str, targets: int,
+        scratch: str) -> tuple[float, dict[str, int], float, float]:
+    """Runs the fan-out once; returns its wall time, the commands counted,
+    the CPU seconds of the script's process (the master) and the share of
+    the machine's CPUs that were busy meanwhile (pilots, workers, scheduler)."""
     config = os.path.join(scratch, f"{mode}.ini")
     with open(config, "w", encoding="utf-8") as handle:
         handle.write(MODES[mode])
     log = os.path.join(scratch, f"{mode}.log")
     began = time.perf_counter()
+    before, ticks = resource.getrusage(resource.RUSAGE_CHILDREN), machine_ticks()
     done = subprocess.run(
         [sys.executable, FANOUT, "--targets", str(targets), "--batchSystem", batch_system,
          "--clusterConfig", config, "--jobTree", os.path.join(scratch, f"{mode}-tree"),
          "--logLevel", "DEBUG", "--logFile", log, *ARGS.get(mode, [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     elapsed = time.perf_counter() - began
+    after, ticks_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_ticks()
+    master_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    busy = (ticks_after[0] - ticks[0]) / max(1, ticks_after[1] - ticks[1])
     if done.returncode != 0:
         raise SystemExit(f"{mode}: the run failed; see {log}")
     counts: collections.Counter[str] = collections.Counter()
@@ -57,7 +74,7 @@ def run(mode: str, batch_system: str, targets: int, scratch: str) -> tuple[float
             match = re.search(r"DEBUG: running (\S+)", line)
             if match:
                 counts[os.path.basename(match.group(1))] += 1
-    return elapsed, dict(counts)
+    return elapsed, dict(counts), master_cpu, busy
 
 
 def main() -> int:
@@ -72,13 +89,15 @@ def main() -> int:
         for spec in options.modes.split(","):
             mode, _, size = spec.partition(":")
             targets = int(size) if size else options.targets
-            elapsed, counts = run(mode, options.batchSystem, targets, scratch)
+            elapsed, counts, master_cpu, busy = run(mode, options.batchSystem, targets,
+                                                    scratch)
             total = targets + 1
             results[mode] = total / elapsed
             commands = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
             print(f"{options.batchSystem} {mode}: {total} targets in {elapsed:.1f} s "
                   f"({total / elapsed:.1f} targets/s); {sum(counts.values())} scheduler "
-                  f"commands ({commands})", flush=True)
+                  f"commands ({commands}); the master used {master_cpu:.1f} CPU s, the "
+                  f"machine's {os.cpu_count()} CPUs were {busy:.0%} busy", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for mode in ("packed", "pilots"):
