@@ -366,7 +366,7 @@ def test_a_slot_claims_in_order_what_fits_its_time_and_stops_when_told(
 def test_the_claims_folders_of_settled_targets_are_removed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobtree.batch import pilots, plan, wire
-    from jobtree.batch.base import JobSpec
+    from jobtree.batch.base import BatchJobId, JobSpec
     from jobtree.resources import Resources
 
     monkeypatch.setattr(pilots, "CLAIMS_PER_FOLDER", 2)
@@ -409,6 +409,11 @@ def test_the_claims_folders_of_settled_targets_are_removed(
     clock.advance(1)
     batch.step()
     assert [p.name for p in exit_dir.iterdir() if p.is_dir()] == [folders[2]]
+    # at the end, with every target settled, the last one goes too
+    batch.kill([BatchJobId("5.1")])
+    assert batch.next_update(0) is not None
+    batch.close()
+    assert not [p for p in exit_dir.iterdir() if p.is_dir()]
 
 
 def test_an_exit_seen_before_its_claim_still_names_the_pilot_that_ran_it(

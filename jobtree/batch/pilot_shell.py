@@ -217,9 +217,14 @@ class ShellParts:
         return stopped
 
     def _pilots_close(self) -> None:
-        """At the end: no pilot may start what is left in the queue."""
+        """At the end: no pilot may start what is left in the queue, and the
+        claims folders of settled targets go."""
         if self._queue_path is not None and os.path.exists(self._queue_path):
             self._close_queue(self._queue_path)
+            with self._lock:
+                self._claims = None  # (nothing more is queued)
+                self._next_tidy = 0.0
+            self._tidy_pilots()
 
     def _retire_old_queues(self) -> None:
         """When a new master takes over: the queues of earlier masters are
