@@ -30,6 +30,7 @@ start of it claimed and left without an exit file, as a requeued task does.
 from __future__ import annotations
 
 import gc
+import heapq
 import json
 import os
 import signal
@@ -99,7 +100,10 @@ class PilotSlot(Runner):
         # the master took this pilot for ended (or cancels it): claim nothing more
         self._stop = marker(self.exit_dir, self.sub_id, "stop")
         self._offset = 0
-        self._waiting: list[dict[str, Any]] = []
+        # the entries read and not yet claimed, as a heap: the most important
+        # first, then the first written
+        self._waiting: list[tuple[int, int, dict[str, Any]]] = []
+        self._read = 0
         self._pipelines: dict[str, Pipeline | None] = {}
 
     def prepare(self) -> None:
@@ -166,26 +170,24 @@ class PilotSlot(Runner):
         """Claims and runs the most important waiting entry that fits (the
         first written, of those alike); False if none did."""
         items, self._offset = read_lines(self.queue, self._offset)
-        if items:
-            self._waiting.extend(items)
-            self._waiting.sort(key=lambda e: -int(e.get("priority") or 0))  # stable
-        keep: list[dict[str, Any]] = []
+        for item in items:
+            self._read += 1
+            heapq.heappush(self._waiting, (-int(item.get("priority") or 0), self._read, item))
+        unfit = []  # kept for later: they may fit another pilot, or never
         ran = False
-        for at, entry in enumerate(self._waiting):
-            if ran or self.stopping or self.draining:
-                keep.extend(self._waiting[at:])
-                break
+        while self._waiting and not ran and not (self.stopping or self.draining):
+            entry = self._waiting[0][2]
             if os.path.exists(marker(self.exit_dir, entry["key"], "run")):
-                continue  # claimed by another slot, or for no one
-            if not self._fits(entry):
-                keep.append(entry)
-                continue
-            if os.path.exists(self._stop):
+                heapq.heappop(self._waiting)  # claimed by another slot, or for no one
+            elif not self._fits(entry):
+                unfit.append(heapq.heappop(self._waiting))
+            elif os.path.exists(self._stop):
                 self.draining = True
-                keep.extend(self._waiting[at:])
-                break
-            ran = self._try(entry)
-        self._waiting = keep
+            else:
+                heapq.heappop(self._waiting)
+                ran = self._try(entry)
+        for item in unfit:
+            heapq.heappush(self._waiting, item)
         return ran
 
     def run(self) -> int:

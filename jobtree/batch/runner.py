@@ -259,6 +259,11 @@ class Runner:
         reason: str | None = None
         stopping = Stopping(KILL_GRACE, clock=time.time)
         oom_before = oom_kills()  # a SIGKILL while the count grows is the OOM killer's
+        if exited is not None:  # most tiny targets have ended by the first look
+            try:
+                select.select([exited], [], [], _TICK)
+            except InterruptedError:
+                pass
         while True:
             try:
                 done, status, usage = os.wait4(pid, os.WNOHANG)
