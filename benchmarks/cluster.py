@@ -5,8 +5,11 @@ For each mode it prints the wall time of the whole run (the script's start to
 the master's exit), targets per second and the scheduler commands the master
 ran (submit, status, cancel, accounting), counted from the master's DEBUG
 log, with the CPU time the master used and how busy the machine's CPUs were
-(on a small machine the pilots, their workers and the master share them). A mode may have its own number of targets (``single:500``): one job per
-target is slow enough that 10,000 would hold a shared cluster for a long time.
+(on a small machine the pilots, their workers and the master share them). A
+mode may have its own number of targets (``single:500``): one job per target
+is slow enough that 10,000 would hold a shared cluster for a long time. The
+two pilots share the node's cores (on Slurm, half of what ``sinfo`` says
+each; elsewhere 1).
 
     python benchmarks/cluster.py [--batchSystem slurm] [--targets 10000]
         [--modes pilots,packed,single:500]
@@ -31,11 +34,25 @@ FANOUT = os.path.join(HERE, "fanout.py")
 MODES = {
     "single": "[cluster]\narrays = no\npack_time = 0\nsubmit_rate = 50\n",
     "packed": "[cluster]\nsubmit_rate = 50\n",
-    # two pilots of 4 cores: the 8 slots the node has, as packed arrays may use
-    "pilots": "[cluster]\nsubmit_rate = 50\npilot_cores = 4\n",
+    # two pilots sharing the node's cores (pilot_cores: see node_cores)
+    "pilots": "[cluster]\nsubmit_rate = 50\npilot_cores = {cores}\n",
 }
 #: options of each mode
 ARGS = {"pilots": ["--pilots", "2"]}
+
+
+def node_cores(batch_system: str) -> int:
+    """The cores each of the two pilots gets: half of what the scheduler's
+    (first) node advertises on Slurm (the slots packed arrays may use too;
+    8 cores give two pilots of 4), else 1."""
+    if batch_system != "slurm":
+        return 1
+    try:
+        listing = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                                 check=True, timeout=30).stdout.split()
+        return max(1, int(listing[0].rstrip("+")) // 2)
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return 1
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -53,7 +70,7 @@ def run(mode: str, batch_system: str, targets: int,
     the machine's CPUs that were busy meanwhile (pilots, workers, scheduler)."""
     config = os.path.join(scratch, f"{mode}.ini")
     with open(config, "w", encoding="utf-8") as handle:
-        handle.write(MODES[mode])
+        handle.write(MODES[mode].format(cores=node_cores(batch_system)))
     log = os.path.join(scratch, f"{mode}.log")
     began = time.perf_counter()
     before, ticks = resource.getrusage(resource.RUSAGE_CHILDREN), machine_ticks()
