@@ -242,7 +242,9 @@ def _claims(tmp_path: Path) -> Path:
 
 
 def _claim(tmp_path: Path, key: str, pilot: str, when: float, done: bool) -> None:
-    exit_dir = _claims(tmp_path)
+    """Claims ``key`` (``FOLDER/JOB.ATTEMPT``, or ``JOB.ATTEMPT`` in the one
+    claims folder) for ``pilot``, as a slot does, and ends it if ``done``."""
+    exit_dir = tmp_path / "batch" / "exit" if "/" in key else _claims(tmp_path)
     (exit_dir / f"{key}.run").write_text(json.dumps(
         {"task": 1, "slot": 1, "pilot": pilot, "started": when}))
     if done:
@@ -384,10 +386,7 @@ def test_the_claims_folders_of_settled_targets_are_removed(
     [pilot, _] = sorted(p.name[:-3] for p in (tmp_path / "batch" / "subs").glob("*-pilot.id"))
     fake.listing = {"100": "RUNNING", "101": "RUNNING"}
     for key in keys[:3]:  # the first folder's two, and one of the second's
-        (exit_dir / f"{key}.run").write_text(json.dumps(
-            {"task": 1, "slot": 1, "pilot": pilot, "started": clock.wall}))
-        (exit_dir / f"{key}.exit").write_text(json.dumps(
-            {"code": 0, "reason": None, "wall": 0.1, "task": 1}))
+        _claim(tmp_path, key, pilot, clock.wall, done=True)
     clock.advance(1)
     batch.step()
     assert {str(u.batch_id) for u in iter(lambda: batch.next_update(0), None)} == \
@@ -399,10 +398,7 @@ def test_the_claims_folders_of_settled_targets_are_removed(
     assert not wire.claim(str(exit_dir), keys[0], {"task": 9})
     assert not wire.settle_once(str(exit_dir), keys[0], {"code": 0})
     # the others hold a target not yet settled (the last is where new ones go)
-    (exit_dir / f"{keys[3]}.run").write_text(json.dumps(
-        {"task": 1, "slot": 1, "pilot": pilot, "started": clock.wall}))
-    (exit_dir / f"{keys[3]}.exit").write_text(json.dumps(
-        {"code": 0, "reason": None, "wall": 0.1, "task": 1}))
+    _claim(tmp_path, keys[3], pilot, clock.wall, done=True)
     clock.advance(1)
     batch.step()
     assert str(batch.next_update(0).batch_id) == "4.1"  # type: ignore[union-attr]
