@@ -369,6 +369,7 @@ def test_the_claims_folders_of_settled_targets_are_removed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobtree.batch import pilots, plan, wire
     from jobtree.batch.base import BatchJobId, JobSpec
+    from jobtree.batch.pilot_runner import queue_start, read_lines
     from jobtree.resources import Resources
 
     monkeypatch.setattr(pilots, "CLAIMS_PER_FOLDER", 2)
@@ -397,6 +398,10 @@ def test_the_claims_folders_of_settled_targets_are_removed(
     assert sorted(p.name for p in exit_dir.iterdir() if p.is_dir()) == sorted(folders[1:])
     assert not wire.claim(str(exit_dir), keys[0], {"task": 9})
     assert not wire.settle_once(str(exit_dir), keys[0], {"code": 0})
+    # a pilot that starts now reads the queue from the first line of the second
+    start = queue_start(str(queue))
+    assert start == len(b"".join(queue.read_bytes().splitlines(keepends=True)[:2]))
+    assert [e["key"] for e in read_lines(str(queue), start)[0]] == keys[2:]
     # the others hold a target not yet settled (the last is where new ones go)
     _claim(tmp_path, keys[3], pilot, clock.wall, done=True)
     clock.advance(1)

@@ -60,6 +60,16 @@ def read_lines(path: str, offset: int) -> tuple[list[dict[str, Any]], int]:
     return items, offset + end
 
 
+def queue_start(queue: str) -> int:
+    """The offset in ``queue`` before which every entry is settled (0 if
+    the master has not said)."""
+    try:
+        with open(queue + ".start", "rb") as handle:
+            return max(0, int(handle.read().strip() or 0))
+    except (OSError, ValueError):
+        return 0
+
+
 def resident(pid: int) -> int:
     """The resident memory, in bytes, of a process and its descendants (0 if gone)."""
     total = 0
@@ -99,7 +109,9 @@ class PilotSlot(Runner):
         self.walltime = manifest.get("task_walltime")
         # the master took this pilot for ended (or cancels it): claim nothing more
         self._stop = marker(self.exit_dir, self.sub_id, "stop")
-        self._offset = 0
+        # where the lines of targets not all settled begin (the master keeps
+        # it, as it removes claims folders): a late pilot skips the rest
+        self._offset = queue_start(self.queue)
         # the entries read and not yet claimed, as a heap: the most important
         # first, then the first written
         self._waiting: list[tuple[int, int, dict[str, Any]]] = []
@@ -145,7 +157,7 @@ class PilotSlot(Runner):
         return pid
 
     def _entries(self) -> list[dict[str, Any]]:
-        return read_lines(self.queue, 0)[0]
+        return read_lines(self.queue, queue_start(self.queue))[0]
 
     def _mine(self, record: dict[str, Any]) -> bool:
         return record.get("pilot") == self.sub_id

@@ -89,6 +89,8 @@ class ShellParts:
         self._claims_made = 0
         self._claims_left = 0  # how many more entries it takes
         self._next_tidy = 0.0
+        self._queue_size = 0  # bytes this master wrote to its queue
+        self._folder_starts: dict[str, int] = {}  # where each claims folder's lines begin
 
     def _queue_file(self) -> str:
         if self._queue_path is None:
@@ -159,6 +161,7 @@ class ShellParts:
         """Appends entries to the queue file, in order (under the lock). Each
         goes with its markers into the current claims folder (its key names
         the folder: see :func:`jobtree.batch.wire.marker`)."""
+        lines = []
         for entry in entries:
             if self._claims_left <= 0:
                 self._claims_made += 1
@@ -167,11 +170,14 @@ class ShellParts:
                 os.makedirs(os.path.join(self.files.exit_dir, self._claims), 0o700,
                             exist_ok=True)
                 self._claims_left = pilots.CLAIMS_PER_FOLDER
+                self._folder_starts[self._claims] = self._queue_size
             self._claims_left -= 1
             self._by_key.pop(entry.key, None)
             entry.key = f"{self._claims}/{os.path.basename(entry.key)}"
             self._by_key[entry.key] = entry
-        data = b"".join(json.dumps(e.manifest()).encode() + b"\n" for e in entries)
+            lines.append(json.dumps(entry.manifest()).encode() + b"\n")
+            self._queue_size += len(lines[-1])
+        data = b"".join(lines)
         fd = os.open(queue, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             view = memoryview(data)
@@ -277,6 +283,11 @@ class ShellParts:
                 except OSError:
                     continue
                 gone.append(name + ".gone")
+                self._folder_starts.pop(name, None)
+            start = min(self._folder_starts.values(), default=self._queue_size)
+        if self._queue_path is not None and gone:
+            # a pilot that starts now need not read the lines of removed folders
+            write_atomic(self._queue_path + ".start", str(start).encode(), sync=False)
         for name in gone:
             shutil.rmtree(os.path.join(self.files.exit_dir, name), ignore_errors=True)
 
