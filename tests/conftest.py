@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,14 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 PIPELINES = HERE / "pipelines"
+
+# The tests of Ctrl-C send SIGINT to the processes they start, as a terminal
+# does. A suite started in the background of a shell without job control
+# (`(cmd &)`, nohup) inherits SIGINT ignored, and so would every process it
+# starts, which then never sees the Ctrl-C. A handler of our own is reset to
+# the default in the programs we start, so they get it as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_script(script: str | Path, *args: str, timeout: float = 300,
