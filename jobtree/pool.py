@@ -205,9 +205,6 @@ class Pool:
         return folder
 
     # ------------------------------------------------------- the calls
-    # Each call takes what its targets ask for (see map), and ``priority``:
-    # a whole number (default 0); the targets of the calls a pool runs
-    # together start highest priority first, as a tree's targets do.
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: int | None = None, *, memory: SizeLike = None, cpu: SizeLike = None,
             time: SizeLike = None, disk: SizeLike = None,

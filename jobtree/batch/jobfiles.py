@@ -360,8 +360,7 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
         entries = []
         for item in items:
             entry = Entry(BatchJobId(os.path.basename(item["key"])), item["key"], item["argv"],
-                          item["log"],
-                          item.get("time_limit"), None, bool(item.get("worker")))
+                          item["log"], item.get("time_limit"), None, bool(item.get("worker")))
             record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
             if record and "started" in record:
                 entry.started, entry.task = float(record["started"]), int(record["task"])

@@ -32,7 +32,7 @@ from .jobfiles import Entry, JobFolder, Submitted, read_queue, tail
 from .native import NativeJob, Request
 from .scheduler import Scheduler
 from .settings import ClusterSettings
-from .wire import is_claims_folder, marker
+from .wire import PILOTS_PREFIX, is_claims_folder, marker
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class ShellParts:
     def _queue_file(self) -> str:
         if self._queue_path is None:
             self._queue_path = self.files.path(
-                "subs", f"pilots-{int(self._time())}-{os.getpid()}.queue")
+                "subs", f"{PILOTS_PREFIX}{int(self._time())}-{os.getpid()}.queue")
             # an earlier master's, if nothing was adopted (adopt() closes them first)
             self._retire_old_queues()
         return self._queue_path
@@ -236,7 +236,7 @@ class ShellParts:
         """When a new master takes over: the queues of earlier masters are
         closed before their submissions are read back (so that what their
         pilots claimed is known, and they claim nothing more)."""
-        for path in glob.glob(self.files.path("subs", "pilots-*.queue")):
+        for path in glob.glob(self.files.path("subs", f"{PILOTS_PREFIX}*.queue")):
             if path != self._queue_path and not os.path.exists(path + ".closed"):
                 stopped = self._close_queue(path)
                 logger.info("closed an earlier master's pilot queue (%d targets it "

@@ -29,8 +29,9 @@ def frame(request: dict[str, Any]) -> bytes:
     return FRAME.pack(len(data)) + data
 
 
-#: how the claims folders of a pilots' queue are named: ``exit/pilots-STAMP-PID-N``
-CLAIMS_PREFIX = "pilots-"
+#: how a pilots' queue (``subs/pilots-STAMP-PID.queue``) and its claims
+#: folders (``exit/pilots-STAMP-PID-N``) are named
+PILOTS_PREFIX = "pilots-"
 
 
 def marker(exit_dir: str, key: str, kind: str) -> str:
@@ -47,7 +48,7 @@ def marker(exit_dir: str, key: str, kind: str) -> str:
 def is_claims_folder(name: str) -> bool:
     """Whether a name in the exit folder is a pilots' claims folder (not a
     marker: their names all have a dot)."""
-    return name.startswith(CLAIMS_PREFIX) and "." not in name
+    return name.startswith(PILOTS_PREFIX) and "." not in name
 
 
 def claim(exit_dir: str, key: str, record: dict[str, Any]) -> bool:
