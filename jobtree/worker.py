@@ -11,6 +11,7 @@ from __future__ import annotations
 import _locale
 import _signal
 import dataclasses
+import fcntl
 import functools
 import json
 import logging
@@ -42,6 +43,31 @@ _NODE_PREFIXES = ("SLURM_", "SGE_", "PBS_", "LSB_", "LSF_", "JOB_", "JOBTREE_")
 _NODE_VARIABLES = ("TMPDIR", "HOSTNAME", "NSLOTS", "NHOSTS", "OMP_NUM_THREADS")
 
 
+#: the worker's local temp root, locked while the worker lives (its descriptor)
+_held: dict[str, int] = {}
+
+
+def _hold(root: str) -> None:
+    """Locks the worker's local temp root (``<job>.<attempt>``) until it exits,
+    so that a job starting on this node does not take it for one a killed
+    worker left (:func:`jobtree.batch.runner.clean_stale`). It is made, and
+    locked, only when a target asks for a local temp dir: most tiny targets
+    never do. Made just now, it is too young to be taken for stale before
+    the lock holds."""
+    if root in _held:
+        return
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    _held[root] = fd
+
+
 class RunContext:
     """What a running target can reach: temp dirs, messages, the limits."""
 
@@ -62,6 +88,7 @@ class RunContext:
     def local_temp_dir(self) -> str:
         # $TMPDIR/jobtree-<uid>/<tree>/<job>.<attempt>/<n>: each level private
         make_private_dirs(self._local_dir, LOCAL_ROOT_LEVELS + 2)
+        _hold(os.path.dirname(self._local_dir))
         self.local_made = True
         return self._local_dir
 
@@ -517,6 +544,8 @@ def main(argv: list[str] | None = None, config: dict[str, Any] | None = None,
         return EXIT_FAILED
     finally:
         shutil.rmtree(worker.local_root, ignore_errors=True)
+        if (fd := _held.pop(worker.local_root, None)) is not None:
+            os.close(fd)
 
 
 if __name__ == "__main__":

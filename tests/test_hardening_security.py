@@ -8,17 +8,20 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import quick_cluster_config, require_scheduler, run_command, run_script
+from jobtree import worker
+from jobtree.batch import runner
 from jobtree.batch.gridengine import GridEngine
 from jobtree.batch.lsf import LSF
 from jobtree.batch.native import Request, Submission
 from jobtree.batch.pbspro import PBSPro
-from jobtree.batch.runner import Runner
 from jobtree.batch.scheduler import Scheduler
 from jobtree.batch.settings import ClusterSettings, cluster_settings, read_config
 from jobtree.batch.slurm import Slurm
@@ -28,6 +31,8 @@ from jobtree.errors import (BadOptionError, BatchSystemError, ResourceError, Tem
 from jobtree.options import default_options, resolve
 from jobtree.paths import (LOCAL_ROOT_LEVELS, TreePaths, local_temp_root, make_private_dirs,
                            tree_root)
+from jobtree.resources import Resources
+from jobtree.worker import RunContext
 
 ROOT = os.geteuid() == 0
 #: the uid of the hostile neighbour (a test run as root can make its folders)
@@ -175,16 +180,27 @@ def test_a_neighbour_replacing_the_tree_level_mid_run_gets_nothing(
     assert f"not using {tree_level} for local temp dirs" in done.stderr, done.stderr
 
 
-def test_the_cluster_runner_makes_its_lock_folder_privately(shared_tmp: Path) -> None:
-    """On a node, the runner makes (and locks) the worker's folder the same way."""
+def test_a_worker_makes_and_locks_its_local_temp_root_privately(shared_tmp: Path) -> None:
+    """A worker makes its local temp dir (and the job's root above it) only
+    when a target asks, privately, and holds the root locked while it lives,
+    so that a job starting on the node does not clean it away as stale."""
     planted = _neighbours(shared_tmp / f"jobtree-{os.getuid()}")
-    runner = Runner({"tree_id": TREE_ID, "exit_dir": str(shared_tmp), "entries": []}, 1)
-    entry = {"key": "7.1", "worker": True}
-    fd = runner._lock_local_dir(entry)
-    assert fd is not None
-    os.close(fd)
+    root = os.path.join(local_temp_root(TREE_ID), "7.1")
+    context = RunContext(TreePaths(str(shared_tmp / "tree")), 0, os.path.join(root, "0"),
+                         Resources(), Resources())
+    assert not os.path.exists(root)
+    made = context.local_temp_dir()
     assert os.listdir(planted) == []
-    _assert_private_chain(shared_tmp, runner._local_dir(entry))
+    _assert_private_chain(shared_tmp, made)
+    old = time.time() - 2 * runner.STALE_AFTER
+    os.utime(root, (old, old))
+    clean = [sys.executable, "-c", "import sys; from jobtree.batch.runner import clean_stale; "
+             "clean_stale(sys.argv[1])", local_temp_root(TREE_ID)]
+    subprocess.run(clean, check=True)  # another process: flock locks are per open file
+    assert os.path.isdir(made)
+    os.close(worker._held.pop(root))  # the worker exits (killed: it removed nothing)
+    subprocess.run(clean, check=True)
+    assert not os.path.exists(root)
 
 
 # ------------------------------------------------------ 14.2 job-script injection

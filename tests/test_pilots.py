@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import PIPELINES, quick_cluster_config, require_scheduler
 
-from jobtree.batch import pilots
+from jobtree.batch import pilots, wire
 from jobtree.batch.base import BatchJobId, ExitReason
 from jobtree.batch.jobfiles import Entry, Submitted, update_for_lost, update_from_exit
 from jobtree.batch.native import NativeJob, NativeState, Request
@@ -179,9 +179,8 @@ def test_a_pilot_cancelled_mid_run_loses_nothing(tmp_path: Path, system: str) ->
         while victim is None:  # a child (it sleeps 4 s) running in a pilot
             assert time.monotonic() < deadline, (tmp_path / "master.log").read_text()[-3000:]
             for name in glob.glob(os.path.join(exit_dirs, "pilots-*", "*.run")):
-                try:
-                    record = json.loads(Path(name).read_text())
-                except (OSError, ValueError):
+                record = wire.read_marker(name)
+                if record is None:
                     continue
                 if ("pilot" in record and not os.path.exists(name[:-4] + ".exit")
                         and glob.glob(str(tmp_path / "out" / "start-*"))):
@@ -288,7 +287,7 @@ def test_the_shell_feeds_pilots_replaces_ended_ones_and_settles_lost_targets(
     batch.kill([ids[4]])
     killed = batch.next_update(0)
     assert killed is not None and killed.reason is ExitReason.KILLED
-    assert json.loads((_claims(tmp_path) / "5.1.run").read_text()) == {"killed": True}
+    assert wire.read_marker(str(_claims(tmp_path) / "5.1.run")) == {"killed": True}
     # the second pilot is lost while it runs 2.1: after exit_grace, it runs again
     fake.listing = {"102": "QUEUED"}
     clock.advance(10)  # past the time a job may be missing from the listing
@@ -358,7 +357,7 @@ def test_a_slot_claims_in_order_what_fits_its_time_and_stops_when_told(
     slot.draining = False
     assert slot.next()  # 1.1 asks 2 hours, more than the pilot has: 2.1 goes first
     assert sorted(p.name for p in exit_dir.glob("*.exit")) == ["2.1.exit"]
-    record = json.loads((exit_dir / "2.1.run").read_text())
+    record = wire.read_marker(str(exit_dir / "2.1.run"))
     assert record["pilot"] == "P" and record["task"] == 1
     assert slot.next() and (exit_dir / "3.1.exit").exists()
     assert not slot.next()  # 1.1 never fits; 4.1's line is not complete yet

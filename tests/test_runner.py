@@ -45,7 +45,9 @@ def _run_tasks(manifest: Path, tasks: int) -> None:
 
 
 def _exit(tmp_path: Path, key: str) -> dict[str, Any]:
-    return json.loads((tmp_path / "exit" / f"{key}.exit").read_text())  # type: ignore[no-any-return]
+    record = wire.read_marker(str(tmp_path / "exit" / f"{key}.exit"))
+    assert record is not None
+    return record
 
 
 def test_packing_tasks_run_every_entry_once(tmp_path: Path) -> None:
@@ -58,7 +60,7 @@ def test_packing_tasks_run_every_entry_once(tmp_path: Path) -> None:
         assert len(list(runs.glob(f"{i}.*"))) == 1, f"entry {i} ran {list(runs.glob(f'{i}.*'))}"
         record = _exit(tmp_path, f"{i}.1")
         assert record["code"] == i % 3 and record["task"] in (1, 2, 3)
-        claimed = json.loads((tmp_path / "exit" / f"{i}.1.run").read_text())
+        claimed = wire.read_marker(str(tmp_path / "exit" / f"{i}.1.run"))
         assert claimed["task"] == record["task"]
 
 

@@ -355,13 +355,13 @@ def read_submissions(folder: str, exit_dir: str, known: Container[str]) -> list[
         items = data["entries"]
         if isinstance(pilot, dict):  # its entries: those it claimed from its queue
             items = [item for item in read_queue(str(pilot.get("queue")))
-                     if (read_json(os.path.join(exit_dir, f"{item['key']}.run")) or {}
+                     if (wire.read_marker(os.path.join(exit_dir, f"{item['key']}.run")) or {}
                          ).get("pilot") == sub_id]
         entries = []
         for item in items:
             entry = Entry(BatchJobId(os.path.basename(item["key"])), item["key"], item["argv"],
                           item["log"], item.get("time_limit"), None, bool(item.get("worker")))
-            record = read_json(os.path.join(exit_dir, f"{entry.key}.run"))
+            record = wire.read_marker(os.path.join(exit_dir, f"{entry.key}.run"))
             if record and "started" in record:
                 entry.started, entry.task = float(record["started"]), int(record["task"])
             entries.append(entry)
@@ -499,7 +499,7 @@ class JobFolder:
 
     def read(self, name: str) -> dict[str, Any] | None:
         """A marker or exit file of the exit folder (None if absent or partial)."""
-        return read_json(os.path.join(self.exit_dir, name))
+        return wire.read_marker(os.path.join(self.exit_dir, name))
 
     def claim_killed(self, key: str) -> bool:
         """Claims an entry for no one, so that no runner starts it; False if

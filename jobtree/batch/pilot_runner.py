@@ -41,7 +41,7 @@ from typing import Any
 from ..workerjob import worker_args
 from .forkserver import Pipeline, run_child
 from .runner import Runner, restarted
-from .wire import claim, marker, queue_entries
+from .wire import claim, marker, queue_entry, queue_lines
 
 #: the longest pause between two looks at a queue with nothing to claim
 MAX_PAUSE = 0.25
@@ -50,14 +50,21 @@ MAX_PAUSE = 0.25
 def read_lines(path: str, offset: int) -> tuple[list[dict[str, Any]], int]:
     """The complete entries of a queue file from ``offset`` on, and the
     offset after the last complete line."""
+    lines, end = _raw_lines(path, offset)
+    return [item for line in lines if (item := queue_entry(line)) is not None], end
+
+
+def _raw_lines(path: str, offset: int) -> tuple[list[bytes], int]:
+    """The complete lines of a queue file from ``offset`` on, unparsed, and
+    the offset after the last."""
     try:
         with open(path, "rb") as handle:
             handle.seek(offset)
             data = handle.read()
     except OSError:
         return [], offset
-    items, end = queue_entries(data)
-    return items, offset + end
+    lines, end = queue_lines(data)
+    return lines, offset + end
 
 
 def queue_start(queue: str) -> int:
@@ -113,8 +120,10 @@ class PilotSlot(Runner):
         # it, as it removes claims folders): a late pilot skips the rest
         self._offset = queue_start(self.queue)
         # the entries read and not yet claimed, as a heap: the most important
-        # first, then the first written
-        self._waiting: list[tuple[int, int, dict[str, Any]]] = []
+        # first, then the first written; each as its key and its line, unparsed
+        # (a slot forks a worker per target, and its memory is what each fork
+        # copies the page tables of: 10,000 parsed entries would double it)
+        self._waiting: list[tuple[int, int, str, bytes]] = []
         self._read = 0
         self._pipelines: dict[str, Pipeline | None] = {}
 
@@ -181,17 +190,22 @@ class PilotSlot(Runner):
     def next(self) -> bool:
         """Claims and runs the most important waiting entry that fits (the
         first written, of those alike); False if none did."""
-        items, self._offset = read_lines(self.queue, self._offset)
-        for item in items:
-            self._read += 1
-            heapq.heappush(self._waiting, (-int(item.get("priority") or 0), self._read, item))
+        lines, self._offset = _raw_lines(self.queue, self._offset)
+        for line in lines:
+            item = queue_entry(line)
+            if item is not None:
+                self._read += 1
+                heapq.heappush(self._waiting, (-int(item.get("priority") or 0), self._read,
+                                               str(item["key"]), line))
         unfit = []  # kept for later: they may fit another pilot, or never
         ran = False
         while self._waiting and not ran and not (self.stopping or self.draining):
-            entry = self._waiting[0][2]
-            if os.path.exists(marker(self.exit_dir, entry["key"], "run")):
+            key = self._waiting[0][2]
+            if os.path.exists(marker(self.exit_dir, key, "run")):
                 heapq.heappop(self._waiting)  # claimed by another slot, or for no one
-            elif not self._fits(entry):
+                continue
+            entry = json.loads(self._waiting[0][3])  # a line read as an entry above
+            if not self._fits(entry):
                 unfit.append(heapq.heappop(self._waiting))
             elif os.path.exists(self._stop):
                 self.draining = True

@@ -46,11 +46,10 @@ import sys
 import time
 from typing import Any
 
-from ..errors import TempDirError
-from ..paths import LOCAL_ROOT_LEVELS, local_temp_root, make_private_dirs, write_atomic
+from ..paths import local_temp_root
 from ..workerjob import worker_args
 from .supervise import KILL_GRACE, Stopping, oom_kills, signal_group
-from .wire import claim, marker, settle_once
+from .wire import claim, marker, read_marker, settle_claimed, settle_once
 
 #: seconds between looks at a running entry (kill requests, its time limit)
 _TICK = 0.1
@@ -133,12 +132,8 @@ class Runner:
             key = entry["key"]
             if os.path.exists(marker(self.exit_dir, key, "exit")):
                 continue
-            try:
-                with open(marker(self.exit_dir, key, "run"), encoding="utf-8") as handle:
-                    record = json.load(handle)
-            except (OSError, ValueError):
-                continue
-            if not isinstance(record, dict) or not self._mine(record):
+            record = read_marker(marker(self.exit_dir, key, "run"))
+            if record is None or not self._mine(record):
                 continue
             now = time.time()
             if settle_once(self.exit_dir, key, {
@@ -166,17 +161,15 @@ class Runner:
             self._run_entry(entry, started)
 
     def _run_entry(self, entry: dict[str, Any], started: float) -> None:
-        lock = self._lock_local_dir(entry)
+        outcome: dict[str, Any] = {"code": 127, "maxrss": None}
         try:
             pid = self._start(entry)
-            if pid is None:
-                outcome: dict[str, Any] = {"code": 127, "maxrss": None}
-            else:
+            if pid is not None:
                 outcome = self._wait(entry, pid, started)
         finally:
-            if lock is not None:
-                os.close(lock)
+            if entry.get("worker") and outcome.get("code") != 0 and self.manifest.get("tree_id"):
                 # what a worker killed by a signal could not remove itself
+                # (one that returned removed its own)
                 shutil.rmtree(self._local_dir(entry), ignore_errors=True)
         if (outcome.get("code") in (-signal.SIGTERM, 128 + signal.SIGTERM)
                 and outcome.get("reason") is None and not self.stopping):
@@ -191,29 +184,11 @@ class Runner:
                        task=self.index)
         # not fsynced: the worker synced its result; an exit file lost with its
         # node only makes the target run again
-        try:
-            write_atomic(marker(self.exit_dir, entry["key"], "exit"),
-                         json.dumps(outcome).encode(), sync=False)
-        except FileNotFoundError:  # a pilots' claims folder the master removed
+        if not settle_claimed(self.exit_dir, entry["key"], outcome):
+            # a pilots' claims folder the master removed, or an exit written first
             print(f"jobtree: the master no longer waits for {entry['key']} (it took its "
-                  f"pilot for lost); its exit is not recorded", file=sys.stderr)
-
-    def _lock_local_dir(self, entry: dict[str, Any]) -> int | None:
-        """Holds a lock on the worker's local temp dir while it runs, so
-        another task on this node does not take it for stale."""
-        if not self.manifest.get("tree_id") or not entry.get("worker"):
-            return None
-        path = self._local_dir(entry)
-        try:
-            make_private_dirs(path, LOCAL_ROOT_LEVELS + 1)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except TempDirError as err:  # the worker says so too, when its target asks
-            print(f"jobtree: {err}", file=sys.stderr)
-            return None
-        except OSError:
-            return None
+                  f"pilot for lost, or had its outcome); this exit is not recorded",
+                  file=sys.stderr)
 
     def _local_dir(self, entry: dict[str, Any]) -> str:
         """The local temp root of the worker running ``entry`` on this node."""
