@@ -3,8 +3,8 @@ per target, arrays with packing (the default), and pilots (``--pilots 2``).
 
 For each mode it prints the wall time of the whole run (the script's start to
 the master's exit), targets per second and the scheduler commands the master
-ran (submit, status, cancel, accounting), counted from the master's DEBUG
-log, with the CPU time the master used and how busy the machine's CPUs were
+ran (submit, status, cancel, accounting), as the master's log says at the
+end, with the CPU time the master used and how busy the machine's CPUs were
 (on a small machine the pilots, their workers and the master share them). A
 mode may have its own number of targets (``single:500``): one job per target
 is slow enough that 10,000 would hold a shared cluster for a long time. The
@@ -77,7 +77,7 @@ def run(mode: str, batch_system: str, targets: int,
     done = subprocess.run(
         [sys.executable, FANOUT, "--targets", str(targets), "--batchSystem", batch_system,
          "--clusterConfig", config, "--jobTree", os.path.join(scratch, f"{mode}-tree"),
-         "--logLevel", "DEBUG", "--logFile", log, *ARGS.get(mode, [])],
+         "--logLevel", "INFO", "--logFile", log, *ARGS.get(mode, [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     elapsed = time.perf_counter() - began
     after, ticks_after = resource.getrusage(resource.RUSAGE_CHILDREN), machine_ticks()
@@ -87,10 +87,12 @@ def run(mode: str, batch_system: str, targets: int,
         raise SystemExit(f"{mode}: the run failed; see {log}")
     counts: collections.Counter[str] = collections.Counter()
     with open(log, encoding="utf-8") as handle:
-        for line in handle:
-            match = re.search(r"DEBUG: running (\S+)", line)
+        for line in handle:  # the master's last word on them, at INFO
+            match = re.search(r": \d+ scheduler commands? in all: (.*)$", line)
             if match:
-                counts[os.path.basename(match.group(1))] += 1
+                for part in match.group(1).split(", "):
+                    number, _, name = part.partition(" ")
+                    counts[name] += int(number)
     return elapsed, dict(counts), master_cpu, busy
 
 

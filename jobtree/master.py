@@ -20,7 +20,7 @@ from .errors import JobTreeError, ResourceError, TreeStopped
 from .janitor import Janitor, remove, trim_log
 from .jobstore import JobRow, JobState, JobStore, Settled
 from .options import Config
-from .paths import local_temp_root, write_atomic
+from .paths import PENDING_PREFIX, local_temp_root, write_atomic
 from .placement import (default_resources, failed_try_asked, place_try, route, too_big,
                         worker_config)
 from .progress import Progress
@@ -225,15 +225,21 @@ class Master:
 
     def _clean_files(self) -> None:
         """Removes what no job needs any more: inputs, stale temp dirs, partial writes."""
-        live = {j.id for j in self.store.jobs_in(JobState.ISSUED)}
+        issued = list(self.store.jobs_in(JobState.ISSUED))
+        live = {j.id for j in issued}
+        running = {f"{j.id}.{j.attempt}" for j in issued}
         for folder in (self.paths.jobs, self.paths.results):
             for name in os.listdir(folder):
                 if name.startswith(".tmp-") or (folder == self.paths.jobs and
                                                  name.isdigit() and int(name) not in live):
                     remove(os.path.join(folder, name))
+                elif (name.startswith(PENDING_PREFIX)
+                      and name[len(PENDING_PREFIX):] not in running):
+                    # left by a pilot stopped before it published it: the
+                    # target runs again (a live pilot's may still be published)
+                    remove(os.path.join(folder, name))
         if os.path.isdir(self.paths.values):
             kept = self.store.value_files()
-            running = {f"{j.id}.{j.attempt}" for j in self.store.jobs_in(JobState.ISSUED)}
             for name in os.listdir(self.paths.values):
                 if name not in kept and name.rsplit(".", 1)[0] not in running:
                     remove(os.path.join(self.paths.values, name))

@@ -84,6 +84,12 @@ class TreePaths:
     def result(self, job_id: int, attempt: int) -> str:
         return os.path.join(self.results, f"{job_id}.{attempt}")
 
+    def pending_result(self, job_id: int, attempt: int) -> str:
+        """Where a worker in a pilot leaves its result, not yet synced, for
+        the pilot to sync with others and rename into place (see
+        :mod:`jobtree.batch.pilot_runner`)."""
+        return os.path.join(self.results, f"{PENDING_PREFIX}{job_id}.{attempt}")
+
     def log(self, job_id: int, attempt: int) -> str:
         return os.path.join(self.logs, f"{job_id}.{attempt}.log")
 
@@ -153,6 +159,10 @@ def tree_root(paths: TreePaths) -> TreePaths:
         f"--jobTree {paths.root} is a symbolic link to {shown}, which is not a directory. "
         f"Give --jobTree a directory (or a link to one).")
 
+
+#: the name prefix of a result a worker in a pilot left for the pilot to
+#: publish (``results/.pending-<job>.<attempt>``)
+PENDING_PREFIX = ".pending-"
 
 #: the levels of a tree's local temp root below ``$TMPDIR``: ``jobtree-<uid>``
 #: (or ``jobtree-<uid>-<tree id>``), then the tree's id

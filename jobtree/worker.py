@@ -330,9 +330,24 @@ class Worker:
             logger.debug("chaining the follow-on %s", followon["description"])
         result = {"job": self.job_id, "attempt": self.attempt, "ok": True,
                   "run_id": self.run_id, "steps": steps}
-        write_atomic(self.paths.result(self.job_id, self.attempt), pickle.dumps(result, 5),
-                     sync=self.config.get("sync_results", True))
+        self.write_result(pickle.dumps(result, 5))
         return 0
+
+    def write_result(self, data: bytes) -> None:
+        """Writes the job's result: whole or absent, and synced first when it
+        reaches the master through another machine's file system. A worker
+        that a pilot forked (``defer_results``) leaves it unsynced under
+        :meth:`TreePaths.pending_result` instead; the pilot syncs the results
+        of several targets at once and then renames them into place, before
+        their exit files say they ended."""
+        if self.config.get("defer_results"):
+            fd = os.open(self.paths.pending_result(self.job_id, self.attempt),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            return
+        write_atomic(self.paths.result(self.job_id, self.attempt), data,
+                     sync=self.config.get("sync_results", True))
 
     def _may_chain(self, wanted: Resources, granted: Resources, elapsed: float) -> bool:
         """Whether a follow-on may run in this job: the --jobTime budget is not
@@ -422,7 +437,10 @@ class Worker:
             return ("inline", data)
         os.makedirs(self.paths.values, exist_ok=True)
         path = promise.value_file(self.paths.values, self.job_id, self.attempt, index)
-        write_atomic(path, data, sync=self.config.get("sync_results", True))
+        # (a pilot's sync of the file system covers it, before the result that
+        # names it is published)
+        write_atomic(path, data, sync=self.config.get("sync_results", True)
+                     and not self.config.get("defer_results"))
         return ("file", os.path.basename(path))
 
 
@@ -487,8 +505,7 @@ def _write_failure(worker: Worker, error: str, permanent: bool = False) -> None:
     result = {"job": worker.job_id, "attempt": worker.attempt, "ok": False,
               "run_id": worker.run_id, "error": error, "permanent": permanent}
     try:
-        write_atomic(worker.paths.result(worker.job_id, worker.attempt),
-                     pickle.dumps(result, 5))
+        worker.write_result(pickle.dumps(result, 5))
     except OSError as err:
         print(f"jobtree: cannot write the failure result: {err}", file=sys.stderr)
 

@@ -141,3 +141,19 @@ def test_max_jobs_and_the_submit_rate_bound_what_reaches_the_scheduler(
     assert max(seen) <= 3, f"up to {max(seen)} jobs were queued or running at once"
     # 12 submissions at 4 a second, after a burst of 4, take at least 2 seconds
     assert time.monotonic() - began >= 2.0
+
+
+def test_the_scheduler_commands_run_are_counted_for_the_masters_last_word() -> None:
+    """The master says at INFO how many scheduler commands it ran, by program
+    (retries included): what a user asks of a tool on a shared cluster."""
+    from jobtree.batch.commands import CommandRunner
+    from jobtree.errors import SchedulerCommandError
+
+    runner = CommandRunner(lambda code, err: code == 1, attempts=2, backoff=0.0,
+                           sleep=lambda seconds: None)
+    assert runner.summary() == "0 scheduler commands in all"
+    runner.run(["true"])
+    assert runner.summary() == "1 scheduler command in all: 1 true"
+    with pytest.raises(SchedulerCommandError):
+        runner.run(["false"])  # transient here: run twice
+    assert runner.summary() == "3 scheduler commands in all: 2 false, 1 true"

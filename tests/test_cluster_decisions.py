@@ -261,6 +261,9 @@ class FakeScheduler:
             return ""
         return "".join(f"{i} {s}\n" for i, s in self.listing.items())
 
+    def summary(self) -> str:
+        return f"{self.calls} scheduler commands in all"
+
 
 class Clock:
     def __init__(self) -> None:

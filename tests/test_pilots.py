@@ -364,6 +364,54 @@ def test_a_slot_claims_in_order_what_fits_its_time_and_stops_when_told(
     assert not (exit_dir / "1.1.run").exists() and not (exit_dir / "4.1.run").exists()
 
 
+def _worker_entry(tree: Path, job: int) -> dict[str, Any]:
+    return {"key": f"{job}.1", "argv": [sys.executable, "-m", "jobtree.worker", str(tree),
+                                        str(job), "1"],
+            "log": str(tree / f"{job}.log"), "time_limit": None, "worker": True}
+
+
+def test_a_pilots_results_are_synced_together_then_published_before_their_exits(
+        tmp_path: Path) -> None:
+    """A worker in a pilot leaves its result unsynced; the slot syncs several
+    at once (at most PUBLISH_AFTER later), renames each into place and only
+    then writes its exit file, so the master never reads an exit whose
+    result is not durable. A worker stopped before its end published nothing."""
+    from jobtree.batch import pilot_runner
+    from jobtree.paths import TreePaths
+    from jobtree.resources import Resources
+    from jobtree.worker import Worker
+
+    tree = tmp_path / "tree"
+    (tree / "results").mkdir(parents=True)
+    paths = TreePaths(str(tree))
+    config = {"defaults": Resources().to_dict(), "limits": Resources().to_dict(),
+              "tree_id": "t", "sync_results": True, "defer_results": True}
+    for job in (1, 2, 3):
+        Worker(str(tree), job, 1, config).write_result(f"result {job}".encode())
+        assert not os.path.exists(paths.result(job, 1))  # not yet
+    slot = _slot(tmp_path)
+    slot._deferring[str(tree)] = config
+    exit_dir = tmp_path / "exit"
+    entries = [_worker_entry(tree, job) for job in (1, 2, 3)]
+    for entry in entries:
+        assert wire.claim(str(exit_dir), entry["key"], {"task": 1, "started": 1.0})
+    slot._settle(entries[0], {"code": 0, "reason": None})
+    slot._settle(entries[1], {"code": -9, "reason": "memory"})  # killed: maybe torn
+    slot._settle(entries[2], {"code": 1, "reason": None})  # a failure result is published too
+    assert not (exit_dir / "1.1.exit").exists() and not (exit_dir / "3.1.exit").exists()
+    assert (exit_dir / "2.1.exit").exists() and not os.path.exists(paths.pending_result(2, 1))
+    slot._tick()  # too soon
+    assert not (exit_dir / "1.1.exit").exists()
+    slot._unpublished_since -= pilot_runner.PUBLISH_AFTER
+    slot._tick()
+    for job in (1, 3):
+        assert Path(paths.result(job, 1)).read_bytes() == f"result {job}".encode()
+        assert not os.path.exists(paths.pending_result(job, 1))
+    assert wire.read_marker(str(exit_dir / "1.1.exit"))["code"] == 0
+    assert wire.read_marker(str(exit_dir / "3.1.exit"))["code"] == 1
+    assert not os.path.exists(paths.result(2, 1))
+
+
 def test_the_claims_folders_of_settled_targets_are_removed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobtree.batch import pilots, plan, wire

@@ -95,10 +95,13 @@ def test_failure_then_fix_then_jobTreeRun(tmp_path: Path) -> None:
     assert status.returncode != 0
 
     script.write_text(PIPELINE.format(bug=False))  # the user fixes the script
+    # a result a pilot left and never published (it was killed first)
+    (tree / "results" / ".pending-999.1").write_bytes(b"torn")
     second = subprocess.run([sys.executable, "-m", "jobtree.cli.run", "--jobTree", str(tree)],
                             capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert _runs(runs, "item3") == 3  # the fixed code ran
+    assert not (tree / "results" / ".pending-999.1").exists()
     assert _runs(runs, "root") == 1  # nothing finished ran again
     for i in (0, 1, 2, 4, 6, 7):
         assert _runs(runs, f"item{i}") == 1

@@ -268,6 +268,7 @@ class ClusterBatchSystem(ShellParts, BatchSystem):
         ids = [self.dialect.task_id(s.job_id or "", None) for s in live]
         if ids:
             self.scheduler.cancel(ids)  # a failure is logged
+        logger.info("%s: %s", self.dialect.name, self.scheduler.commands.summary())
 
     # ------------------------------------------------------- the I/O thread
     def _loop(self) -> None:

@@ -7,7 +7,9 @@ tried again with exponential backoff; anything else raises at once.
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import subprocess
 import time
 from typing import Callable, Sequence
@@ -38,6 +40,15 @@ class CommandRunner:
         self.backoff = backoff
         self.sleep = sleep
         self.calls = 0  # commands run, retries included (for the benchmarks)
+        #: the commands run, retries included, by program name
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def summary(self) -> str:
+        """How many commands ran, by program: ``8 scheduler commands in all:
+        2 sbatch, 1 scancel, 5 squeue``."""
+        each = ", ".join(f"{n} {name}" for name, n in sorted(self.counts.items()))
+        noun = "command" if self.calls == 1 else "commands"
+        return f"{self.calls} scheduler {noun} in all" + (f": {each}" if each else "")
 
     def run(self, argv: Sequence[str], stdin: str | None = None,
             ok: Callable[[int, str], bool] | None = None,
@@ -70,6 +81,7 @@ class CommandRunner:
     def _once(self, argv: list[str], stdin: str | None,
               ok: Callable[[int, str], bool] | None) -> str | SchedulerCommandError:
         self.calls += 1
+        self.counts[os.path.basename(argv[0])] += 1
         logger.debug("running %s", " ".join(argv))
         try:
             done = subprocess.run(argv, input=stdin, capture_output=True, text=True,

@@ -182,6 +182,10 @@ class Runner:
         ended = time.time()
         outcome.update(started=started, ended=ended, wall=ended - started, host=self.host,
                        task=self.index)
+        self._settle(entry, outcome)
+
+    def _settle(self, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
+        """Writes an entry's exit file (from its claim): the master learns it ended."""
         # not fsynced: the worker synced its result; an exit file lost with its
         # node only makes the target run again
         if not settle_claimed(self.exit_dir, entry["key"], outcome):
@@ -240,6 +244,7 @@ class Runner:
             except InterruptedError:
                 pass
         while True:
+            self._tick()
             try:
                 done, status, usage = os.wait4(pid, os.WNOHANG)
             except ChildProcessError:
@@ -279,6 +284,9 @@ class Runner:
         """Whether a running entry uses more memory than it may (here the
         scheduler enforces that: never)."""
         return False
+
+    def _tick(self) -> None:
+        """What the runner does while an entry runs, at each look at it."""
 
     def _stop_reason(self) -> str:
         """Why SIGTERM came: the task's wall time (the scheduler's limit) or a cancel."""
