@@ -235,8 +235,8 @@ class Master:
                     remove(os.path.join(folder, name))
                 elif (name.startswith(PENDING_PREFIX)
                       and name[len(PENDING_PREFIX):] not in running):
-                    # left by a pilot stopped before it published it: the
-                    # target runs again (a live pilot's may still be published)
+                    # left by a node runner stopped before it published it: the
+                    # target runs again (a live runner's may still be published)
                     remove(os.path.join(folder, name))
         if os.path.isdir(self.paths.values):
             kept = self.store.value_files()

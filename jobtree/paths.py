@@ -160,7 +160,8 @@ def tree_root(paths: TreePaths) -> TreePaths:
         f"Give --jobTree a directory (or a link to one).")
 
 
-#: the name prefix of a result a worker in a pilot left for the pilot to
+#: the name prefix of a result a worker left for the node runner (a pilot, an
+#: array task) that forked it to
 #: publish (``results/.pending-<job>.<attempt>``)
 PENDING_PREFIX = ".pending-"
 

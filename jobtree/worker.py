@@ -336,8 +336,9 @@ class Worker:
     def write_result(self, data: bytes) -> None:
         """Writes the job's result: whole or absent, and synced first when it
         reaches the master through another machine's file system. A worker
-        that a pilot forked (``defer_results``) leaves it unsynced under
-        :meth:`TreePaths.pending_result` instead; the pilot syncs the results
+        that a cluster node's runner forked (``defer_results``: a pilot's, or an
+        array task's) leaves it unsynced under :meth:`TreePaths.pending_result`
+        instead; the runner syncs the results
         of several targets at once and then renames them into place, before
         their exit files say they ended."""
         if self.config.get("defer_results"):

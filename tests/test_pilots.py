@@ -376,7 +376,7 @@ def test_a_pilots_results_are_synced_together_then_published_before_their_exits(
     at once (at most PUBLISH_AFTER later), renames each into place and only
     then writes its exit file, so the master never reads an exit whose
     result is not durable. A worker stopped before its end published nothing."""
-    from jobtree.batch import pilot_runner
+    from jobtree.batch import runner as pilot_runner
     from jobtree.paths import TreePaths
     from jobtree.resources import Resources
     from jobtree.worker import Worker

@@ -224,6 +224,24 @@ class Pipeline:
                 return
 
 
+def warm(pipelines: dict[str, Pipeline | None], argv: list[str]) -> Pipeline | None:
+    """The warm state for the tree of a worker command (``TREE JOB ATTEMPT``),
+    made on first use and kept in ``pipelines`` (None when the config cannot
+    be read: the worker then reads it itself, and says what is wrong)."""
+    if len(argv) != 3:
+        return None
+    tree = argv[0]
+    if tree not in pipelines:
+        try:
+            pipelines[tree] = Pipeline(tree)
+        except (OSError, ValueError, KeyError):
+            pipelines[tree] = None
+    pipeline = pipelines[tree]
+    if pipeline is not None:
+        pipeline.forget_if_changed()
+    return pipeline
+
+
 class Server:
     """The fork server's state: the jobs it holds until they fit, and its
     children (each a job), within the limits the master gave."""
@@ -286,20 +304,8 @@ class Server:
                 self.spawn(request)
 
     def _pipeline(self, argv: list[str], job: Any) -> Pipeline | None:
-        """The warm state for the tree of a worker command, made on first use
-        (None when the config cannot be read: the child then reports why)."""
-        if job is None or len(argv) != 3:
-            return None
-        tree = argv[0]
-        if tree not in self.pipelines:
-            try:
-                self.pipelines[tree] = Pipeline(tree)
-            except (OSError, ValueError, KeyError):
-                self.pipelines[tree] = None
-        pipeline = self.pipelines[tree]
-        if pipeline is not None:
-            pipeline.forget_if_changed()
-        return pipeline
+        """The warm state for the tree of a worker command (see :func:`warm`)."""
+        return None if job is None else warm(self.pipelines, argv)
 
     def spawn(self, request: dict[str, Any]) -> None:
         worker = request["worker"]

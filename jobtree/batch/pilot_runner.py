@@ -29,8 +29,6 @@ start of it claimed and left without an exit file, as a requeued task does.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import heapq
 import json
 import os
@@ -39,18 +37,11 @@ import sys
 import time
 from typing import Any
 
-from ..paths import TreePaths
-from ..workerjob import worker_args
-from .forkserver import Pipeline, run_child
 from .runner import Runner, restarted
 from .wire import claim, marker, queue_entry, queue_lines
 
 #: the longest pause between two looks at a queue with nothing to claim
 MAX_PAUSE = 0.25
-#: how long (s) a finished target's result may wait to be synced with those
-#: of the targets after it, and how many are synced at most at once
-PUBLISH_AFTER = 0.1
-PUBLISH_MAX = 64
 
 
 def read_lines(path: str, offset: int) -> tuple[list[dict[str, Any]], int]:
@@ -131,103 +122,10 @@ class PilotSlot(Runner):
         # copies the page tables of: 10,000 parsed entries would double it)
         self._waiting: list[tuple[int, int, str, bytes]] = []
         self._read = 0
-        self._pipelines: dict[str, Pipeline | None] = {}
-        # the pipeline's config for its workers: results left to be published
-        self._deferring: dict[str, dict[str, Any]] = {}
-        # finished targets whose results wait to be synced: (the result left,
-        # its name, the entry, the outcome), and since when the first waits
-        self._unpublished: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
-        self._unpublished_since = 0.0
 
     def prepare(self) -> None:
         super().prepare()
-        from .. import worker  # once, shared by every target's fork
-
-        worker._libc()  # what each worker would load for itself (its parent-death signal)
-        gc.freeze()
-
-    def _warm(self, argv: list[str]) -> Pipeline | None:
-        """The tree's worker config, applied once, and its pipeline imported
-        once, as singleMachine's fork server does (None if it cannot be read:
-        the worker then reads it itself, and says what is wrong)."""
-        if len(argv) != 3:
-            return None
-        tree = argv[0]
-        if tree not in self._pipelines:
-            try:
-                self._pipelines[tree] = Pipeline(tree)
-            except (OSError, ValueError, KeyError):
-                self._pipelines[tree] = None
-        pipeline = self._pipelines[tree]
-        if pipeline is not None:
-            pipeline.forget_if_changed()
-        return pipeline
-
-    def _start(self, entry: dict[str, Any]) -> int | None:
-        """Forks a worker from this warm process (a plain command as the runner does)."""
-        if not entry.get("worker"):
-            return super()._start(entry)
-        argv = worker_args(entry["argv"])
-        pipeline = self._warm(argv)
-        config = None
-        if pipeline is not None:
-            config = self._deferring.get(argv[0])
-            if config is None:
-                # a result that must be synced is left for the slot to publish
-                defer = bool(pipeline.config.get("sync_results", True))
-                config = self._deferring[argv[0]] = dict(pipeline.config, defer_results=defer)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            run_child(argv, entry["log"], (), config)
-        return pid
-
-    def _settle(self, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
-        """A worker that ran to its end left its result unsynced (see
-        :meth:`jobtree.worker.Worker.write_result`): the exit waits until the
-        result is published, with those of the targets after it (at most
-        PUBLISH_AFTER seconds later). A worker stopped before its end left
-        nothing the master may read: what it left is removed."""
-        pending = self._pending_result(entry)
-        if pending is None or not os.path.exists(pending[0]):
-            super()._settle(entry, outcome)
-        elif (outcome.get("code") or 0) < 0 or outcome.get("reason") is not None:
-            _remove(pending[0])  # maybe torn: the worker would not have renamed it
-            super()._settle(entry, outcome)
-        else:
-            if not self._unpublished:
-                self._unpublished_since = time.monotonic()
-            self._unpublished.append((*pending, entry, outcome))
-            if len(self._unpublished) >= PUBLISH_MAX:
-                self.publish()
-
-    def _pending_result(self, entry: dict[str, Any]) -> tuple[str, str] | None:
-        """Where the worker of ``entry`` left its result, and its name."""
-        argv = worker_args(entry["argv"]) if entry.get("worker") else []
-        if len(argv) != 3 or argv[0] not in self._deferring:
-            return None
-        paths, job, attempt = TreePaths(argv[0]), int(argv[1]), int(argv[2])
-        return paths.pending_result(job, attempt), paths.result(job, attempt)
-
-    def publish(self) -> None:
-        """Syncs the results that wait (one sync of their file system for
-        all of them), renames each into place and writes its exit file."""
-        batch, self._unpublished = self._unpublished, []
-        if not batch:
-            return
-        sync_files([pending for pending, _, _, _ in batch])
-        for pending, final, entry, outcome in batch:
-            try:
-                os.rename(pending, final)
-            except FileNotFoundError:  # a new master's start removed it: it reruns the target
-                pass
-            super()._settle(entry, outcome)
-
-    def _tick(self) -> None:
-        if self._unpublished and time.monotonic() - self._unpublished_since >= PUBLISH_AFTER:
-            self.publish()
+        self._preload()
 
     def _entries(self) -> list[dict[str, Any]]:
         return read_lines(self.queue, queue_start(self.queue))[0]
@@ -316,49 +214,6 @@ class PilotSlot(Runner):
     def _stop_reason(self) -> str:
         reason = super()._stop_reason()
         return "pilot" if reason == "killed" else reason
-
-
-def sync_files(paths: list[str]) -> None:
-    """Makes the files durable: one ``syncfs`` of the file system of the
-    first (Linux), else an fsync of each."""
-    if not paths:
-        return
-    try:
-        fd = os.open(os.path.dirname(paths[0]) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        fd = -1
-    if fd >= 0:
-        try:
-            if _syncfs is not None and _syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _libc_syncfs() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-_syncfs = _libc_syncfs()
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _handle(slot: PilotSlot) -> None:

@@ -20,6 +20,14 @@ end of the task's output, where the scheduler may have said why
 starts again. SIGUSR1 (the warning the job asks for ``warn_before`` seconds
 before its wall time ends) only stops claiming: the running entry goes on.
 
+A task imports the tree's pipeline once and forks each entry's worker from
+itself, warm (as singleMachine's fork server does). The worker leaves its
+result unsynced (``results/.pending-JOB.ATTEMPT``); the task syncs the file
+system once for the results of the entries that ended within PUBLISH_AFTER
+seconds of each other, renames them into place and only then writes their
+exit files, so a result is durable before the master can read it, with one
+sync for many tiny targets.
+
 A task the scheduler requeued starts again from the beginning (it knows from
 :data:`RESTART_VARIABLES`). The scheduler ran no incarnation of it alongside
 another: Slurm, Grid Engine and LSF kill a task's processes before they queue
@@ -31,6 +39,7 @@ target is issued again), and never runs it itself.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import gc
@@ -46,8 +55,9 @@ import sys
 import time
 from typing import Any
 
-from ..paths import local_temp_root
+from ..paths import TreePaths, local_temp_root
 from ..workerjob import worker_args
+from .forkserver import Pipeline, run_child, warm
 from .supervise import KILL_GRACE, Stopping, oom_kills, signal_group
 from .wire import claim, marker, read_marker, settle_claimed, settle_once
 
@@ -60,6 +70,10 @@ STALE_AFTER = 60.0
 RESTART_VARIABLES = ("SLURM_RESTART_COUNT", "RESTARTED", "LSB_RESTART")
 #: how much of the end of the task's output an exit file of a stopped entry carries
 SAID_TAIL = 2048
+#: how long (s) a finished target's result may wait to be synced with those
+#: of the targets after it, and how many are synced at most at once
+PUBLISH_AFTER = 0.1
+PUBLISH_MAX = 64
 
 
 def restarted(environ: dict[str, str] | os._Environ[str]) -> bool:
@@ -82,6 +96,14 @@ class Runner:
         # the running command's Popen, kept so that its __del__ does not reap
         # the child before os.wait4 here can read its status and usage
         self._process: subprocess.Popen[bytes] | None = None
+        # each tree's pipeline, imported once, and its config for the workers
+        # forked from here (None: the worker reads them itself)
+        self._pipelines: dict[str, Pipeline | None] = {}
+        self._deferring: dict[str, dict[str, Any]] = {}
+        # finished targets whose results wait to be synced: (the result left,
+        # its name, the entry, the outcome), and since when the first waits
+        self._unpublished: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+        self._unpublished_since = 0.0
 
     # -------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -98,27 +120,35 @@ class Runner:
         if self.manifest.get("tree_id"):
             clean_stale(local_temp_root(self.manifest["tree_id"]))
         if any(entry.get("worker") for entry in self.manifest["entries"]):
-            # imported once here, shared by every worker forked for an entry
-            from .. import worker  # noqa: F401
+            self._preload()
 
-            gc.freeze()
+    def _preload(self) -> None:
+        """Imports the worker once, shared by every worker forked from here."""
+        from .. import worker
+
+        worker._libc()  # what each worker would load for itself (its parent-death signal)
+        gc.freeze()
 
     # ---------------------------------------------------------------- run
     def run(self) -> int:
         entries = self.manifest["entries"]
         if restarted(os.environ):
             self.give_up_stranded()
-        if not self.manifest.get("pack"):
-            if 1 <= self.index <= len(entries):
-                self._try(entries[self.index - 1])
+        try:
+            if not self.manifest.get("pack"):
+                if 1 <= self.index <= len(entries):
+                    self._try(entries[self.index - 1])
+                return 0
+            budget = float(self.manifest.get("pack_time") or 0)
+            start = (self.index - 1) % max(len(entries), 1)
+            for entry in entries[start:] + entries[:start]:
+                if self.stopping or self.draining or (time.time() - self.began >= budget):
+                    break
+                self._try(entry)
+                self._tick()
             return 0
-        budget = float(self.manifest.get("pack_time") or 0)
-        start = (self.index - 1) % max(len(entries), 1)
-        for entry in entries[start:] + entries[:start]:
-            if self.stopping or self.draining or (time.time() - self.began >= budget):
-                break
-            self._try(entry)
-        return 0
+        finally:
+            self.publish()
 
     def give_up_stranded(self) -> list[str]:
         """Writes a ``requeued`` exit file for each entry an earlier incarnation
@@ -184,7 +214,7 @@ class Runner:
                        task=self.index)
         self._settle(entry, outcome)
 
-    def _settle(self, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
+    def _settle_now(self, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
         """Writes an entry's exit file (from its claim): the master learns it ended."""
         # not fsynced: the worker synced its result; an exit file lost with its
         # node only makes the target run again
@@ -203,12 +233,7 @@ class Runner:
         argv: list[str] = entry["argv"]
         log: str = entry["log"]
         if entry.get("worker"):
-            pid = os.fork()
-            if pid == 0:
-                from .forkserver import run_child
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                run_child(worker_args(argv), log)
-            return pid
+            return self._fork_worker(entry)
         with open(log, "ab") as out:
             try:
                 process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
@@ -219,6 +244,72 @@ class Runner:
                 return None
         self._process = process
         return process.pid
+
+    def _fork_worker(self, entry: dict[str, Any]) -> int:
+        """Forks a worker from this warm process."""
+        argv = worker_args(entry["argv"])
+        pipeline = warm(self._pipelines, argv)
+        config = None
+        if pipeline is not None:
+            config = self._deferring.get(argv[0])
+            if config is None:
+                # a result that must be synced is left for the slot to publish
+                defer = bool(pipeline.config.get("sync_results", True))
+                config = self._deferring[argv[0]] = dict(pipeline.config, defer_results=defer)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            run_child(argv, entry["log"], (), config)
+        return pid
+
+    def _settle(self, entry: dict[str, Any], outcome: dict[str, Any]) -> None:
+        """A worker that ran to its end left its result unsynced (see
+        :meth:`jobtree.worker.Worker.write_result`): the exit waits until the
+        result is published, with those of the targets after it (at most
+        PUBLISH_AFTER seconds later). A worker stopped before its end left
+        nothing the master may read: what it left is removed."""
+        pending = self._pending_result(entry)
+        if pending is None or not os.path.exists(pending[0]):
+            self._settle_now(entry, outcome)
+        elif (outcome.get("code") or 0) < 0 or outcome.get("reason") is not None:
+            _remove(pending[0])  # maybe torn: the worker would not have renamed it
+            self._settle_now(entry, outcome)
+        else:
+            if not self._unpublished:
+                self._unpublished_since = time.monotonic()
+            self._unpublished.append((*pending, entry, outcome))
+            if len(self._unpublished) >= PUBLISH_MAX:
+                self.publish()
+
+    def _pending_result(self, entry: dict[str, Any]) -> tuple[str, str] | None:
+        """Where the worker of ``entry`` left its result, and its name."""
+        argv = worker_args(entry["argv"]) if entry.get("worker") else []
+        if len(argv) != 3 or argv[0] not in self._deferring:
+            return None
+        paths, job, attempt = TreePaths(argv[0]), int(argv[1]), int(argv[2])
+        return paths.pending_result(job, attempt), paths.result(job, attempt)
+
+    def publish(self) -> None:
+        """Syncs the results that wait (one sync of their file system for
+        all of them), renames each into place and writes its exit file."""
+        batch, self._unpublished = self._unpublished, []
+        if not batch:
+            return
+        sync_files([pending for pending, _, _, _ in batch])
+        for pending, final, entry, outcome in batch:
+            try:
+                os.rename(pending, final)
+            except FileNotFoundError:  # a new master's start removed it: it reruns the target
+                pass
+            self._settle_now(entry, outcome)
+
+    def _tick(self) -> None:
+        """Publishes the results that waited long enough (at each look at a
+        running entry, and between entries)."""
+        if self._unpublished and time.monotonic() - self._unpublished_since >= PUBLISH_AFTER:
+            self.publish()
 
     def _wait(self, entry: dict[str, Any], pid: int, started: float) -> dict[str, Any]:
         limit = entry.get("time_limit")
@@ -285,9 +376,6 @@ class Runner:
         scheduler enforces that: never)."""
         return False
 
-    def _tick(self) -> None:
-        """What the runner does while an entry runs, at each look at it."""
-
     def _stop_reason(self) -> str:
         """Why SIGTERM came: the task's wall time (the scheduler's limit) or a cancel."""
         limit = self.manifest.get("task_walltime")
@@ -317,6 +405,49 @@ def _exit_notifier(pid: int) -> int | None:
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
+
+
+def sync_files(paths: list[str]) -> None:
+    """Makes the files durable: one ``syncfs`` of the file system of the
+    first (Linux), else an fsync of each."""
+    if not paths:
+        return
+    try:
+        fd = os.open(os.path.dirname(paths[0]) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            if _syncfs is not None and _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _libc_syncfs() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _libc_syncfs()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def clean_stale(root: str) -> None:
